@@ -115,17 +115,10 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"{prefix.rstrip('.') or cls.__name__}: {', '.join(sorted(names))})"
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
-    try:
-        obj = cls(**kwargs)
-    except TypeError as e:  # a required field without a default
+    try:  # schemas validate themselves in __post_init__ (ValueError); TypeError: a missing field
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        try:
-            validate()
-        except ValueError as e:
-            raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
-    return obj
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

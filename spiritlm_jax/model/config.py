@@ -39,7 +39,7 @@ class LlamaConfig:
     def dim_per_head(self) -> int:
         return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -51,9 +51,6 @@ class LlamaConfig:
             raise ValueError(f"head dimension must be even for rotary embeddings, got {self.dim_per_head}")
         if self.scan_unroll < 1:
             raise ValueError(f"scan_unroll must be >= 1, got {self.scan_unroll}")
-
-    def __post_init__(self) -> None:
-        self.validate()
 
     def replace(self, **kw) -> "LlamaConfig":
         return dataclasses.replace(self, **kw)

@@ -1,0 +1,68 @@
+"""The config system: YAML + dotted overrides fill dataclasses; bad keys and types name the key."""
+
+import dataclasses
+from typing import Literal, Optional
+
+import pytest
+
+from spiritlm_jax.config import ConfigError, load_config, parse_overrides, save_config, to_dict, from_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    steps: int = 10
+    schedule: Literal["constant", "cosine"] = "constant"
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    inner: Inner = Inner()
+    sizes: tuple[int, ...] = (1, 2)
+    maybe: Optional[int] = None
+    flag: bool = False
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: run\ninner:\n  lr: 3e-5\n  steps: 5\nsizes: [4, 8]\n")
+    cfg = load_config(Outer, path, ["inner.steps=7", "maybe=3", "flag=true", "inner.schedule=cosine"])
+    assert cfg == Outer("run", Inner(3e-5, 7, "cosine"), (4, 8), 3, True)
+
+
+def test_round_trip(tmp_path):
+    cfg = Outer(inner=Inner(lr=0.5), sizes=(3,))
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(Outer, tmp_path / "c.yaml") == cfg
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("inner.stpes=3", "unknown config key inner.stpes"),
+        ("inner.steps=three", "inner.steps: expected an integer"),
+        ("inner.schedule=linear", "inner.schedule: 'linear' is not one of"),
+        ("flag=3", "flag: expected true/false"),
+        ("sizes=5", "sizes: expected a list"),
+        ("inner=4", "inner: expected a mapping"),
+        ("nokey", "not of the form key=value"),
+    ],
+)
+def test_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Outer, None, [override])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(Outer, bad)
+
+
+def test_parse_overrides_nesting():
+    assert parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=null"]) == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}
