@@ -1,0 +1,194 @@
+"""Throughput of the LLaMA core: a training step and cached decoding, JAX vs transformers (PyTorch)
+measured in the same run, same shapes, same dtype.
+
+    python benchmarks/llama.py --shape 1b --mode train --batch 4 --seq 4096        # H100
+    python benchmarks/llama.py --shape 7b --mode decode --batch 1 --new-tokens 256  # H100
+    python benchmarks/llama.py --shape tiny --mode both                             # CPU smoke run
+
+FLOP convention for MFU: training FLOPs per token = 6·N + 12·L·S·d, N = matmul parameters including
+the LM head, L layers, S sequence length, d model width. Peak: dense bf16 of the device
+(spiritlm_jax.training.metrics.PEAK_BF16_FLOPS); no MFU is printed on devices with unknown peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from spiritlm_jax.model.config import LlamaConfig
+from spiritlm_jax.model.llama import Llama, init_cache, init_params
+from spiritlm_jax.training.metrics import device_peak_flops, train_flops_per_token
+
+SHAPES = {
+    "tiny": dict(vocab_size=4096, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=704),
+    "1b": dict(vocab_size=32768, d_model=2048, n_layers=16, n_heads=16, n_kv_heads=16, d_ff=5632),
+    "7b": dict(vocab_size=32768, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, d_ff=11008),
+}
+
+
+def _time(fn, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t) / iters
+
+
+def jax_train(cfg: LlamaConfig, batch: int, seq: int, iters: int) -> float:
+    model = Llama(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    tx = optax.adamw(1e-4)
+    state = (params, tx.init(params))
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, seq + 1), 0, cfg.vocab_size)
+
+    @jax.jit
+    def step(state, tokens):
+        p, o = state
+
+        def loss(p):
+            logits = model.apply({"params": p}, tokens[:, :-1])
+            return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[:, 1:, None], -1)[..., 0])
+
+        l, g = jax.value_and_grad(loss)(p)
+        u, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, u), o), l
+
+    holder = [state]
+
+    def run():
+        holder[0], l = step(holder[0], tokens)
+        l.block_until_ready()
+
+    return _time(run, 2, iters)
+
+
+def jax_decode(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> float:
+    """Seconds per generated token (whole batch) for greedy decoding in one jitted fori_loop."""
+    model = Llama(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    params = jax.tree.map(lambda x: x.astype(cfg.dtype), params)  # serve bf16 weights
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, prompt), 0, cfg.vocab_size)
+
+    @jax.jit
+    def generate(params, tokens):
+        cache = init_cache(cfg, batch, prompt + new)
+        logits, cache = model.apply({"params": params}, tokens, cache=cache)
+        nxt = jnp.argmax(logits[:, -1], -1)
+
+        def body(i, carry):
+            nxt, cache, out = carry
+            logits, cache = model.apply({"params": params}, nxt[:, None], cache=cache)
+            out = out.at[:, i].set(nxt)
+            return jnp.argmax(logits[:, -1], -1), cache, out
+
+        out = jnp.zeros((batch, new), jnp.int32)
+        return jax.lax.fori_loop(0, new, body, (nxt, cache, out))[2]
+
+    @jax.jit
+    def prefill_only(params, tokens):
+        cache = init_cache(cfg, batch, prompt + new)
+        return model.apply({"params": params}, tokens, cache=cache)[0][:, -1].argmax(-1)
+
+    t_all = _time(lambda: generate(params, tokens).block_until_ready(), 1, 3)
+    t_pre = _time(lambda: prefill_only(params, tokens).block_until_ready(), 1, 3)
+    return (t_all - t_pre) / new
+
+
+def torch_model(cfg: LlamaConfig, dtype):
+    import torch
+    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+
+    hf = HFConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        rope_theta=cfg.rope_theta, max_position_embeddings=cfg.max_seq_len, tie_word_embeddings=cfg.tie_embeddings,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return LlamaForCausalLM(hf).to(device=device, dtype=dtype), device
+
+
+def torch_train(cfg: LlamaConfig, batch: int, seq: int, iters: int) -> float:
+    import torch
+
+    model, device = torch_model(cfg, torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, cfg.vocab_size, (batch, seq + 1), device=device)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+
+    def run():
+        with autocast:
+            out = model(input_ids=tokens[:, :-1], labels=tokens[:, 1:].contiguous())
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return _time(run, 2, iters)
+
+
+def torch_decode(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> float:
+    import torch
+
+    model, device = torch_model(cfg, torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32)
+    tokens = torch.randint(0, cfg.vocab_size, (batch, prompt), device=device)
+
+    def gen(n):
+        with torch.no_grad():
+            model.generate(tokens, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    t_all = _time(lambda: gen(new), 1, 2)
+    t_one = _time(lambda: gen(1), 1, 2)
+    return (t_all - t_one) / (new - 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=SHAPES, default="tiny")
+    ap.add_argument("--mode", choices=["train", "decode", "both"], default="both")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--prompt", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    ap.add_argument("--remat", default="none")
+    ap.add_argument("--attention", default="xla")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    args = ap.parse_args()
+
+    cfg = LlamaConfig(**SHAPES[args.shape], dtype=args.dtype, remat=args.remat, attention=args.attention,
+                      max_seq_len=max(args.seq, args.prompt + args.new_tokens))
+    dev = jax.devices()[0]
+    print(f"device: {dev.device_kind} x{jax.device_count()}; shape {args.shape} "
+          f"({cfg.num_params() / 1e6:.1f}M params); dtype {args.dtype}")
+    peak = device_peak_flops(dev)
+    if args.mode in ("train", "both"):
+        toks = args.batch * args.seq
+        t_jax = jax_train(cfg, args.batch, args.seq, args.iters)
+        line = f"train  batch {args.batch} x seq {args.seq}: JAX {toks / t_jax:,.0f} tok/s"
+        if peak:
+            line += f" (MFU {train_flops_per_token(cfg, args.seq) * toks / t_jax / peak:.1%}, 6N+12LSd)"
+        if not args.no_torch:
+            t_pt = torch_train(cfg, args.batch, args.seq, args.iters)
+            line += f"; PyTorch {toks / t_pt:,.0f} tok/s; JAX/PyTorch = {t_pt / t_jax:.2f}x"
+        print(line, flush=True)
+    if args.mode in ("decode", "both"):
+        t_jax = jax_decode(cfg, args.batch, args.prompt, args.new_tokens)
+        line = f"decode batch {args.batch}, prompt {args.prompt}: JAX {args.batch / t_jax:,.1f} tok/s"
+        if not args.no_torch:
+            t_pt = torch_decode(cfg, args.batch, args.prompt, args.new_tokens)
+            line += f"; PyTorch generate {args.batch / t_pt:,.1f} tok/s; JAX/PyTorch = {t_pt / t_jax:.2f}x"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
