@@ -1,0 +1,141 @@
+"""Train state, its sharding, the loss and the jitted train / eval steps.
+
+The state is a plain dict pytree {"step", "params", "opt_state"} so Orbax saves it as is. Its
+shardings come from the parameters' logical axis names (optax keeps the flax `Partitioned` boxes in
+its moment trees, so the optimizer state is sharded exactly like the parameters).
+
+Batches are dicts of [B, T] int32 arrays: tokens, targets (-1 = no target), segment_ids, positions,
+kinds (0 text, 1 speech, 2 interleaved). Gradient accumulation splits B into `grad_accum`
+micro-batches and sums token losses before dividing by the total target count, so accumulated and
+full-batch steps compute the same update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from spiritlm_jax.model.llama import Llama
+from spiritlm_jax.model.sharding import batch_sharding, param_shardings
+
+KINDS = ("text", "speech", "interleaved")
+BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "kinds")
+
+
+def _boxed_state(model: Llama, tx: optax.GradientTransformation, rng, seq_len: int):
+    params = model.init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+
+def state_shardings(model: Llama, tx, mesh, seq_len: int = 8):
+    """NamedSharding pytree matching the (unboxed) train state."""
+    abstract = jax.eval_shape(lambda: _boxed_state(model, tx, jax.random.PRNGKey(0), seq_len))
+    return param_shardings(abstract, mesh)
+
+
+def init_state(model: Llama, tx, rng, shardings, seq_len: int = 8):
+    """Random init directly into the sharded layout (no full copy on one device)."""
+    fn = jax.jit(lambda r: nn.unbox(_boxed_state(model, tx, r, seq_len)), out_shardings=shardings)
+    return fn(rng)
+
+
+def state_from_params(params, tx, shardings):
+    """Train state around given (e.g. imported) parameters, placed on `shardings`."""
+    params = jax.device_put(params, shardings["params"])
+    fn = jax.jit(
+        lambda p: {"step": jnp.zeros((), jnp.int32), "params": p, "opt_state": tx.init(p)},
+        out_shardings=shardings,
+    )
+    return fn(params)
+
+
+def token_losses(model: Llama, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum of next-token NLL over valid targets, and per-kind sums/counts."""
+    logits_btv = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
+    targets_bt = batch["targets"]
+    valid_bt = targets_bt >= 0
+    logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
+    tgt_bt = jnp.take_along_axis(logits_btv, jnp.maximum(targets_bt, 0)[..., None], axis=-1)[..., 0]
+    nll_bt = jnp.where(valid_bt, logz_bt - tgt_bt, 0.0)
+    kind_btk = jax.nn.one_hot(batch["kinds"], len(KINDS), dtype=jnp.float32) * valid_bt[..., None]
+    stats = {
+        "nll_sum": nll_bt.sum(),
+        "count": valid_bt.sum().astype(jnp.float32),
+        "kind_nll_sum": jnp.einsum("bt,btk->k", nll_bt, kind_btk),
+        "kind_count": kind_btk.sum((0, 1)),
+    }
+    return stats["nll_sum"], stats
+
+
+def _split_micro(batch, n: int):
+    return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+
+def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
+    """(state, batch) -> (state, metrics); metrics are device scalars/vectors."""
+
+    def step(state, batch):
+        params = state["params"]
+        grad_fn = jax.grad(lambda p, b: token_losses(model, p, b), has_aux=True)
+
+        def micro(acc, mb):
+            g, stats = grad_fn(params, mb)
+            return jax.tree.map(jnp.add, acc, (g, stats)), None
+
+        zero_stats = {
+            "nll_sum": jnp.zeros(()), "count": jnp.zeros(()),
+            "kind_nll_sum": jnp.zeros(len(KINDS)), "kind_count": jnp.zeros(len(KINDS)),
+        }
+        zero = (jax.tree.map(jnp.zeros_like, params), zero_stats)
+        if grad_accum == 1:
+            (grads, stats), _ = micro(zero, batch)
+        else:
+            (grads, stats), _ = jax.lax.scan(micro, zero, _split_micro(batch, grad_accum))
+        denom = jnp.maximum(stats["count"], 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        metrics = {
+            "loss": stats["nll_sum"] / denom,
+            "tokens": stats["count"],
+            "kind_nll_sum": stats["kind_nll_sum"],
+            "kind_count": stats["kind_count"],
+            "grad_norm": optax.tree.norm(grads),
+            "lr": schedule(state["step"]),
+        }
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(model: Llama):
+    def step(params, batch):
+        return token_losses(model, params, batch)[1]
+
+    return step
+
+
+def jit_train_step(step_fn, shardings, mesh):
+    return jax.jit(
+        step_fn,
+        in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, None),
+        donate_argnums=(0,),
+    )
+
+
+def jit_eval_step(eval_fn, shardings, mesh):
+    return jax.jit(eval_fn, in_shardings=(shardings["params"], batch_sharding(mesh)))
+
+
+def kind_losses(kind_nll_sum, kind_count) -> dict[str, float]:
+    """{"loss_text": ..., ...} for kinds that had targets."""
+    out: dict[str, Any] = {}
+    for i, k in enumerate(KINDS):
+        if float(kind_count[i]) > 0:
+            out[f"loss_{k}"] = float(kind_nll_sum[i]) / float(kind_count[i])
+    return out
