@@ -1,0 +1,1 @@
+"""Evaluation: likelihood-pair benchmarks, few-shot tasks, STSP."""
