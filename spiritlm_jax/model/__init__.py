@@ -2,6 +2,7 @@
 
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama, init_cache, init_params
+from spiritlm_jax.model.pretrained import load_pretrained
 from spiritlm_jax.model.vocab import extend_vocab
 
-__all__ = ["LlamaConfig", "Llama", "init_cache", "init_params", "extend_vocab"]
+__all__ = ["LlamaConfig", "Llama", "init_cache", "init_params", "extend_vocab", "load_pretrained"]

@@ -1,0 +1,125 @@
+"""Import a LLaMA-architecture GGUF file (llama.cpp format, any quantisation gguf can dequantise).
+
+    python tools/convert_weights/llama_from_gguf.py --gguf FILE --out DIR
+
+llama.cpp's converter permutes the rows of q and k for its interleaved RoPE; our RoPE is
+transformers' half-split layout, so those rows are permuted back here. (Getting this wrong still
+runs and produces fluent-looking nonsense; tests/test_smollm2.py compares against transformers'
+own GGUF loader on real weights.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+from tools.convert_weights.llama_from_hf import ConversionError, params_from_tensors  # noqa: E402
+
+GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation: per head, rows (pairs interleaved) -> (halves)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        if default is None:
+            raise ConversionError(f"GGUF metadata {key} is missing")
+        return default
+    return f.contents()
+
+
+def gguf_config(reader) -> LlamaConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ConversionError(f"GGUF architecture is {arch!r}, expected 'llama'")
+    names = {t.name for t in reader.tensors}
+    n_heads = int(_field(reader, "llama.attention.head_count"))
+    d = int(_field(reader, "llama.embedding_length"))
+    head_dim = int(_field(reader, "llama.rope.dimension_count", d // n_heads))
+    vocab = next(t for t in reader.tensors if t.name == "token_embd.weight").shape[-1]
+    return LlamaConfig(
+        vocab_size=int(vocab), d_model=d, n_layers=int(_field(reader, "llama.block_count")), n_heads=n_heads,
+        n_kv_heads=int(_field(reader, "llama.attention.head_count_kv", n_heads)),
+        head_dim=None if head_dim == d // n_heads else head_dim,
+        d_ff=int(_field(reader, "llama.feed_forward_length")),
+        norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
+        rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
+        max_seq_len=int(_field(reader, "llama.context_length", 4096)),
+        tie_embeddings="output.weight" not in names, dtype="bfloat16",
+    )
+
+
+def load_gguf(path: str | Path):
+    """(LlamaConfig, params) with weights dequantised to fp32."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    cfg = gguf_config(reader)
+    by_hf = {}
+    for t in reader.tensors:
+        if t.name.startswith("blk."):
+            _, i, rest = t.name.split(".", 2)
+            if rest not in GGUF_TO_HF:
+                raise ConversionError(f"unexpected GGUF tensor {t.name}")
+            by_hf[f"model.layers.{i}.{GGUF_TO_HF[rest]}"] = t
+        elif t.name in GGUF_TO_HF:
+            by_hf[GGUF_TO_HF[t.name]] = t
+        elif t.name != "rope_freqs.weight":
+            raise ConversionError(f"unexpected GGUF tensor {t.name}")
+
+    def get(name: str) -> np.ndarray:
+        t = by_hf[name]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w = w.reshape(tuple(int(x) for x in reversed(t.shape)))
+        if name.endswith("q_proj.weight"):
+            w = unpermute_rope(w, cfg.n_heads)
+        elif name.endswith("k_proj.weight"):
+            w = unpermute_rope(w, cfg.n_kv_heads)
+        return w
+
+    return cfg, params_from_tensors(cfg, set(by_hf), get)
+
+
+def main(argv=None) -> int:
+    from spiritlm_jax.checkpoint import save_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gguf", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        cfg, params = load_gguf(args.gguf)
+        out = save_model(args.out, params, cfg)
+    except (ConversionError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Import a Hugging Face LlamaForCausalLM directory into a spiritlm_jax model directory.
+
+    python tools/convert_weights/llama_from_hf.py --hf-dir DIR --out DIR [--dtype float32|bfloat16]
+
+Reads config.json and model.safetensors / pytorch_model.bin (sharded with an index json or not,
+bf16 or fp32), one tensor at a time, stacking layers as it goes (peak host memory ~ the output
+size plus one tensor). Tokenizer files are copied. RoPE: our layout is transformers' half-split
+one, so q/k weights are only transposed, never permuted. Any missing, unexpected or mis-shaped
+tensor stops the conversion with its name and both shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the expected layout; the message names the tensor."""
+
+
+def llama_config_from_hf(hf: dict, dtype: str = "bfloat16") -> LlamaConfig:
+    """LlamaConfig from a transformers config.json dict; unsupported settings are errors."""
+    if hf.get("model_type", "llama") != "llama":
+        raise ConversionError(f"config.json model_type is {hf.get('model_type')!r}, expected 'llama'")
+    if hf.get("rope_scaling"):
+        raise ConversionError(f"config.json rope_scaling={hf['rope_scaling']!r} is not supported")
+    # transformers >= 5 writes {"rope_parameters": {"rope_type", "rope_theta", ...}}; 4.x writes rope_theta
+    rope = hf.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ConversionError(f"config.json rope_parameters={rope!r}: only the default RoPE is supported")
+    rope_theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+    for flag in ("attention_bias", "mlp_bias"):
+        if hf.get(flag):
+            raise ConversionError(f"config.json {flag}=true is not supported (LLaMA-2 has no biases)")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ConversionError(f"config.json hidden_act={hf['hidden_act']!r}; only silu (SwiGLU) is supported")
+    n_heads = hf["num_attention_heads"]
+    head_dim = hf.get("head_dim")
+    if head_dim == hf["hidden_size"] // n_heads:
+        head_dim = None
+    return LlamaConfig(
+        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads, head_dim=head_dim,
+        d_ff=hf["intermediate_size"], norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta, max_seq_len=hf.get("max_position_embeddings", 4096),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), dtype=dtype,
+    )
+
+
+def hf_tensor_specs(cfg: LlamaConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...], Callable]]:
+    """HF name -> (HF shape, our path, transform HF array -> our per-layer array)."""
+    d, n, k, h, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.dim_per_head, cfg.d_ff, cfg.vocab_size
+    specs = {
+        "model.embed_tokens.weight": ((v, d), ("embed", "embedding"), lambda w: w),
+        "model.norm.weight": ((d,), ("final_norm", "scale"), lambda w: w),
+    }
+    if not cfg.tie_embeddings:
+        specs["lm_head.weight"] = ((v, d), ("lm_head", "kernel"), lambda w: w.T)
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        specs.update({
+            p + "input_layernorm.weight": ((d,), ("layers", "attn_norm", "scale", i), lambda w: w),
+            p + "post_attention_layernorm.weight": ((d,), ("layers", "mlp_norm", "scale", i), lambda w: w),
+            p + "self_attn.q_proj.weight": ((n * h, d), ("layers", "attn", "q", "kernel", i), lambda w: w.T.reshape(d, n, h)),
+            p + "self_attn.k_proj.weight": ((k * h, d), ("layers", "attn", "k", "kernel", i), lambda w: w.T.reshape(d, k, h)),
+            p + "self_attn.v_proj.weight": ((k * h, d), ("layers", "attn", "v", "kernel", i), lambda w: w.T.reshape(d, k, h)),
+            p + "self_attn.o_proj.weight": ((d, n * h), ("layers", "attn", "o", "kernel", i), lambda w: w.T.reshape(n, h, d)),
+            p + "mlp.gate_proj.weight": ((f, d), ("layers", "mlp", "gate", "kernel", i), lambda w: w.T),
+            p + "mlp.up_proj.weight": ((f, d), ("layers", "mlp", "up", "kernel", i), lambda w: w.T),
+            p + "mlp.down_proj.weight": ((d, f), ("layers", "mlp", "down", "kernel", i), lambda w: w.T),
+        })
+    return specs
+
+
+def params_from_tensors(cfg: LlamaConfig, names: set[str], get: Callable[[str], np.ndarray], dtype=np.float32,
+                        progress: bool = False):
+    """Build our param tree from named HF-layout tensors (`get(name)` loads one on demand)."""
+    specs = hf_tensor_specs(cfg)
+    names = {nm for nm in names if not nm.endswith(IGNORED_SUFFIXES)}
+    if cfg.tie_embeddings and "lm_head.weight" in names:
+        names.discard("lm_head.weight")  # transformers sometimes saves the tied copy
+    extra = sorted(names - specs.keys())
+    if extra:
+        raise ConversionError(f"unexpected tensor {extra[0]} (and {len(extra) - 1} more) for this config")
+    missing = sorted(specs.keys() - names)
+    if missing:
+        raise ConversionError(f"missing tensor {missing[0]} (and {len(missing) - 1} more)")
+    layer_buffers: dict[tuple[str, ...], np.ndarray] = {}
+    params: dict = {}
+    items = list(specs.items())
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="tensors", unit="t")
+    for name, (shape, path, fn) in items:
+        w = np.asarray(get(name))
+        if tuple(w.shape) != shape:
+            raise ConversionError(f"tensor {name} has shape {tuple(w.shape)}, expected {shape}")
+        w = fn(w.astype(np.float32)).astype(dtype)
+        if path[0] == "layers":
+            key, i = path[:-1], path[-1]
+            if key not in layer_buffers:
+                layer_buffers[key] = np.empty((cfg.n_layers, *w.shape), dtype)
+            layer_buffers[key][i] = w
+        else:
+            _set(params, path, w)
+    for key, buf in layer_buffers.items():
+        _set(params, key, buf)
+    return params
+
+
+def _set(tree: dict, path, value) -> None:
+    for p in path[:-1]:
+        tree = tree.setdefault(p, {})
+    tree[path[-1]] = value
+
+
+def _torch_to_numpy(t) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy()
+
+
+def open_hf_weights(hf_dir: Path) -> tuple[set[str], Callable[[str], np.ndarray]]:
+    """Names and a lazy loader over safetensors (preferred) or pytorch_model.bin, sharded or not."""
+    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
+                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
+        index = hf_dir / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = {nm: hf_dir / fn for nm, fn in weight_map.items()}
+            break
+        if (hf_dir / single).is_file():
+            files = None
+            break
+    else:
+        raise FileNotFoundError(f"{hf_dir} has no model.safetensors[.index.json] or pytorch_model.bin[.index.json]")
+
+    if single.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        handles: dict[Path, object] = {}
+
+        def handle(path: Path):
+            if path not in handles:
+                handles[path] = safe_open(str(path), framework="pt")
+            return handles[path]
+
+        if files is None:
+            files = {nm: hf_dir / single for nm in handle(hf_dir / single).keys()}
+        return set(files), lambda nm: _torch_to_numpy(handle(files[nm]).get_tensor(nm))
+
+    import torch
+
+    loaded: dict[Path, dict] = {}
+
+    def state(path: Path) -> dict:
+        if path not in loaded:
+            loaded.clear()  # one shard in memory at a time
+            loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return loaded[path]
+
+    if files is None:
+        files = {nm: hf_dir / single for nm in state(hf_dir / single)}
+    return set(files), lambda nm: _torch_to_numpy(state(files[nm])[nm])
+
+
+def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", progress: bool = True) -> Path:
+    from spiritlm_jax.checkpoint import save_model
+
+    hf_dir = Path(hf_dir)
+    if not (hf_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{hf_dir} has no config.json (is it a Hugging Face model directory?)")
+    cfg = llama_config_from_hf(json.loads((hf_dir / "config.json").read_text()))
+    names, get = open_hf_weights(hf_dir)
+    np_dtype = {"float32": np.float32, "bfloat16": _bf16()}[dtype]
+    params = params_from_tensors(cfg, names, get, np_dtype, progress=progress)
+    return save_model(out_dir, params, cfg.replace(param_dtype=dtype), tokenizer_dir=hf_dir)
+
+
+def _bf16():
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hf-dir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="parameter dtype to store (float32: master weights for training)")
+    args = ap.parse_args(argv)
+    try:
+        out = convert(args.hf_dir, args.out, args.dtype)
+    except (ConversionError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Export a spiritlm_jax model (model directory or training run) to a Hugging Face Llama directory.
+
+    python tools/convert_weights/llama_to_hf.py --checkpoint DIR --out DIR [--dtype bfloat16|float32]
+
+Writes config.json (LlamaForCausalLM, rope_theta, vocabulary, tie flag, head_dim, eps),
+model.safetensors (sharded with an index above --max-shard-gb), and copies tokenizer files when the
+source had them, so transformers and the reference Spirit LM code load it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+from tools.convert_weights.llama_from_hf import hf_tensor_specs  # noqa: E402
+
+
+def hf_config(cfg: LlamaConfig, torch_dtype: str) -> dict:
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.dim_per_head,
+        "hidden_act": "silu", "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta, "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers >= 5
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False, "mlp_bias": False, "initializer_range": cfg.init_std,
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": torch_dtype,
+    }
+
+
+def _get(tree, path):
+    for p in path:
+        tree = tree[p]
+    return tree
+
+
+def hf_tensors(cfg: LlamaConfig, params):
+    """Yield (HF name, HF-layout fp32 array), inverting the import transforms."""
+    for name, (shape, path, _) in hf_tensor_specs(cfg).items():
+        w = np.asarray(_get(params, path[:-1] if path[0] == "layers" else path), np.float32)
+        if path[0] == "layers":
+            w = w[path[-1]]
+        if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+            w = w.reshape(w.shape[0], -1).T
+        elif name.endswith("o_proj.weight"):
+            w = w.reshape(-1, w.shape[-1]).T
+        elif name.endswith(("gate_proj.weight", "up_proj.weight", "down_proj.weight")) or name == "lm_head.weight":
+            w = w.T
+        assert w.shape == shape, (name, w.shape, shape)
+        yield name, np.ascontiguousarray(w)
+
+
+def export(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16", max_shard_gb: float = 5.0) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    from spiritlm_jax.checkpoint import TOKENIZER_FILES, load_model
+
+    cfg, params = load_model(checkpoint)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    shards, cur, size, limit = [], {}, 0, max_shard_gb * 1e9
+    for name, w in hf_tensors(cfg, params):
+        t = torch.from_numpy(w).to(tdtype)
+        nbytes = t.numel() * t.element_size()
+        if cur and size + nbytes > limit:
+            shards.append(cur)
+            cur, size = {}, 0
+        cur[name] = t
+        size += nbytes
+    shards.append(cur)
+    if len(shards) == 1:
+        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map, total = {}, 0
+        for i, shard in enumerate(shards):
+            fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / fn), metadata={"format": "pt"})
+            for nm, t in shard.items():
+                weight_map[nm] = fn
+                total += t.numel() * t.element_size()
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype), indent=2))
+    src = Path(checkpoint)
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copy(src / name, out / name)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True, help="model directory or training run directory")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    ap.add_argument("--max-shard-gb", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    try:
+        out = export(args.checkpoint, args.out, args.dtype, args.max_shard_gb)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
