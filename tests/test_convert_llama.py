@@ -92,7 +92,7 @@ def test_export_round_trip(tmp_path):
     assert (tmp_path / "back" / "tokenizer.model").read_bytes() == b"sentencepiece stand-in"
     cfg = json.loads((tmp_path / "back" / "config.json").read_text())
     assert cfg["rope_theta"] == 1e5 and cfg["vocab_size"] == 32768 and cfg["tie_word_embeddings"] is False
-    back = LlamaForCausalLM.from_pretrained(tmp_path / "back", torch_dtype=torch.float32).eval()
+    back = LlamaForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
     tokens = np.random.default_rng(1).integers(0, 32768, (1, 9))
     assert np.abs(hf_logits(back, tokens) - hf_logits(hf, tokens)).max() <= 1e-5
 
