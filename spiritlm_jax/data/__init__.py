@@ -1,0 +1,1 @@
+"""Data: example formats, word-level interleaving, the Grain input pipeline, corpus preparation."""

@@ -1,0 +1,1 @@
+"""Speech side: audio I/O, unit encoders (HuBERT, pitch, style, log-mel k-means) and the vocoder."""
