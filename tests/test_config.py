@@ -22,13 +22,15 @@ class Outer:
     sizes: tuple[int, ...] = (1, 2)
     maybe: Optional[int] = None
     flag: bool = False
+    pair: tuple[int, float] = (1, 2.0)
 
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: run\ninner:\n  lr: 3e-5\n  steps: 5\nsizes: [4, 8]\n")
-    cfg = load_config(Outer, path, ["inner.steps=7", "maybe=3", "flag=true", "inner.schedule=cosine"])
-    assert cfg == Outer("run", Inner(3e-5, 7, "cosine"), (4, 8), 3, True)
+    cfg = load_config(Outer, path, ["inner.steps=7", "maybe=3", "flag=true", "inner.schedule=cosine", "pair=[5, 6]"])
+    assert cfg == Outer("run", Inner(3e-5, 7, "cosine"), (4, 8), 3, True, (5, 6.0))
+    assert isinstance(cfg.pair[1], float)
 
 
 def test_round_trip(tmp_path):
@@ -47,6 +49,8 @@ def test_round_trip(tmp_path):
         ("flag=3", "flag: expected true/false"),
         ("sizes=5", "sizes: expected a list"),
         ("inner=4", "inner: expected a mapping"),
+        ("pair=[1]", "pair: expected 2 items"),
+        ("pair=[1, x]", r"pair\[1\]: expected a number"),
         ("nokey", "not of the form key=value"),
     ],
 )

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sentencepiece as spm
 from hypothesis import given, settings, strategies as st
 
 from spiritlm_jax.tokens import (
@@ -81,16 +80,6 @@ def test_round_trip_at_real_rates(hubert, data):
     assert len(back["pitch"]) == len(back["style"]) == len(dedup)
     assert set(back["pitch"].tolist()) <= set(pitch)
     assert units_to_string(back["hubert"]) == units_to_string(dedup)
-
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sp")
-    spm.SentencePieceTrainer.train(
-        input=str(DATA / "english.txt"), model_prefix=str(d / "tokenizer"), vocab_size=200,
-        model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
-    )
-    return d / "tokenizer.model"
 
 
 def test_mixed_encode_decode(sp_model):

@@ -41,27 +41,39 @@ def _slice_streams(streams, t0: float, t1: float):
     return out
 
 
+def plan_spans(n_words: int, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)):
+    """[(modality "t"|"s", first word, end word), ...] covering words [0, n_words) in order."""
+    plan, i, modality = [], 0, "s" if rng.random() < 0.5 else "t"
+    while i < n_words:
+        lo, hi = text_span if modality == "t" else speech_span
+        j = min(i + int(rng.integers(lo, hi + 1)), n_words)
+        plan.append((modality, i, j))
+        i, modality = j, ("s" if modality == "t" else "t")
+    return plan
+
+
+def word_regions(words) -> list[float]:
+    """Region boundaries: word i owns [b[i], b[i+1]) with b[0] = 0 and b[-1] = inf."""
+    starts = [float(w[1]) for w in words]
+    if any(b < a for a, b in zip(starts, starts[1:])):
+        raise ValueError("aligned example: word start times are not sorted")
+    return [0.0] + starts[1:] + [np.inf]
+
+
 def interleave_spans(ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15),
                      layout_kinds: Sequence[str] = ("hubert",)) -> list[tuple[str, str]]:
     """Aligned example -> [("t", "some words"), ("s", "[Hu1][Hu2]..."), ...] (markers not included)."""
     words = ex["words"]
     if not words:
         raise ValueError("aligned example has no words")
-    starts = [float(w[1]) for w in words]
-    if any(b < a for a, b in zip(starts, starts[1:])):
-        raise ValueError("aligned example: word start times are not sorted")
+    bounds = word_regions(words)
     streams = _streams(ex, layout_kinds)
-    bounds = [0.0] + starts[1:] + [np.inf]
-    spans, i, modality = [], 0, "s" if rng.random() < 0.5 else "t"
-    while i < len(words):
-        lo, hi = text_span if modality == "t" else speech_span
-        n = int(rng.integers(lo, hi + 1))
-        j = min(i + n, len(words))
+    spans = []
+    for modality, i, j in plan_spans(len(words), rng, text_span, speech_span):
         if modality == "t":
             spans.append(("t", " ".join(str(w[0]) for w in words[i:j])))
         else:
             spans.append(("s", units_to_string(**_slice_streams(streams, bounds[i], bounds[j]))))
-        i, modality = j, ("s" if modality == "t" else "t")
     return spans
 
 

@@ -55,7 +55,7 @@ def _read_only(directory: str | Path) -> ocp.CheckpointManager:
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     return ocp.CheckpointManager(path, item_names=("state", "data", "meta"),
-                                 options=ocp.CheckpointManagerOptions(read_only=True))
+                                 options=ocp.CheckpointManagerOptions(read_only=True, create=False))
 
 
 def _pick_step(mngr: ocp.CheckpointManager, directory, step: int | None) -> int:

@@ -128,7 +128,10 @@ def run(cfg) -> dict:
         if is_main and cfg.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True)
+            import sys
+
+            bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True,
+                       mininterval=0.5 if sys.stderr.isatty() else 30.0)
         t_last, tokens_since, first_loss, last = time.perf_counter(), 0.0, None, {}
         for step in range(start_step, cfg.steps):
             local = next(data_iter)
