@@ -1,33 +1,50 @@
 """Reading and writing prepared examples: JSONL(.gz) for small data, ArrayRecord shards at scale.
 
-A corpus directory holds `<split>/<kind>*.jsonl[.gz]` or `<split>/<kind>*.array_record` files
-(split: train, eval; kind: text, speech, aligned), `tokenizer.model` and `corpus.json`.
-Each record is one example as UTF-8 JSON (see interleave.py for the format).
+Every record is one example as UTF-8 JSON (format in docs/data.md and interleave.py). A prepared
+corpus directory holds shards per kind (text, speech, aligned) in any of these layouts, searched in
+this order and concatenated (sorted by path within each pattern):
+
+    <corpus>/<split>/<kind>/*.{array_record,jsonl,jsonl.gz}
+    <corpus>/<split>/<kind>*.{array_record,jsonl,jsonl.gz}
+    <corpus>/<kind>/*.{...}  and  <corpus>/<kind>*.{...}     (split "train" only: no split folders)
+
+`write_array_record` / `write_jsonl` write shards, `read_examples` reads one back, and
+`ExampleSource` gives random access over many shards (a Grain data source: __len__, __getitem__).
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 KINDS = ("text", "speech", "aligned")
+EXTENSIONS = (".array_record", ".jsonl", ".jsonl.gz")
+
+
+def _dumps(ex: dict) -> str:
+    if not isinstance(ex, dict):
+        raise ValueError(f"an example must be a JSON object (dict), got {type(ex).__name__}")
+    return json.dumps(ex, separators=(",", ":"), ensure_ascii=False)
 
 
 def write_jsonl(path: str | Path, examples: Iterable[dict]) -> int:
+    """Write examples one JSON object per line (gzip when the name ends in .gz); returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
     n = 0
     with opener(path, "wt", encoding="utf-8") as f:
         for ex in examples:
-            f.write(json.dumps(ex, separators=(",", ":")) + "\n")
+            f.write(_dumps(ex) + "\n")
             n += 1
     return n
 
 
 def write_array_record(path: str | Path, examples: Iterable[dict]) -> int:
+    """Write examples as JSON records of one ArrayRecord shard (group_size 1: cheap random access)."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     path = Path(path)
@@ -36,7 +53,7 @@ def write_array_record(path: str | Path, examples: Iterable[dict]) -> int:
     n = 0
     try:
         for ex in examples:
-            writer.write(json.dumps(ex, separators=(",", ":")).encode("utf-8"))
+            writer.write(_dumps(ex).encode("utf-8"))
             n += 1
     finally:
         writer.close()
@@ -50,46 +67,90 @@ def _read_jsonl(path: Path) -> list[dict]:
         for lineno, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    out.append(json.loads(line))
+                    ex = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(ex, dict):
+                    raise ValueError(f"{path}:{lineno}: an example must be a JSON object")
+                out.append(ex)
     return out
 
 
+def _is_shard(p: Path) -> bool:
+    return p.is_file() and p.name.endswith(EXTENSIONS)
+
+
 def shard_files(corpus: str | Path, split: str, kind: str) -> list[Path]:
-    d = Path(corpus) / split
-    files = sorted(d.glob(f"{kind}*.jsonl")) + sorted(d.glob(f"{kind}*.jsonl.gz")) + sorted(d.glob(f"{kind}*.array_record"))
-    return files
+    """The shard files of one kind and split (layouts in the module docstring); [] when none."""
+    if kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {KINDS}")
+    root = Path(corpus)
+    bases = [root / split] + ([root] if split == "train" else [])
+    found: list[Path] = []
+    for base in bases:
+        for pattern in (f"{kind}/*", f"{kind}*"):
+            found += sorted(p for p in base.glob(pattern) if _is_shard(p))
+    return list(dict.fromkeys(found))  # de-duplicated, order kept
 
 
 class ExampleSource:
-    """Random-access examples of one kind (a grain data source: __len__ and __getitem__)."""
+    """Random-access examples over shard files (JSONL loaded in memory, ArrayRecord read on demand).
 
-    def __init__(self, files: Sequence[Path]):
-        self.files = list(files)
-        jsonl = [f for f in self.files if not f.name.endswith(".array_record")]
-        records = [f for f in self.files if f.name.endswith(".array_record")]
-        if jsonl and records:
-            raise ValueError(f"mixed JSONL and ArrayRecord shards for one kind: {self.files}")
-        self._examples: list[dict] | None = None
-        self._records = None
-        if records:
-            import grain
+    Index i runs over the files in the given order. `describe(i)` names the file and record, for
+    error messages.
+    """
 
-            self._records = grain.sources.ArrayRecordDataSource([str(f) for f in records])
-        else:
-            self._examples = [ex for f in jsonl for ex in _read_jsonl(f)]
+    def __init__(self, files: Sequence[str | Path]):
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise ValueError("ExampleSource needs at least one shard file")
+        self._parts: list = []
+        lengths = []
+        for f in self.files:
+            if not f.is_file():
+                raise FileNotFoundError(f"shard {f} does not exist")
+            if f.name.endswith(".array_record"):
+                import grain
+
+                part = grain.sources.ArrayRecordDataSource([str(f)])
+            elif f.name.endswith((".jsonl", ".jsonl.gz")):
+                part = _read_jsonl(f)
+            else:
+                raise ValueError(f"shard {f}: unknown format (expected one of {EXTENSIONS})")
+            self._parts.append(part)
+            lengths.append(len(part))
+        self._starts = [0]
+        for n in lengths:
+            self._starts.append(self._starts[-1] + n)
 
     def __len__(self) -> int:
-        return len(self._examples) if self._examples is not None else len(self._records)
+        return self._starts[-1]
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"example index {i} out of range [0, {len(self)})")
+        f = bisect.bisect_right(self._starts, i) - 1
+        return f, i - self._starts[f]
+
+    def describe(self, i: int) -> str:
+        f, j = self._locate(i)
+        return f"{self.files[f]}#{j}"
 
     def __getitem__(self, i: int) -> dict:
-        if self._examples is not None:
-            return self._examples[i]
-        return json.loads(self._records[i].decode("utf-8"))
+        f, j = self._locate(int(i))
+        rec = self._parts[f][j]
+        if isinstance(rec, dict):
+            return rec
+        try:
+            ex = json.loads(rec.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{self.files[f]}#{j}: record is not UTF-8 JSON ({e})") from None
+        if not isinstance(ex, dict):
+            raise ValueError(f"{self.files[f]}#{j}: an example must be a JSON object")
+        return ex
 
 
 def read_examples(path: str | Path) -> list[dict]:
-    """All examples of one file (JSONL, JSONL.gz or ArrayRecord)."""
+    """All examples of one shard file (JSONL, JSONL.gz or ArrayRecord), in order."""
     src = ExampleSource([Path(path)])
     return [src[i] for i in range(len(src))]
