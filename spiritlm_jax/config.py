@@ -114,7 +114,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             f"unknown config key {prefix}{unknown[0]!s} (valid keys under "
             f"{prefix.rstrip('.') or cls.__name__}: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    kwargs = {}
+    for k, v in data.items():
+        # a partial section updates that field's default (e.g. the tiny demo model), not the schema's
+        if isinstance(v, dict) and dataclasses.is_dataclass(defaults.get(k)):
+            v = merge(to_dict(defaults[k]), v)
+        kwargs[k] = _coerce(v, hints[k], prefix + k)
     try:  # schemas validate themselves in __post_init__ (ValueError); TypeError: a missing field
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

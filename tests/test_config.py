@@ -33,6 +33,16 @@ def test_yaml_then_overrides(tmp_path):
     assert isinstance(cfg.pair[1], float)
 
 
+@dataclasses.dataclass(frozen=True)
+class WithCustomDefault:
+    inner: Inner = Inner(lr=0.5, steps=99)
+
+
+def test_partial_section_updates_the_field_default():
+    cfg = load_config(WithCustomDefault, None, ["inner.steps=3"])
+    assert cfg.inner == Inner(lr=0.5, steps=3)  # lr keeps the field's default, not Inner's
+
+
 def test_round_trip(tmp_path):
     cfg = Outer(inner=Inner(lr=0.5), sizes=(3,))
     save_config(cfg, tmp_path / "c.yaml")
