@@ -1,102 +1,218 @@
 """Examples -> token ids: text-only, speech-only, and word-level interleaved speech+text (SPEC.md §6).
 
-Example format (one JSON object each; unit streams are raw per-frame ids, frame i at i / RATES[kind]):
+Example format (one JSON object each; unit streams are raw per-frame ids, frame i at i / RATES[s]):
     {"kind": "text", "text": "..."}
     {"kind": "speech", "hubert": [...], "pitch": [...]?, "style": [...]?}
-    {"kind": "aligned", "words": [[word, start_s, end_s], ...], "hubert": [...], ...}
+    {"kind": "aligned", "text": "..."?, "words": [[word, start_s, end_s], ...], "hubert": [...], ...}
 
-Interleaving (aligned examples): start with a random modality, alternate spans switching only at word
-boundaries; a text span takes U[text_span] words, a speech span U[speech_span] words. Word i owns the
-time region [start_i, start_{i+1}) (the first word from 0, the last to the end), so the pause after a
-word goes with that word; a speech span holds exactly the units whose frame times fall in its words'
-regions (none lost, none doubled), deduplicated and merged as SPEC.md §3 says, with deduplication
-restarting at each span (each span is a fresh speech segment, as at inference). Every span starts with
-its marker. The caller passes an rng seeded per (seed, epoch, example), so spans re-draw every epoch.
+Sequences (B = BOS, E = EOS, when the tokenizer has them):
+    text:    B [Text] <text pieces> E
+    speech:  B [Speech] <merged units> E
+    aligned: B [Text]|[Speech] <span> [Speech]|[Text] <span> ... E   (modalities alternate)
+
+Interleaving rules (aligned examples):
+- Spans: the first modality is speech or text with probability 1/2; spans alternate; a text span
+  takes U{text_span} words, a speech span U{speech_span} words (inclusive bounds); the last span
+  takes what is left, so it may be shorter than the lower bound. Switches happen only between words.
+- Time regions: word i owns [start_i, start_{i+1}); word 0 also owns everything before its start and
+  the last word everything after its start. So the pause after a word goes with the word on its left:
+  every frame of every stream lies in exactly one word's region (none lost, none doubled), only start
+  times are needed (end times from aligners overlap or are missing), and a speech span begins at its
+  first word's onset, right after its [Speech] marker, keeping the trailing pause before a switch.
+- A speech span holds the frames of every stream (HuBERT, and pitch/style for an expressive layout)
+  whose times fall in its words' regions, turned into tokens by `tokens.merge_units` on those slices:
+  so deduplication restarts at each span. This is how the reference builds interleaved prompts at
+  inference (each speech input is tokenized on its own, SPEC.md §3 "Prompts"), so training spans look
+  like inference spans; a unit repeated across a text span is a new unit in the next speech span.
+- Text spans are the words joined with single spaces (word-level transcripts carry no other spacing).
+- Span lengths come from a numpy Generator seeded by (seed, kind, epoch, example index)
+  (`example_rng`), so the same seed gives the same sequences and each epoch re-draws them.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from spiritlm_jax.tokens import RATES, SPEECH_MARKER, TEXT_MARKER, SpiritTokenizer, units_to_string
+from spiritlm_jax.tokens import RATES, SpiritTokenizer, merge_units
 
-KIND_IDS = {"text": 0, "speech": 1, "aligned": 2}  # loss bookkeeping: text, speech, interleaved
+KIND_IDS = {"text": 0, "speech": 1, "aligned": 2}  # per-token loss bookkeeping: text, speech, interleaved
 STREAMS = ("hubert", "pitch", "style")
+TEXT, SPEECH = "text", "speech"
 
 
-def _streams(ex: dict, layout_kinds: Sequence[str]) -> dict[str, Optional[np.ndarray]]:
-    return {k: (np.asarray(ex[k], np.int64) if (k in ex and k in layout_kinds) else None) for k in STREAMS}
+class Span(NamedTuple):
+    """One span of an interleaved example: words [first, end) in one modality."""
+
+    modality: str  # "text" or "speech"
+    first: int
+    end: int
 
 
-def _slice_streams(streams, t0: float, t1: float):
-    out = {}
-    for k, units in streams.items():
-        if units is None:
-            out[k] = None
-            continue
-        times = np.arange(len(units)) / RATES[k]
-        out[k] = units[(times >= t0) & (times < t1)]
-    return out
+class Encoded(NamedTuple):
+    """Token ids of one example and the per-token kind id (KIND_IDS of the example's kind)."""
+
+    tokens: np.ndarray  # [n] int32
+    kinds: np.ndarray  # [n] int32
 
 
-def plan_spans(n_words: int, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)):
-    """[(modality "t"|"s", first word, end word), ...] covering words [0, n_words) in order."""
-    plan, i, modality = [], 0, "s" if rng.random() < 0.5 else "t"
+def example_rng(seed: int, epoch: int, index: int, kind: int = 0) -> np.random.Generator:
+    """The interleaving rng of example `index` (of kind id `kind`) in `epoch`."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(kind), int(epoch), int(index)])
+
+
+def stream_kinds(tok: SpiritTokenizer) -> tuple[str, ...]:
+    """Unit streams the tokenizer's layout has ids for (pitch/style only when expressive)."""
+    return STREAMS if tok.layout.expressive else ("hubert",)
+
+
+def _check_span(name: str, span: Sequence[int]) -> tuple[int, int]:
+    lo, hi = (int(x) for x in span)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"{name} must satisfy 1 <= min <= max, got {tuple(span)}")
+    return lo, hi
+
+
+def plan_spans(n_words: int, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)) -> list[Span]:
+    """Contiguous alternating spans covering words [0, n_words); draws: one random(), one integers() per span."""
+    bounds = {TEXT: _check_span("text_span", text_span), SPEECH: _check_span("speech_span", speech_span)}
+    plan: list[Span] = []
+    i, modality = 0, SPEECH if rng.random() < 0.5 else TEXT
     while i < n_words:
-        lo, hi = text_span if modality == "t" else speech_span
+        lo, hi = bounds[modality]
         j = min(i + int(rng.integers(lo, hi + 1)), n_words)
-        plan.append((modality, i, j))
-        i, modality = j, ("s" if modality == "t" else "t")
+        plan.append(Span(modality, i, j))
+        i, modality = j, (SPEECH if modality == TEXT else TEXT)
     return plan
 
 
-def word_regions(words) -> list[float]:
-    """Region boundaries: word i owns [b[i], b[i+1]) with b[0] = 0 and b[-1] = inf."""
-    starts = [float(w[1]) for w in words]
-    if any(b < a for a, b in zip(starts, starts[1:])):
+def _streams(ex: dict, kinds: Sequence[str]) -> dict[str, Optional[np.ndarray]]:
+    out: dict[str, Optional[np.ndarray]] = {}
+    for k in STREAMS:
+        v = ex.get(k) if k in kinds else None
+        if v is None:
+            out[k] = None
+            continue
+        a = np.asarray(v)
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(f"{k!r} must be a flat list of integer unit ids")
+        out[k] = a.astype(np.int64)
+    return out
+
+
+def check_words(words) -> np.ndarray:
+    """Validated word start times (float64 [n]); ValueError on malformed or unsorted words."""
+    if not isinstance(words, (list, tuple)) or not words:
+        raise ValueError("aligned example needs a non-empty 'words' list of [word, start_s, end_s]")
+    starts = []
+    for i, w in enumerate(words):
+        if not isinstance(w, (list, tuple)) or len(w) != 3 or not isinstance(w[0], str):
+            raise ValueError(f"words[{i}] = {w!r} is not [word, start_s, end_s]")
+        s, e = float(w[1]), float(w[2])
+        if not (math.isfinite(s) and math.isfinite(e)) or s < 0 or e < s:
+            raise ValueError(f"words[{i}] = {w!r}: times must be finite with 0 <= start <= end")
+        starts.append(s)
+    starts_a = np.asarray(starts, np.float64)
+    if np.any(np.diff(starts_a) < 0):
         raise ValueError("aligned example: word start times are not sorted")
-    return [0.0] + starts[1:] + [np.inf]
+    return starts_a
 
 
-def interleave_spans(ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15),
-                     layout_kinds: Sequence[str] = ("hubert",)) -> list[tuple[str, str]]:
-    """Aligned example -> [("t", "some words"), ("s", "[Hu1][Hu2]..."), ...] (markers not included)."""
-    words = ex["words"]
-    if not words:
-        raise ValueError("aligned example has no words")
-    bounds = word_regions(words)
-    streams = _streams(ex, layout_kinds)
-    spans = []
-    for modality, i, j in plan_spans(len(words), rng, text_span, speech_span):
-        if modality == "t":
-            spans.append(("t", " ".join(str(w[0]) for w in words[i:j])))
+def word_of_frame(starts: np.ndarray, n_frames: int, rate: float) -> np.ndarray:
+    """Index of the word whose region holds each frame (regions in the module docstring)."""
+    times = np.arange(n_frames) / rate
+    return np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
+
+
+def interleave(ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15),
+               kinds: Sequence[str] = ("hubert",)) -> list[tuple[Span, object]]:
+    """Aligned example -> [(span, content)]: content is the text of a text span or the merged
+    (time_s, stream, unit) list of a speech span (markers not included)."""
+    words = ex.get("words")
+    starts = check_words(words)
+    streams = _streams(ex, kinds)
+    if streams["hubert"] is None or streams["hubert"].size == 0:
+        raise ValueError("aligned example has no 'hubert' units")
+    duration = streams["hubert"].size / RATES["hubert"]
+    if starts[-1] > duration + 1.0:
+        raise ValueError(f"aligned example: word times (last start {starts[-1]:.2f} s) run past the "
+                         f"units ({duration:.2f} s of HuBERT frames)")
+    owner = {k: word_of_frame(starts, v.size, RATES[k]) for k, v in streams.items() if v is not None}
+    out: list[tuple[Span, object]] = []
+    for span in plan_spans(len(words), rng, text_span, speech_span):
+        if span.modality == TEXT:
+            out.append((span, " ".join(w[0] for w in words[span.first:span.end])))
         else:
-            spans.append(("s", units_to_string(**_slice_streams(streams, bounds[i], bounds[j]))))
-    return spans
+            sliced = {k: (None if v is None else v[(owner[k] >= span.first) & (owner[k] < span.end)])
+                      for k, v in streams.items()}
+            out.append((span, merge_units(**sliced)))
+    return out
+
+
+def _unit_ids(tok: SpiritTokenizer, merged) -> list[int]:
+    return [tok.layout.unit_id(kind, int(unit)) for _, kind, unit in merged]
+
+
+def _text_ids(tok: SpiritTokenizer, text: str) -> list[int]:
+    return tok.encode(text, bos=False, eos=False) if text else []
 
 
 def encode_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30),
-                   speech_span=(5, 15)) -> tuple[np.ndarray, int]:
-    """Example -> (token ids int32 with BOS ... EOS, kind id). Raises ValueError on malformed input."""
+                   speech_span=(5, 15)) -> Encoded:
+    """Example -> Encoded(tokens, kinds) with BOS ... EOS. ValueError on malformed input."""
+    if not isinstance(ex, dict):
+        raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
     kind = ex.get("kind")
-    kinds = tok.layout.kinds()
+    layout = tok.layout
+    kinds = stream_kinds(tok)
     if kind == "text":
-        body = tok.encode(TEXT_MARKER + str(ex["text"]), bos=True, eos=True)
+        text = ex.get("text")
+        if not isinstance(text, str):
+            raise ValueError("text example needs a string 'text'")
+        body = [layout.text_marker_id] + _text_ids(tok, text)
     elif kind == "speech":
-        s = units_to_string(**_streams(ex, kinds))
-        if not s:
-            raise ValueError("speech example has no units")
-        body = tok.encode(SPEECH_MARKER + s, bos=True, eos=True)
+        merged = merge_units(**_streams(ex, kinds))
+        if not any(k == "hubert" for _, k, _ in merged):
+            raise ValueError("speech example has no 'hubert' units")
+        body = [layout.speech_marker_id] + _unit_ids(tok, merged)
     elif kind == "aligned":
-        ids = [tok.bos_id] if tok.bos_id is not None else []
-        for modality, content in interleave_spans(ex, rng, text_span, speech_span, kinds):
-            marker = TEXT_MARKER if modality == "t" else SPEECH_MARKER
-            ids.extend(tok.encode(marker + content, bos=False, eos=False))
-        if tok.eos_id is not None:
-            ids.append(tok.eos_id)
-        body = ids
+        body = []
+        for span, content in interleave(ex, rng, text_span, speech_span, kinds):
+            if span.modality == TEXT:
+                body += [layout.text_marker_id] + _text_ids(tok, content)
+            else:
+                body += [layout.speech_marker_id] + _unit_ids(tok, content)
     else:
         raise ValueError(f"example kind {kind!r} is not one of {sorted(KIND_IDS)}")
-    return np.asarray(body, np.int32), KIND_IDS[kind]
+    ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
+    tokens = np.asarray(ids, np.int32)
+    return Encoded(tokens, np.full(tokens.shape, KIND_IDS[kind], np.int32))
+
+
+def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] = None) -> list[Encoded]:
+    """Split an encoded example into pieces of at most `seq_len` tokens (one piece when it fits).
+
+    With `speech_prefix` (e.g. [BOS, [Speech]] for speech-only examples), the example must start with
+    that prefix and every piece starts with it, so each window is a well-formed speech sample; the
+    units are split, none repeated (EOS stays on the last piece). Without it, the tokens are cut in
+    consecutive pieces (the continuation of a long text starts without a marker).
+    """
+    n = len(enc.tokens)
+    if n <= seq_len:
+        return [enc]
+    if speech_prefix is None:
+        return [Encoded(enc.tokens[i:i + seq_len], enc.kinds[i:i + seq_len]) for i in range(0, n, seq_len)]
+    p = len(speech_prefix)
+    if list(enc.tokens[:p]) != list(speech_prefix):
+        raise ValueError("windows: the example does not start with the given prefix")
+    if seq_len <= p:
+        raise ValueError(f"seq_len {seq_len} leaves no room after a {p}-token prefix")
+    prefix, body = enc.tokens[:p], enc.tokens[p:]
+    step = seq_len - p
+    out = []
+    for i in range(0, len(body), step):
+        toks = np.concatenate([prefix, body[i:i + step]])
+        out.append(Encoded(toks, np.full(toks.shape, enc.kinds[0], np.int32)))
+    return out

@@ -1,55 +1,78 @@
-"""The training input pipeline: per-kind Grain datasets, a weighted mixture, packing, batching.
+"""The training input pipeline on Grain: per-kind streams, a weighted mixture, packing, batching.
 
-Per kind (text / speech / aligned): `grain.MapDataset.source(examples).seed(s).shuffle().repeat()`
-then `.random_map(encode)`: shuffling changes every epoch and the interleaving rng is seeded by
-(seed, global index), so span lengths are re-drawn every epoch and the same seed gives the same
-sequences. The mixture picks the kind of the j-th example from an rng seeded by (seed, process, j).
-Process p of P reads indices p, p+P, p+2P, ... of every kind (disjoint parts; their union is the
-data); each process builds its local rows and the trainer assembles the global batch from them.
+Stages (process p of P; every stage is a public `grain` dataset, so the iterator is checkpointable):
+1. Sources: per kind (text / speech / aligned) an `ExampleSource` over the corpus shards; process p
+   keeps the contiguous block [p*N//P, (p+1)*N//P) of each kind (disjoint blocks whose union is the data).
+2. Per-kind streams (`grain.MapDataset.range(...).map(...)`): element j is epoch e = j // n of the
+   local block, permuted per epoch by `grain.experimental.index_shuffle` seeded by (seed, kind, e)
+   (identity when shuffle is off), read, encoded (interleave.encode_example with the rng of
+   (seed, kind, e, source index), so span lengths re-draw every epoch) and cut into windows of at
+   most seq_len tokens (speech-only windows each start with BOS [Speech]). `num_epochs` None = infinite.
+3. Mixture: `grain.MapDataset.mix` with the kind weights (zero-weight or empty kinds dropped): a
+   deterministic interleaving with exact proportions; it ends when any stream ends (finite epochs).
+4. `to_iter_dataset` (reader threads), then packing (`PackedRows`, next-fit: a window that does not
+   fit in the rest of the row starts the next row, the rest is padding; documents are never cut
+   here, since windows are at most seq_len), then `batch(batch_size, drop_remainder=True)`.
 
-Packing fills rows of `seq_len` tokens greedily in order: an example that does not fit in the rest
-of a row starts the next row; one longer than `seq_len` is cut into windows (each its own segment).
-Rows carry `segment_ids` (1.. per document, 0 = padding), `positions` (restarting per segment),
-`targets` (next token within the segment, -1 elsewhere) and `kinds` (0 text, 1 speech, 2 interleaved).
+A batch is a dict of [batch_size, seq_len] int32 arrays: tokens; targets (next token within the
+same segment, -1 at a segment's last token and on padding); segment_ids (1..n per row, 0 padding);
+positions (restart at 0 per segment); kinds (0 text, 1 speech, 2 interleaved; 0 on padding, which
+has no target). Each process yields its local rows; the trainer assembles the global batch
+[P * batch_size, seq_len] with `jax.make_array_from_process_local_data` (process p's rows land on its
+own devices' slice of the batch axis), see training/loop.py.
 
-The iterator state is a small JSON dict {mix_index, counts, carry}: restoring it gives exactly the
-batches an uninterrupted run would have produced.
+State: `it.get_state()` is a small JSON-serialisable dict ({"parent": {"next_index": j}, "window": w}:
+the mixture index of the first example not fully packed and how many of its windows are already
+out); `it.set_state(s)` on a fresh iterator of the same config continues with exactly the batches
+an uninterrupted run gives (examples are re-read and re-encoded deterministically).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import grain
 import numpy as np
 
 from spiritlm_jax.config import ConfigError
-from spiritlm_jax.data.interleave import encode_example
+from spiritlm_jax.data.interleave import KIND_IDS, Encoded, encode_example, example_rng, windows
 from spiritlm_jax.data.sources import KINDS, ExampleSource, shard_files
 
 DEMO_CORPUS = Path(__file__).parent / "demo"
+BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "kinds")
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    corpus: str = "demo"  # a prepared corpus directory; "demo" = the embedded demo corpus
+    corpus: str = "demo"  # a prepared corpus directory (sources.py layouts); "demo" = the embedded corpus
     tokenizer: Optional[str] = None  # SentencePiece model; default <corpus>/tokenizer.model
-    expressive: bool = False  # layout with pitch and style tokens
+    expressive: bool = False  # layout with pitch and style tokens (else pitch/style streams are ignored)
     weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # text, speech, aligned (interleaved)
     seq_len: int = 256
-    batch_size: int = 8  # rows per process per step
+    batch_size: int = 8  # rows per process per step; the global batch is batch_size x process count
     seed: int = 0
-    text_span: tuple[int, int] = (10, 30)
-    speech_span: tuple[int, int] = (5, 15)
+    shuffle: bool = True  # per-epoch permutation of each kind
+    num_epochs: Optional[int] = None  # passes over each kind; None = infinite (training default)
+    text_span: tuple[int, int] = (10, 30)  # words per text span when interleaving (inclusive)
+    speech_span: tuple[int, int] = (5, 15)  # words per speech span when interleaving (inclusive)
+    read_threads: int = 2  # Grain reader threads (read + JSON + encode); 0 = in the calling thread
+    prefetch: int = 64  # examples read ahead
 
     def __post_init__(self):
         if self.seq_len < 8:
             raise ValueError(f"seq_len must be >= 8, got {self.seq_len}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if len(self.weights) != 3 or any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+        if len(self.weights) != 3 or any(not w >= 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError(f"weights must be 3 non-negative numbers (text, speech, aligned), got {self.weights}")
+        if self.num_epochs is not None and self.num_epochs < 1:
+            raise ValueError(f"num_epochs must be >= 1 or null (infinite), got {self.num_epochs}")
+        if self.read_threads < 0 or self.prefetch < 1:
+            raise ValueError(f"read_threads must be >= 0 and prefetch >= 1, got {self.read_threads}, {self.prefetch}")
         for name in ("text_span", "speech_span"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
@@ -65,13 +88,18 @@ class DataConfig:
 
 
 def load_tokenizer(cfg: DataConfig):
-    from spiritlm_jax.tokens import SpiritTokenizer
+    """The SpiritTokenizer of the config (expressive layout when cfg.expressive)."""
+    from spiritlm_jax.tokens import SpiritTokenizer, TokenLayout
 
-    return SpiritTokenizer(cfg.tokenizer_path, expressive=cfg.expressive)
+    tok = SpiritTokenizer(cfg.tokenizer_path)
+    if cfg.expressive and not tok.layout.expressive:
+        tok = SpiritTokenizer(cfg.tokenizer_path, layout=TokenLayout(tok.layout.text_vocab_size, True))
+    return tok
 
 
 def check_vocab(cfg: DataConfig, model_vocab_size: int) -> None:
-    """Config errors before compilation: corpus present, tokenizer readable, vocabulary large enough."""
+    """Config errors before compilation: corpus present, tokenizer readable and matching the corpus,
+    vocabulary large enough, some training shards."""
     if not cfg.corpus_dir.is_dir():
         raise ConfigError(f"data.corpus: {cfg.corpus_dir} is not a directory")
     try:
@@ -83,108 +111,176 @@ def check_vocab(cfg: DataConfig, model_vocab_size: int) -> None:
             f"model.vocab_size={model_vocab_size} is smaller than the token layout's {tok.layout.vocab_size} "
             f"({tok.layout.text_vocab_size} text pieces{' + expressive units' if cfg.expressive else ''})"
         )
-    for split in ("train",):
-        if not any(shard_files(cfg.corpus_dir, split, k) for k in KINDS):
-            raise ConfigError(f"data.corpus: {cfg.corpus_dir / split} has no example shards")
+    summary = cfg.corpus_dir / "corpus.json"
+    if summary.is_file():
+        layout = json.loads(summary.read_text()).get("layout", {})
+        n = layout.get("text_vocab_size")
+        if n is not None and int(n) != tok.layout.text_vocab_size:
+            raise ConfigError(f"data.tokenizer: {cfg.tokenizer_path} has {tok.layout.text_vocab_size} pieces but "
+                              f"{summary} says the corpus was prepared with {n}")
+    if not any(shard_files(cfg.corpus_dir, "train", k) for k in KINDS):
+        raise ConfigError(f"data.corpus: {cfg.corpus_dir} has no training shards (see spiritlm_jax/data/sources.py)")
 
 
-class PackedBatches:
-    """Iterator of packed numpy batches with get_state()/set_state() for exact resume."""
+def shard_range(n: int, process_index: int, process_count: int) -> tuple[int, int]:
+    """Process p's contiguous block [start, stop) of n examples (sizes differ by at most one)."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return n * process_index // process_count, n * (process_index + 1) // process_count
 
-    def __init__(self, cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
-        import grain
 
-        self.cfg, self.p, self.n_proc = cfg, process_index, process_count
-        self.tok = load_tokenizer(cfg)
-        weights = np.asarray(cfg.weights, np.float64)
-        self.datasets: list[Any] = []
-        for k, kind in enumerate(KINDS):
-            files = shard_files(cfg.corpus_dir, split, kind)
-            if not files or weights[k] == 0:
-                weights[k] = 0.0
-                self.datasets.append(None)
-                continue
-            src = ExampleSource(files)
-            if len(src) < process_count:
-                raise ValueError(f"{files[0].parent}: {len(src)} {kind} examples cannot feed {process_count} processes")
-            ds = grain.MapDataset.source(src).seed(cfg.seed + 1000 * k).shuffle().repeat()
-            self.datasets.append(ds.random_map(self._encode))
-        if weights.sum() == 0:
-            raise ValueError(f"{cfg.corpus_dir / split}: no examples of any kind with non-zero weight")
-        self.probs = weights / weights.sum()
-        self.set_state({"mix_index": 0, "counts": [0, 0, 0], "carry": None})
+def _epoch_seed(seed: int, kind: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, kind, epoch, 0x5EED]).generate_state(1)[0])
 
-    def _encode(self, ex: dict, rng: np.random.Generator):
+
+class _KindStream:
+    """Element j of one kind's stream on this process: {"windows": [Encoded...], "kind", "index", "epoch"}."""
+
+    def __init__(self, cfg: DataConfig, tok, source: ExampleSource, kind: str, start: int, stop: int):
+        self.cfg, self.tok, self.source, self.kind = cfg, tok, source, kind
+        self.kind_id = KIND_IDS[kind]
+        self.start, self.n = start, stop - start
+        self.speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + [tok.layout.speech_marker_id]
+
+    def __call__(self, j: int) -> dict[str, Any]:
+        epoch, r = divmod(int(j), self.n)
+        if self.cfg.shuffle:
+            r = grain.experimental.index_shuffle(r, max_index=self.n - 1, seed=_epoch_seed(self.cfg.seed, self.kind_id, epoch),
+                                                 rounds=4)
+        index = self.start + r
+        ex = self.source[index]
+        if ex.get("kind") != self.kind:
+            raise ValueError(f"{self.source.describe(index)}: example of kind {ex.get('kind')!r} in the {self.kind!r} shards")
+        rng = example_rng(self.cfg.seed, epoch, index, self.kind_id)
         try:
-            return encode_example(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span)
+            enc = encode_example(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span)
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"bad example {str(ex.get('id', ''))!r} of kind {ex.get('kind')!r}: {e}") from None
+            raise ValueError(f"bad example {self.source.describe(index)} (id {ex.get('id')!r}, kind {self.kind!r}): {e}") from None
+        prefix = self.speech_prefix if self.kind == "speech" else None
+        return {"windows": windows(enc, self.cfg.seq_len, prefix), "kind": self.kind_id, "index": index, "epoch": epoch}
 
-    # -- state -----------------------------------------------------------------------------
-    def get_state(self) -> dict:
-        carry = None
-        if self._carry is not None:
-            carry = {"tokens": self._carry[0].tolist(), "kind": int(self._carry[1])}
-        return {"mix_index": self._mix_index, "counts": list(self._counts), "carry": carry}
 
-    def set_state(self, state: dict) -> None:
-        self._mix_index = int(state["mix_index"])
-        self._counts = [int(c) for c in state["counts"]]
-        c = state.get("carry")
-        self._carry = None if c is None else (np.asarray(c["tokens"], np.int32), int(c["kind"]))
+def example_dataset(cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
+    """The mixed, encoded, windowed example stream of this process (a grain.MapDataset)."""
 
-    # -- examples --------------------------------------------------------------------------
-    def _next_example(self) -> tuple[np.ndarray, int]:
-        if self._carry is not None:
-            ex, self._carry = self._carry, None
-            return ex
-        rng = np.random.default_rng([self.cfg.seed, self.p, self._mix_index])
-        k = int(rng.choice(3, p=self.probs))
-        self._mix_index += 1
-        idx = self._counts[k] * self.n_proc + self.p
-        self._counts[k] += 1
-        return self.datasets[k][idx]
+    tok = load_tokenizer(cfg)
+    streams, weights = [], []
+    for kind, w in zip(KINDS, cfg.weights):
+        files = shard_files(cfg.corpus_dir, split, kind)
+        if w == 0 or not files:
+            continue
+        src = ExampleSource(files)
+        start, stop = shard_range(len(src), process_index, process_count)
+        if stop == start:
+            raise ValueError(f"{len(src)} {kind} examples in {cfg.corpus_dir} ({split}) cannot feed "
+                             f"{process_count} processes: process {process_index} gets none")
+        length = (stop - start) * cfg.num_epochs if cfg.num_epochs else sys.maxsize
+        streams.append(grain.MapDataset.range(length).map(_KindStream(cfg, tok, src, kind, start, stop)))
+        weights.append(float(w))
+    if not streams:
+        raise ValueError(f"{cfg.corpus_dir} ({split}): no shards of any kind with a non-zero weight "
+                         f"(weights text/speech/aligned = {cfg.weights})")
+    return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
 
-    def _row(self) -> dict[str, np.ndarray]:
-        t = self.cfg.seq_len
-        row = {k: np.zeros(t, np.int32) for k in ("tokens", "segment_ids", "positions", "kinds")}
-        row["targets"] = np.full(t, -1, np.int32)
-        used, seg = 0, 0
-        while used < t:
-            tokens, kind = self._next_example()
-            if len(tokens) > t - used:
-                if used > 0 and len(tokens) <= t:  # does not fit here: next row
-                    self._carry = (tokens, kind)
-                    break
-                head, rest = tokens[: t - used], tokens[t - used:]  # longer than a row: cut a window
-                if len(rest) > 1:
-                    self._carry = (rest, kind)
-                tokens = head
-            seg += 1
-            n = len(tokens)
-            row["tokens"][used:used + n] = tokens
-            row["segment_ids"][used:used + n] = seg
-            row["positions"][used:used + n] = np.arange(n)
-            row["kinds"][used:used + n] = kind
-            row["targets"][used:used + n - 1] = tokens[1:]
-            used += n
-        return row
 
-    def __iter__(self):
-        return self
+def pack_row(windows_: list[Encoded], seq_len: int) -> dict[str, np.ndarray]:
+    """One row from consecutive windows (total length <= seq_len): tokens, targets, segment ids,
+    positions, kinds; padding is 0 with target -1."""
+    row = {k: np.zeros(seq_len, np.int32) for k in BATCH_KEYS}
+    used = 0
+    for seg, w in enumerate(windows_, 1):
+        n = len(w.tokens)
+        row["tokens"][used:used + n] = w.tokens
+        row["kinds"][used:used + n] = w.kinds
+        row["segment_ids"][used:used + n] = seg
+        row["positions"][used:used + n] = np.arange(n)
+        used += n
+    if used > seq_len:
+        raise ValueError(f"windows hold {used} tokens, more than seq_len {seq_len}")
+    seg = row["segment_ids"]
+    same = (seg[1:] == seg[:-1]) & (seg[1:] > 0)
+    row["targets"][:] = -1
+    row["targets"][:-1][same] = row["tokens"][1:][same]
+    return row
+
+
+class PackedRows(grain.IterDataset):
+    """Next-fit packing of the windows of a stream of examples into rows of seq_len tokens."""
+
+    def __init__(self, parent: grain.IterDataset, seq_len: int):
+        super().__init__(parent)
+        self.seq_len = seq_len
+
+    def __iter__(self) -> "_PackedRowsIterator":
+        return _PackedRowsIterator(self._parent.__iter__(), self.seq_len)
+
+
+class _PackedRowsIterator(grain.DatasetIterator):
+    """State: the parent's state before the first example not fully packed, and its next window."""
+
+    def __init__(self, parent: grain.DatasetIterator, seq_len: int):
+        super().__init__(parent)
+        self.seq_len = seq_len
+        self._pending = None  # (parent state before the example, example, next window)
+
+    def _pull(self):
+        before = self._parent.get_state()
+        return (before, next(self._parent), 0)
 
     def __next__(self) -> dict[str, np.ndarray]:
-        rows = [self._row() for _ in range(self.cfg.batch_size)]
-        return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        placed: list[Encoded] = []
+        used = 0
+        while used < self.seq_len:
+            if self._pending is None:
+                try:
+                    self._pending = self._pull()
+                except StopIteration:
+                    if not placed:
+                        raise
+                    break
+            before, ex, w = self._pending
+            win = ex["windows"][w]
+            if len(win.tokens) > self.seq_len - used:
+                break  # starts the next row
+            placed.append(win)
+            used += len(win.tokens)
+            self._pending = None if w + 1 == len(ex["windows"]) else (before, ex, w + 1)
+        return pack_row(placed, self.seq_len)
+
+    def get_state(self) -> dict[str, Any]:
+        if self._pending is None:
+            return {"parent": self._parent.get_state(), "window": 0}
+        before, _, w = self._pending
+        return {"parent": before, "window": w}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "parent" not in state or "window" not in state:
+            raise ValueError(f"not a data iterator state: {state!r}")
+        self._parent.set_state(state["parent"])
+        self._pending = None
+        if int(state["window"]) > 0:
+            self._pending = self._pull()[:2] + (int(state["window"]),)
 
 
-def build_train_iterator(cfg: DataConfig, process_index: int = 0, process_count: int = 1) -> PackedBatches:
-    return PackedBatches(cfg, "train", process_index, process_count)
+def build_iterator(cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
+    """A checkpointable iterator (grain.DatasetIterator: next(), get_state(), set_state()) of batches."""
+
+    ds = example_dataset(cfg, split, process_index, process_count)
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch))
+    ds = PackedRows(ds, cfg.seq_len)
+    ds = ds.batch(cfg.batch_size, drop_remainder=True)
+    return ds.__iter__()
+
+
+def build_train_iterator(cfg: DataConfig, process_index: int = 0, process_count: int = 1):
+    return build_iterator(cfg, "train", process_index, process_count)
 
 
 def build_eval_batches(cfg: DataConfig, n: int, process_index: int = 0, process_count: int = 1) -> list[dict]:
-    """The first `n` batches of the held-out split (same every call); [] when there is no eval split."""
+    """The first `n` batches of the held-out split, unshuffled (same every call); [] without one.
+
+    The stream repeats, so every process returns exactly n batches (multi-host lockstep)."""
     if n <= 0 or not any(shard_files(cfg.corpus_dir, "eval", k) for k in KINDS):
         return []
-    it = PackedBatches(cfg, "eval", process_index, process_count)
+    it = build_iterator(dataclasses.replace(cfg, shuffle=False, num_epochs=None), "eval", process_index, process_count)
     return [next(it) for _ in range(n)]
