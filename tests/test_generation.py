@@ -1,0 +1,119 @@
+"""SpiritLM: prompt building, modality forcing, output parsing and the ARBITRARY-mode speech rules
+(SPEC.md §5), with a tiny random LM, the demo tokenizer and the demo's log-mel unit tokenizer."""
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from spiritlm_jax.data.pipeline import DEMO_CORPUS
+from spiritlm_jax.generation import (
+    ContentType, GenerationConfig, GenerationInput, OutputModality, SpiritLM, last_speech_start, split_modalities,
+)
+from spiritlm_jax.model import Llama, LlamaConfig, init_params
+from spiritlm_jax.speech.mel_units import MelUnitTokenizer
+from spiritlm_jax.tokens import SpiritTokenizer
+
+WAV = Path(__file__).parent / "data" / "agent-loginok.wav"
+
+
+class RecordingVocoder:
+    """Test double: 640 samples per HuBERT token, sample value = token index, records its inputs."""
+
+    def __init__(self):
+        self.calls = []
+
+    def vocode(self, units: str, speaker: int = 0):
+        self.calls.append((units, speaker))
+        return np.arange(units.count("[Hu") * 640, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
+    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=512,
+                      dtype="float32")
+    return SpiritLM(Llama(cfg), init_params(cfg, jax.random.PRNGKey(0)), tok,
+                    speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"), vocoder=RecordingVocoder())
+
+
+def test_prompt_building_follows_the_reference(lm):
+    units = lm.speech_tokenizer.encode_string(WAV)
+    assert units.startswith("[Hu") and units.count("[Hu") > 10
+    p = lm.build_prompt([("text", "hello"), ("text", " there"), GenerationInput(str(WAV), ContentType.SPEECH)],
+                        OutputModality.TEXT)
+    assert p == "[Text]hello there[Speech]" + units + "[Text]"
+    assert lm.build_prompt([("speech", str(WAV))], OutputModality.SPEECH) == "[Speech]" + units
+    assert lm.build_prompt([("text", "hi")], OutputModality.ARBITRARY) == "[Text]hi"
+
+
+def test_modality_masks(lm):
+    lay = lm.layout
+    text = lm.allowed_tokens(OutputModality.TEXT)
+    speech = lm.allowed_tokens(OutputModality.SPEECH)
+    anything = lm.allowed_tokens(OutputModality.ARBITRARY)
+    assert text[:lay.text_vocab_size].all() and not text[lay.text_vocab_size:].any()
+    assert not speech[:lay.hubert_offset].any() and speech[lay.hubert_offset:lay.num_real_tokens].all()
+    assert anything[:lay.num_real_tokens].all() and not anything[lay.num_real_tokens:].any()  # never padding ids
+
+
+@pytest.mark.parametrize("modality", ["text", "speech"])
+def test_forced_generation_stays_in_modality(lm, modality):
+    cfg = GenerationConfig(temperature=1.0, max_new_tokens=30)
+    outs, prompt = lm.generate([("text", "please enter")], modality, cfg, seed=1, return_prompt=True)
+    if modality == "text":
+        assert len(outs) == 1 and outs[0].content_type == ContentType.TEXT and "[Hu" not in outs[0].content
+    else:
+        assert prompt.endswith("[Speech]") and outs[0].content_type == ContentType.SPEECH
+        units, speaker = lm.vocoder.calls[-1]
+        assert units.count("[Hu") == 30 and speaker == 2 and "[Text]" not in units
+
+
+def test_batch_equals_single_and_seed_reproducible(lm):
+    cfg = GenerationConfig(do_sample=False, max_new_tokens=8)
+    inputs = [[("text", "please enter your password")], [("text", "agent")]]
+    batch, _ = lm.generate_batch(inputs, "text", cfg)
+    single = [lm.generate(i, "text", cfg) for i in inputs]
+    assert [o[0].content for o in batch] == [s[0].content for s in single]
+    sampled = GenerationConfig(temperature=1.2, max_new_tokens=8)
+    assert lm.generate(inputs[0], "text", sampled, seed=5)[0].content == lm.generate(inputs[0], "text", sampled, seed=5)[0].content
+
+
+def test_arbitrary_output_rules(lm):
+    """Continued prompt speech is vocoded together with the continuation and the prompt's share cut;
+    later speech chunks under 25 HuBERT tokens are dropped; text chunks pass through."""
+    voc = lm.vocoder
+    prompt = "[Text]hi[Speech]" + "[Hu1]" * 10
+    gen = "[Hu2]" * 30 + "[Text]ok[Speech]" + "[Hu3]" * 5 + "[Text]bye"
+    outs = lm._decode_output(OutputModality.ARBITRARY, gen, prompt, speaker_id=1)
+    assert [o.content_type for o in outs] == [ContentType.SPEECH, ContentType.TEXT, ContentType.TEXT]
+    assert voc.calls[-1] == ("[Hu1]" * 10 + "[Hu2]" * 30, 1)
+    audio = outs[0].content
+    assert audio.size == 30 * 640 and audio[0] == 10 * 640  # the prompt's 10 tokens are cut off
+    assert [o.content for o in outs[1:]] == ["ok", "bye"]
+    short = lm._decode_output(OutputModality.ARBITRARY, "[Hu2]" * 10, prompt, speaker_id=1)
+    assert short == []  # continued speech shorter than 25 tokens is dropped
+
+
+def test_parsing_helpers():
+    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", "t"), ("[Hu1][Pi2][Hu3]", "s"), ("c", "t")]
+    assert split_modalities("x [y] z") == [("x [y] z", "t")]
+    s = "[Text]a[Speech][Hu1][Hu2]"
+    assert s[last_speech_start(s):] == "[Hu1][Hu2]"
+
+
+def test_errors(lm):
+    with pytest.raises(ValueError, match="interleaved_inputs is empty"):
+        lm.generate([], "text")
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        lm.generate([("text", "word " * 400)], "text", GenerationConfig(max_new_tokens=200))
+    with pytest.raises(ValueError, match="unknown output modality"):
+        lm.generate([("text", "hi")], "video")
+    with pytest.raises(ValueError, match="input 0 \\(speech\\).*does not exist"):
+        lm.generate([("speech", "/nonexistent.wav")], "text")
+    with pytest.raises(ValueError, match="TEXT or SPEECH"):
+        lm.generate([("image", "x")], "text")
+    no_vocoder = SpiritLM(lm.model, lm.params, lm.tokenizer, lm.speech_tokenizer, vocoder=None)
+    with pytest.raises(ValueError, match="no vocoder"):
+        no_vocoder.generate([("text", "hi")], "speech", GenerationConfig(max_new_tokens=4))
