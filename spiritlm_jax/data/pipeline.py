@@ -145,17 +145,19 @@ class _KindStream:
     def __call__(self, j: int) -> dict[str, Any]:
         epoch, r = divmod(int(j), self.n)
         if self.cfg.shuffle:
-            r = grain.experimental.index_shuffle(r, max_index=self.n - 1, seed=_epoch_seed(self.cfg.seed, self.kind_id, epoch),
-                                                 rounds=4)
+            seed = _epoch_seed(self.cfg.seed, self.kind_id, epoch)
+            r = grain.experimental.index_shuffle(r, max_index=self.n - 1, seed=seed, rounds=4)
         index = self.start + r
         ex = self.source[index]
         if ex.get("kind") != self.kind:
-            raise ValueError(f"{self.source.describe(index)}: example of kind {ex.get('kind')!r} in the {self.kind!r} shards")
+            raise ValueError(f"{self.source.describe(index)}: example of kind {ex.get('kind')!r} "
+                             f"in the {self.kind!r} shards")
         rng = example_rng(self.cfg.seed, epoch, index, self.kind_id)
         try:
             enc = encode_example(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span)
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"bad example {self.source.describe(index)} (id {ex.get('id')!r}, kind {self.kind!r}): {e}") from None
+            where = f"{self.source.describe(index)} (id {ex.get('id')!r}, kind {self.kind!r})"
+            raise ValueError(f"bad example {where}: {e}") from None
         prefix = self.speech_prefix if self.kind == "speech" else None
         return {"windows": windows(enc, self.cfg.seq_len, prefix), "kind": self.kind_id, "index": index, "epoch": epoch}
 
