@@ -22,10 +22,23 @@ def mp():
     return Llama(CFG), params
 
 
+_FULL = {}
+
+
+def _full_forward(model, params, seq, width=32):
+    """Logits of the last token of `seq` from one full (uncached) forward pass; right padding to a
+    fixed width cannot change earlier positions under the causal mask, so one compilation serves all."""
+    if model not in _FULL:
+        _FULL[model] = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    padded = np.zeros((1, width), np.int32)
+    padded[0, : len(seq)] = seq
+    return np.asarray(_FULL[model](params, jnp.asarray(padded)))[0, len(seq) - 1]
+
+
 def _reference_greedy(model, params, prompt, n, mask=None):
     seq = list(prompt)
     for _ in range(n):
-        logits = np.asarray(model.apply({"params": params}, jnp.asarray([seq])))[0, -1]
+        logits = _full_forward(model, params, seq)
         if mask is not None:
             logits = np.where(mask, logits, -np.inf)
         seq.append(int(np.argmax(logits)))
