@@ -18,7 +18,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama, init_cache, init_params
@@ -41,31 +40,30 @@ def _time(fn, warmup: int, iters: int) -> float:
 
 
 def jax_train(cfg: LlamaConfig, batch: int, seq: int, iters: int) -> float:
+    """Seconds per step of the real training step (spiritlm_jax.training) on all local devices."""
+    from spiritlm_jax.model.sharding import activation_sharding, make_mesh
+    from spiritlm_jax.training.optim import OptimConfig, lr_schedule, make_optimizer
+    from spiritlm_jax.training.step import init_state, jit_train_step, make_train_step, state_shardings
+
     model = Llama(cfg)
-    params = init_params(cfg, jax.random.PRNGKey(0))
-    tx = optax.adamw(1e-4)
-    state = (params, tx.init(params))
-    tokens = jax.random.randint(jax.random.PRNGKey(1), (batch, seq + 1), 0, cfg.vocab_size)
+    ocfg = OptimConfig(lr=1e-4, warmup_steps=10)
+    tx = make_optimizer(ocfg, 1000)
+    mesh = make_mesh(data=1, fsdp=-1)
+    shardings = state_shardings(model, tx, mesh)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, cfg.vocab_size, (batch, seq + 1), dtype=np.int32)
+    b = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((batch, seq), np.int32),
+         "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
+         "kinds": np.zeros((batch, seq), np.int32)}
+    with activation_sharding(mesh):
+        holder = [init_state(model, tx, jax.random.PRNGKey(0), shardings)]
+        step = jit_train_step(make_train_step(model, tx, lr_schedule(ocfg, 1000)), shardings, mesh)
 
-    @jax.jit
-    def step(state, tokens):
-        p, o = state
+        def run():
+            holder[0], m = step(holder[0], b)
+            m["loss"].block_until_ready()
 
-        def loss(p):
-            logits = model.apply({"params": p}, tokens[:, :-1])
-            return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[:, 1:, None], -1)[..., 0])
-
-        l, g = jax.value_and_grad(loss)(p)
-        u, o = tx.update(g, o, p)
-        return (optax.apply_updates(p, u), o), l
-
-    holder = [state]
-
-    def run():
-        holder[0], l = step(holder[0], tokens)
-        l.block_until_ready()
-
-    return _time(run, 2, iters)
+        return _time(run, 2, iters)
 
 
 def jax_decode(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> float:
