@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+from tools.convert_weights.common import run_cli  # noqa: E402
 from tools.convert_weights.llama_from_hf import ConversionError, params_from_tensors  # noqa: E402
 
 GGUF_TO_HF = {
@@ -77,6 +78,8 @@ def load_gguf(path: str | Path):
     """(LlamaConfig, params) with weights dequantised to fp32."""
     import gguf
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
     reader = gguf.GGUFReader(str(path))
     cfg = gguf_config(reader)
     by_hf = {}
@@ -111,14 +114,12 @@ def main(argv=None) -> int:
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    try:
+
+    def work():
         cfg, params = load_gguf(args.gguf)
-        out = save_model(args.out, params, cfg)
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+        return save_model(args.out, params, cfg)
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+from tools.convert_weights.common import run_cli  # noqa: E402
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
 
@@ -205,13 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="parameter dtype to store (float32: master weights for training)")
     args = ap.parse_args(argv)
-    try:
-        out = convert(args.hf_dir, args.out, args.dtype)
-    except (ConversionError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    return run_cli(lambda: convert(args.hf_dir, args.out, args.dtype))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
+from tools.convert_weights.common import run_cli  # noqa: E402
 from tools.convert_weights.llama_from_hf import hf_tensor_specs  # noqa: E402
 
 
@@ -107,13 +108,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     ap.add_argument("--max-shard-gb", type=float, default=5.0)
     args = ap.parse_args(argv)
-    try:
-        out = export(args.checkpoint, args.out, args.dtype, args.max_shard_gb)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    return run_cli(lambda: export(args.checkpoint, args.out, args.dtype, args.max_shard_gb))
 
 
 if __name__ == "__main__":
