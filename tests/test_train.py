@@ -164,3 +164,33 @@ def test_resume_onto_a_different_mesh(tmp_path):
     run(moved)
     a, b = _losses(tmp_path / "ref"), _losses(tmp_path / "moved")
     np.testing.assert_allclose([b[s] for s in (3, 4)], [a[s] for s in (3, 4)], rtol=1e-5)
+
+
+def test_init_from_imported_checkpoint_with_vocab_extension(tmp_path, capsys):
+    """A converted HF LLaMA (512 text rows) starts training on the demo layout (1024 rows): its rows are
+    kept, the new ones initialised; a mismatched architecture is a config error naming the field."""
+    import jax
+    import torch
+    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+
+    from spiritlm_jax.model import load_pretrained
+    from spiritlm_jax.training.loop import run
+    from tools.convert_weights.llama_from_hf import convert
+
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(HFConfig(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256))
+    hf.save_pretrained(tmp_path / "hf")
+    convert(tmp_path / "hf", tmp_path / "jax", progress=False)
+    common = SMALL + ["steps=2", "data.batch_size=8", "eval_every=0", "checkpoint.async_save=false", f"init.checkpoint={tmp_path / 'jax'}"]
+    run(load_config(TrainConfig, None, common + [f"out_dir={tmp_path / 'run'}"]))
+    assert "initialised from" in capsys.readouterr().out
+    _, src = load_pretrained(tmp_path / "jax")
+    _, trained = load_pretrained(tmp_path / "run")
+    assert trained["embed"]["embedding"].shape == (1024, 128)
+    # two small AdamW steps move the imported rows only slightly; the new rows exist and are random
+    assert np.abs(np.asarray(trained["embed"]["embedding"][:512]) - np.asarray(src["embed"]["embedding"])).max() < 0.05
+    assert float(np.std(np.asarray(trained["embed"]["embedding"][512:]))) > 0.01
+    with pytest.raises(ConfigError, match="model.d_ff=512 but the checkpoint"):
+        run(load_config(TrainConfig, None, common + ["model.d_ff=512", f"out_dir={tmp_path / 'bad'}"]))
+    del jax

@@ -99,6 +99,9 @@ def run(cfg) -> dict:
 
     start_step = 0
     latest = mngr.latest_step() if cfg.checkpoint.resume else None
+    imported = None
+    if latest is None and cfg.init.checkpoint:  # load and grow outside the mesh context, then place
+        imported = _imported_params(cfg, shardings["params"])
     with activation_sharding(mesh):
         if latest is not None:
             shapes = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0), shardings))
@@ -106,8 +109,8 @@ def run(cfg) -> dict:
             data_iter.set_state(data_state)
             start_step = int(latest)
             _log(f"resumed from {out_dir / 'checkpoints'} at step {start_step}")
-        elif cfg.init.checkpoint:
-            state = state_from_params(_imported_params(cfg, shardings["params"]), tx, shardings)
+        elif imported is not None:
+            state = state_from_params(imported, tx, shardings)
             _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
         else:
             state = init_state(model, tx, jax.random.PRNGKey(cfg.init.seed), shardings)
