@@ -5,8 +5,8 @@
     python -m spiritlm_jax.generate --checkpoint DIR --prompt "[Text]hello[Speech][Hu3]" --greedy
 
 --text/--speech may repeat; they form the prompt in the order given. Text outputs are printed; speech
-outputs are written to --out (out.wav, out_1.wav, ...) when the checkpoint has a vocoder, else their
-unit strings are printed.
+outputs are written to --out (out.wav, out_1.wav, ...); they need a vocoder (--vocoder, or
+<checkpoint>/vocoder).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speaker", type=int, default=2)
     ap.add_argument("--no-force", action="store_true", help="do not restrict tokens to the output modality")
+    ap.add_argument("--vocoder", help="converted HiFi-GAN directory (default: <checkpoint>/vocoder if present)")
     ap.add_argument("--out", default="out.wav")
     args = ap.parse_args(argv)
     inputs = getattr(args, "inputs", None)
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         cfg = GenerationConfig(do_sample=not args.greedy, temperature=args.temperature, top_p=args.top_p,
                                top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                                max_new_tokens=args.max_new_tokens)
-        lm = SpiritLM.from_checkpoint(args.checkpoint)
+        lm = SpiritLM.from_checkpoint(args.checkpoint, vocoder=args.vocoder)
         outputs, prompt = lm.generate(inputs, args.output_modality, cfg, not args.no_force, args.speaker,
                                       return_prompt=True, seed=args.seed, prompt=args.prompt)
     except (ValueError, FileNotFoundError) as e:

@@ -119,9 +119,11 @@ class SpiritLM:
 
     # ----- loading -------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, **numerics) -> "SpiritLM":
+    def from_checkpoint(cls, path: str | os.PathLike, vocoder: Optional[str | os.PathLike] = None,
+                        **numerics) -> "SpiritLM":
         """A training run directory (config.yaml + checkpoints/: tokenizer and unit tokenizer from its
         corpus), or a model directory (config.yaml + params/ + tokenizer.model, e.g. converted weights).
+        The vocoder is `vocoder` (a converted HiFi-GAN directory) or `<path>/vocoder` when present.
         `numerics` override dtype/attention of the LM (e.g. dtype="float32")."""
         from pathlib import Path
 
@@ -152,7 +154,13 @@ class SpiritLM:
             tokenizer = SpiritTokenizer.from_dir(path)
             if TokenLayout(tokenizer.layout.text_vocab_size, True).vocab_size == model.cfg.vocab_size:
                 tokenizer = SpiritTokenizer.from_dir(path, expressive=True)  # EXPRESSIVE-sized embedding
-        return cls(model, params, tokenizer, speech_tokenizer=speech_tokenizer, vocoder=None)
+        voc = None
+        vocoder_dir = Path(vocoder) if vocoder is not None else path / "vocoder"
+        if vocoder is not None or vocoder_dir.is_dir():
+            from spiritlm_jax.speech.vocoder import Vocoder
+
+            voc = Vocoder.load(vocoder_dir)
+        return cls(model, params, tokenizer, speech_tokenizer=speech_tokenizer, vocoder=voc)
 
     # ----- prompts -------------------------------------------------------------------------
     def build_prompt(self, inputs: Sequence[Union[GenerationInput, tuple]], output_modality: OutputModality) -> str:

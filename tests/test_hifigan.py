@@ -155,6 +155,12 @@ def test_converter_files_and_errors(tmp_path):
     assert voc.speakers == ["a", "b", "c"]
     audio = voc.vocode("[Hu3][Hu5][Hu5][Hu9]", speaker=1)
     assert audio.ndim == 1 and audio.size % 640 == 0 and np.abs(audio).max() <= 1
+    from spiritlm_jax.speech.vocoder import _run
+
+    compiled = _run._cache_size()
+    for n in (1, 17, 64):  # other lengths in the same 64-frame bucket: no new compilation
+        assert voc.vocode("".join(f"[Hu{i % 40}]" for i in range(n)), speaker=0).size > 0
+    assert _run._cache_size() == compiled
     with pytest.raises(ValueError, match="speaker 7 out of range"):
         voc.vocode("[Hu3]", speaker=7)
     with pytest.raises(ValueError, match="must be in \\[0, 40\\)"):
