@@ -1,131 +1,408 @@
 """Mini-batch k-means in JAX: the unit quantizer a user trains for a new language or feature set.
 
-    centroids, inertia = train_kmeans(features_nd, k=100, seed=0)
-    units = assign(features_nd, centroids)
+    result = train_kmeans(features_nd, k=100, seed=0)        # KMeansResult: centroids [k, D], inertia, ...
+    units_n = assign(features_nd, result.centroids)          # nearest centroid per frame
+    save_quantizer(out_dir, result, features.params())       # centroids.npy + quantizer.json
+    tok = MelUnitTokenizer(out_dir)                           # audio -> {"hubert": 25 Hz unit ids}
 
-k-means++ initialisation on a sample, then mini-batch updates with per-centroid counts (Sculley
-2010), then a few full Lloyd steps; empty clusters are re-seeded from the farthest points. The
-result (.npy centroids) is what the speech tokenizer applies in place of the released quantizer.
+Training: k-means++ (or uniform random) initialisation on a sample, then mini-batch updates with
+per-centroid counts (Sculley 2010: each centroid moves towards its batch mean with step
+n_batch / n_seen, i.e. it stays the running mean of the points it has won), centroids that win
+nothing for `reassign_every` steps re-seeded on the current batch's worst-served points, then
+`lloyd_steps` full-batch Lloyd refinements (empty clusters re-seeded from the farthest points).
+Deterministic under the seed on a given backend.
 
-CLI: python -m spiritlm_jax.data.kmeans --audio-list files.txt --k 100 --out DIR  (log-mel features)
+Features (spiritlm_jax/speech/features.py, `FrameFeatures`): log-mel or MFCC frames (librosa) by
+default, or layer features of a converted HuBERT checkpoint (`--hubert-checkpoint`). The units these
+centroids give are cluster indices, usable as [Hu0]..[Hu{k-1}] ids (k <= 501), NOT the released
+HuBERT units.
+
+CLI: python -m spiritlm_jax.data.kmeans --audio-list files.txt --k 100 --out DIR [--features mfcc]
+Exit status: 0 ok, 2 bad arguments or no usable audio, 3 trained but some audio files were skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spiritlm_jax.tokens import N_UNITS
+
+MAX_UNITS = N_UNITS["hubert"]  # 501: unit ids must fit the HuBERT token range
+INIT_METHODS = ("k-means++", "random")
+
+
+def _sq_dists(x_nd, c_kd):
+    """Squared Euclidean distances [n, k] (clamped at 0 against cancellation)."""
+    d = jnp.sum(x_nd ** 2, 1, keepdims=True) - 2.0 * x_nd @ c_kd.T + jnp.sum(c_kd ** 2, 1)[None]
+    return jnp.maximum(d, 0.0)
+
 
 @jax.jit
-def _dists(x_nd, c_kd):
-    return jnp.sum(x_nd ** 2, 1, keepdims=True) - 2 * x_nd @ c_kd.T + jnp.sum(c_kd ** 2, 1)[None]
+def _nearest(x_nd, c_kd):
+    d_nk = _sq_dists(x_nd, c_kd)
+    return jnp.argmin(d_nk, 1), jnp.min(d_nk, 1)
+
+
+def _bucket(n: int, chunk: int) -> int:
+    """Padded row count: a power of two >= 256 (few compilations for variable-length inputs)."""
+    return min(chunk, max(256, 1 << (max(n, 1) - 1).bit_length()))
+
+
+def _nearest_chunks(x_nd: np.ndarray, c_kd, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    x_nd = np.asarray(x_nd, np.float32)
+    c_kd = jnp.asarray(c_kd, jnp.float32)
+    if x_nd.ndim != 2 or x_nd.shape[1] != c_kd.shape[1]:
+        raise ValueError(f"features of shape {x_nd.shape} do not match centroids of shape {tuple(c_kd.shape)}")
+    ids, d2 = [], []
+    for i in range(0, len(x_nd), chunk):
+        part = x_nd[i:i + chunk]
+        padded = np.zeros((_bucket(len(part), chunk), x_nd.shape[1]), np.float32)
+        padded[: len(part)] = part
+        j, d = _nearest(jnp.asarray(padded), c_kd)
+        ids.append(np.asarray(j)[: len(part)])
+        d2.append(np.asarray(d)[: len(part)])
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(ids).astype(np.int64), np.concatenate(d2)
 
 
 def assign(x_nd: np.ndarray, centroids_kd: np.ndarray, chunk: int = 65536) -> np.ndarray:
-    """Nearest centroid (squared Euclidean) per row."""
-    x_nd = np.asarray(x_nd, np.float32)
-    out = [np.asarray(jnp.argmin(_dists(x_nd[i:i + chunk], centroids_kd), 1)) for i in range(0, len(x_nd), chunk)]
-    return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+    """Nearest centroid (squared Euclidean; lowest index on ties) per row: [n, D] -> [n] int64."""
+    return _nearest_chunks(x_nd, centroids_kd, chunk)[0]
 
 
-def inertia(x_nd, centroids_kd) -> float:
-    d = _dists(jnp.asarray(x_nd, jnp.float32), jnp.asarray(centroids_kd))
-    return float(jnp.sum(jnp.maximum(jnp.min(d, 1), 0.0)))
+def inertia(x_nd: np.ndarray, centroids_kd: np.ndarray) -> float:
+    """Sum over rows of the squared distance to the nearest centroid."""
+    return float(np.sum(_nearest_chunks(x_nd, centroids_kd)[1], dtype=np.float64))
 
 
-def _kmeans_pp(x_nd: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    centres = [x_nd[rng.integers(len(x_nd))]]
-    d2 = np.sum((x_nd - centres[0]) ** 2, 1)
-    for _ in range(1, k):
-        p = d2 / d2.sum() if d2.sum() > 0 else None
-        centres.append(x_nd[rng.choice(len(x_nd), p=p)])
-        d2 = np.minimum(d2, np.sum((x_nd - centres[-1]) ** 2, 1))
-    return np.stack(centres).astype(np.float32)
+@functools.partial(jax.jit, static_argnums=2)
+def kmeans_plusplus(key, x_nd, k: int):
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre drawn with probability
+    proportional to the squared distance to the nearest centre so far (uniform if all are covered)."""
+    n = x_nd.shape[0]
+    key, sub = jax.random.split(key)
+    first = jax.random.randint(sub, (), 0, n)
+    c_kd = jnp.zeros((k, x_nd.shape[1]), x_nd.dtype).at[0].set(x_nd[first])
+    d2_n = jnp.sum((x_nd - x_nd[first]) ** 2, 1)
+
+    def body(i, carry):
+        c_kd, d2_n, key = carry
+        key, sub = jax.random.split(key)
+        logits_n = jnp.where(d2_n > 0, jnp.log(jnp.maximum(d2_n, 1e-30)), -jnp.inf)
+        logits_n = jnp.where(jnp.any(d2_n > 0), logits_n, jnp.zeros_like(d2_n))
+        j = jax.random.categorical(sub, logits_n)
+        c_kd = c_kd.at[i].set(x_nd[j])
+        return c_kd, jnp.minimum(d2_n, jnp.sum((x_nd - x_nd[j]) ** 2, 1)), key
+
+    c_kd, _, _ = jax.lax.fori_loop(1, k, body, (c_kd, d2_n, key))
+    return c_kd
 
 
 @jax.jit
-def _minibatch_step(c_kd, counts_k, x_bd):
-    idx_b = jnp.argmin(_dists(x_bd, c_kd), 1)
-    onehot_bk = jax.nn.one_hot(idx_b, c_kd.shape[0], dtype=jnp.float32)
+def minibatch_step(c_kd, counts_k, x_bd):
+    """One mini-batch update. Returns new centroids, cumulative counts, batch wins per centroid and
+    the batch's mean squared distance (before the update)."""
+    idx_b, d2_b = _nearest(x_bd, c_kd)
+    onehot_bk = jax.nn.one_hot(idx_b, c_kd.shape[0], dtype=x_bd.dtype)
     n_k = onehot_bk.sum(0)
     counts_k = counts_k + n_k
-    sums_kd = onehot_bk.T @ x_bd
-    lr_k = jnp.where(n_k > 0, n_k / jnp.maximum(counts_k, 1.0), 0.0)
-    mean_kd = sums_kd / jnp.maximum(n_k, 1.0)[:, None]
-    return c_kd + lr_k[:, None] * (mean_kd - c_kd), counts_k
+    mean_kd = (onehot_bk.T @ x_bd) / jnp.maximum(n_k, 1.0)[:, None]
+    step_k = jnp.where(n_k > 0, n_k / jnp.maximum(counts_k, 1.0), 0.0)
+    return c_kd + step_k[:, None] * (mean_kd - c_kd), counts_k, n_k, jnp.mean(d2_b)
 
 
-def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096, steps: int = 200,
-                 lloyd_steps: int = 5, progress: bool = False) -> tuple[np.ndarray, float]:
-    """Centroids [k, D] and final inertia (sum of squared distances)."""
+@functools.partial(jax.jit, static_argnums=2)
+def _chunk_sums(x_nd, c_kd, k: int):
+    idx_n, d2_n = _nearest(x_nd, c_kd)
+    return jax.ops.segment_sum(x_nd, idx_n, k), jax.ops.segment_sum(jnp.ones_like(d2_n), idx_n, k), jnp.sum(d2_n)
+
+
+def lloyd_step(x_nd: np.ndarray, c_kd: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray, float]:
+    """One full-batch Lloyd iteration: (new centroids, cluster sizes, inertia before the update).
+    Empty clusters keep their centroid here; train_kmeans re-seeds them."""
+    k, d = c_kd.shape
+    sums_kd, sizes_k, total = np.zeros((k, d), np.float64), np.zeros(k, np.float64), 0.0
+    cj = jnp.asarray(c_kd, jnp.float32)
+    for i in range(0, len(x_nd), chunk):
+        s, n, t = _chunk_sums(jnp.asarray(x_nd[i:i + chunk]), cj, k)
+        sums_kd += np.asarray(s, np.float64)
+        sizes_k += np.asarray(n, np.float64)
+        total += float(t)
+    new = np.where(sizes_k[:, None] > 0, sums_kd / np.maximum(sizes_k, 1)[:, None], c_kd)
+    return new.astype(np.float32), sizes_k.astype(np.int64), total
+
+
+@dataclasses.dataclass
+class KMeansResult:
+    centroids: np.ndarray  # [k, D] float32
+    inertia: float  # sum of squared distances of all training rows to their nearest centroid
+    sizes: np.ndarray  # [k] rows per cluster on the training data
+    n_rows: int
+    history: list  # mean squared distance per mini-batch (before its update), then per Lloyd step
+    reseeded: int  # centroids re-seeded because they were empty
+
+    @property
+    def inertia_per_row(self) -> float:
+        return self.inertia / max(self.n_rows, 1)
+
+
+def _reseed(c_kd: np.ndarray, dead: np.ndarray, x_nd: np.ndarray) -> np.ndarray:
+    """Move the `dead` centroids onto the rows of x_nd farthest from their nearest centroid."""
+    _, d2 = _nearest_chunks(x_nd, c_kd)
+    far = np.argsort(-d2, kind="stable")[: len(dead)]
+    c_kd = c_kd.copy()
+    c_kd[dead[: len(far)]] = x_nd[far]
+    return c_kd
+
+
+def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096, steps: int = 300,
+                 lloyd_steps: int = 3, init: str = "k-means++", init_sample: int = 20000, reassign_every: int = 50,
+                 progress: bool = False) -> KMeansResult:
+    """Fit k centroids to the rows of x_nd [N, D] (module docstring). Raises ValueError on bad input."""
     x_nd = np.asarray(x_nd, np.float32)
-    if x_nd.ndim != 2 or len(x_nd) < k:
-        raise ValueError(f"need at least k={k} feature rows of shape [N, D], got {x_nd.shape}")
+    if x_nd.ndim != 2 or x_nd.shape[1] == 0:
+        raise ValueError(f"k-means needs features of shape [N, D], got {x_nd.shape}")
+    if not 1 <= k <= len(x_nd):
+        raise ValueError(f"k={k} must be between 1 and the number of feature rows ({len(x_nd)})")
+    if not np.all(np.isfinite(x_nd)):
+        raise ValueError("k-means features contain NaN or inf")
+    if init not in INIT_METHODS:
+        raise ValueError(f"init {init!r} is not one of {INIT_METHODS}")
+    if batch_size < 1 or steps < 0 or lloyd_steps < 0:
+        raise ValueError(f"need batch_size >= 1, steps >= 0, lloyd_steps >= 0; got {batch_size}, {steps}, {lloyd_steps}")
     rng = np.random.default_rng(seed)
-    sample = x_nd[rng.choice(len(x_nd), min(len(x_nd), 20 * k), replace=False)]
-    c_kd = jnp.asarray(_kmeans_pp(sample, k, rng))
-    counts_k = jnp.zeros(k, jnp.float32)
-    it = range(steps)
+    key = jax.random.PRNGKey(seed)
+    sample = x_nd[np.sort(rng.choice(len(x_nd), min(len(x_nd), max(init_sample, k)), replace=False))]
+    if init == "k-means++":
+        c_kd = np.asarray(kmeans_plusplus(key, jnp.asarray(sample), k))
+    else:
+        c_kd = sample[np.sort(rng.choice(len(sample), k, replace=False))]
+    history, reseeded = [], 0
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="k-means", unit="batch")
-    for _ in it:
-        xb = jnp.asarray(x_nd[rng.integers(0, len(x_nd), min(batch_size, len(x_nd)))])
-        c_kd, counts_k = _minibatch_step(c_kd, counts_k, xb)
-    c_kd = np.array(c_kd)  # writable host copy
+        bar = tqdm(total=steps + lloyd_steps, desc=f"k-means k={k}", unit="step")
+    counts_k = jnp.zeros(k, jnp.float32)
+    wins_k = np.zeros(k, np.float64)
+    cj = jnp.asarray(c_kd)
+    bsz = min(batch_size, len(x_nd))
+    for step in range(steps):
+        xb = x_nd[rng.integers(0, len(x_nd), bsz)]
+        cj, counts_k, n_k, msd = minibatch_step(cj, counts_k, jnp.asarray(xb))
+        wins_k += np.asarray(n_k)
+        history.append(float(msd))
+        if reassign_every and (step + 1) % reassign_every == 0 and step + 1 < steps:
+            dead = np.nonzero(wins_k == 0)[0]
+            if len(dead):
+                cj = jnp.asarray(_reseed(np.asarray(cj), dead, xb))
+                counts_k = counts_k.at[dead].set(0.0)
+                reseeded += len(dead)
+            wins_k[:] = 0
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(msd=f"{history[-1]:.4g}")
+    c_kd = np.array(cj)
     for _ in range(lloyd_steps):
-        idx = assign(x_nd, c_kd)
-        sizes = np.bincount(idx, minlength=k)
-        for j in np.nonzero(sizes)[0]:
-            c_kd[j] = x_nd[idx == j].mean(0)
-        empty = np.nonzero(sizes == 0)[0]
-        if len(empty):  # re-seed empty clusters from the points worst served
-            far = np.argsort(-np.min(np.asarray(_dists(x_nd, c_kd)), 1))[: len(empty)]
-            c_kd[empty] = x_nd[far]
-    return c_kd.astype(np.float32), inertia(x_nd, c_kd)
+        c_new, sizes, total = lloyd_step(x_nd, c_kd)
+        history.append(total / len(x_nd))
+        dead = np.nonzero(sizes == 0)[0]
+        if len(dead):
+            c_new = _reseed(c_new, dead, x_nd)
+            reseeded += len(dead)
+        c_kd = c_new
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(msd=f"{history[-1]:.4g}")
+    if bar is not None:
+        bar.close()
+    ids, d2 = _nearest_chunks(x_nd, c_kd)
+    return KMeansResult(centroids=c_kd.astype(np.float32), inertia=float(np.sum(d2, dtype=np.float64)),
+                        sizes=np.bincount(ids, minlength=k), n_rows=len(x_nd), history=history, reseeded=reseeded)
 
 
-def save_quantizer(out_dir: str | Path, centroids_kd: np.ndarray, meta: dict) -> None:
+# ---------------------------------------------------------------------------------------------------
+# Quantizer directory: centroids.npy + quantizer.json
+
+def save_quantizer(out_dir: str | Path, result: KMeansResult | np.ndarray, feature_params: dict,
+                   training: Optional[dict] = None) -> Path:
+    """Write `centroids.npy` and `quantizer.json` (k, dim, feature type and parameters, training
+    summary). `features`/`n_mels` at the top level keep older readers working."""
+    centroids = result.centroids if isinstance(result, KMeansResult) else np.asarray(result, np.float32)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "centroids.npy", centroids_kd)
-    (out / "quantizer.json").write_text(json.dumps({"k": int(len(centroids_kd)), **meta}, indent=2))
+    np.save(out / "centroids.npy", centroids.astype(np.float32))
+    meta = {
+        "k": int(centroids.shape[0]), "dim": int(centroids.shape[1]),
+        "features": feature_params.get("type", "log_mel"), "feature_params": feature_params,
+        "frame_rate_hz": 25, "hop": 640, "sample_rate": 16000,
+        "units": "k-means cluster indices used as [Hu] ids; NOT the released HuBERT units",
+    }
+    if "n_mels" in feature_params:
+        meta["n_mels"] = feature_params["n_mels"]
+    if isinstance(result, KMeansResult):
+        meta["training"] = {"rows": result.n_rows, "inertia_per_row": result.inertia_per_row,
+                            "reseeded": result.reseeded, **(training or {})}
+    elif training:
+        meta["training"] = training
+    (out / "quantizer.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def load_quantizer(quantizer_dir: str | Path) -> tuple[np.ndarray, dict]:
+    """(centroids [k, D], metadata) from a directory written by save_quantizer."""
+    d = Path(quantizer_dir)
+    if not (d / "centroids.npy").is_file():
+        raise FileNotFoundError(f"{d} has no centroids.npy (train one with python -m spiritlm_jax.data.kmeans)")
+    centroids = np.load(d / "centroids.npy")
+    if centroids.ndim != 2 or not np.all(np.isfinite(centroids)):
+        raise ValueError(f"{d / 'centroids.npy'}: expected finite centroids of shape [k, D], got {centroids.shape}")
+    meta = json.loads((d / "quantizer.json").read_text()) if (d / "quantizer.json").is_file() else {}
+    if "feature_params" not in meta:  # older quantizer.json: log-mel with n_mels = D
+        meta["feature_params"] = {"type": meta.get("features", "log_mel"), "n_mels": int(centroids.shape[1])}
+    return centroids.astype(np.float32), meta
+
+
+class MelUnitTokenizer:
+    """Audio -> 25 Hz unit ids with librosa (log-mel/MFCC) or HuBERT-layer features and k-means
+    centroids: the speech tokenizer of the demo corpus, which needs no pretrained HuBERT.
+
+    Same interface as the HuBERT-based tokenizers: `encode_units(audio) -> {"hubert": ids}` (audio: a
+    path, bytes or an array; 100 s chunks as the reference), `encode_string(audio) -> "[Hu..].."`, and
+    `encode_units_batch(wavs_16k)` which quantizes the frames of many utterances in one call."""
+
+    def __init__(self, quantizer_dir: str | Path):
+        from spiritlm_jax.speech.features import feature_extractor
+
+        self.quantizer_dir = Path(quantizer_dir)
+        self.centroids, self.meta = load_quantizer(quantizer_dir)
+        if len(self.centroids) > MAX_UNITS:
+            raise ValueError(f"{quantizer_dir}: {len(self.centroids)} centroids, but unit ids must be < {MAX_UNITS}")
+        self.features = feature_extractor(self.meta["feature_params"])
+        if self.features.dim != self.centroids.shape[1]:
+            raise ValueError(f"{quantizer_dir}: features have dim {self.features.dim} but centroids "
+                             f"{self.centroids.shape[1]} ({self.meta['feature_params']})")
+        self._cj = jnp.asarray(self.centroids)
+
+    def describe(self) -> str:
+        return f"k-means K={len(self.centroids)} over {self.features.name} features ({self.quantizer_dir})"
+
+    def encode_units_batch(self, wavs_16k: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Unit streams of many 16 kHz mono utterances (no chunking: each is one utterance)."""
+        feats = [self.features(np.asarray(w, np.float32)) for w in wavs_16k]
+        ids = assign(np.concatenate(feats) if feats else np.zeros((0, self.centroids.shape[1]), np.float32), self._cj)
+        out, start = [], 0
+        for f in feats:
+            out.append({"hubert": ids[start:start + len(f)]})
+            start += len(f)
+        return out
+
+    def encode_units(self, audio, input_sample_rate=None) -> dict[str, np.ndarray]:
+        from spiritlm_jax.speech.audio import chunk_audio, load_audio
+
+        chunks = chunk_audio(load_audio(audio, input_sample_rate))
+        units = [u["hubert"] for u in self.encode_units_batch(chunks)]
+        return {"hubert": np.concatenate(units) if units else np.zeros(0, np.int64)}
+
+    def encode_string(self, audio, input_sample_rate=None) -> str:
+        from spiritlm_jax.tokens import units_to_string
+
+        return units_to_string(**self.encode_units(audio, input_sample_rate))
+
+
+# ---------------------------------------------------------------------------------------------------
+# CLI
+
+def _read_list(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--audio-list {p} does not exist")
+    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _feature_params(args) -> dict:
+    if args.hubert_checkpoint:
+        return {"type": "hubert", "checkpoint": args.hubert_checkpoint, "layer": args.layer}
+    from spiritlm_jax.speech.features import FeatureConfig
+
+    return FeatureConfig(kind=args.features, n_mels=args.n_mels, n_mfcc=args.n_mfcc, deltas=args.deltas,
+                         fmax=args.fmax, cmvn=not args.no_cmvn).to_dict()
 
 
 def main(argv=None) -> int:
-    from spiritlm_jax.speech.audio import load_audio
-    from spiritlm_jax.speech.features import log_mel
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m spiritlm_jax.data.kmeans", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audio-list", required=True, help="text file with one audio path per line")
-    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--out", required=True, help="output directory (centroids.npy, quantizer.json)")
+    ap.add_argument("--k", type=int, default=100, help=f"clusters (unit ids 0..k-1; at most {MAX_UNITS})")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", choices=INIT_METHODS, default="k-means++")
+    ap.add_argument("--steps", type=int, default=300, help="mini-batch steps")
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--lloyd-steps", type=int, default=3, help="full-batch refinement steps after the mini-batches")
+    ap.add_argument("--max-frames", type=int, default=2_000_000, help="subsample (seeded) to at most this many frames")
+    ap.add_argument("--features", choices=("log_mel", "mfcc"), default="log_mel")
+    ap.add_argument("--n-mels", type=int, default=40)
+    ap.add_argument("--n-mfcc", type=int, default=13)
+    ap.add_argument("--deltas", action="store_true", help="MFCC + deltas + delta-deltas")
+    ap.add_argument("--fmax", type=float, default=None, help="highest mel frequency in Hz (default 8000)")
+    ap.add_argument("--no-cmvn", action="store_true", help="no per-utterance mean/variance normalisation")
+    ap.add_argument("--hubert-checkpoint", default=None, help="converted HuBERT dir: cluster its layer features")
+    ap.add_argument("--layer", type=int, default=11, help="HuBERT layer whose output is clustered")
     args = ap.parse_args(argv)
-    feats, bad = [], 0
-    for line in Path(args.audio_list).read_text().splitlines():
-        if not line.strip():
-            continue
+    try:
+        if not 1 <= args.k <= MAX_UNITS:
+            raise ValueError(f"--k must be between 1 and {MAX_UNITS} (unit ids index [Hu0]..[Hu500]), got {args.k}")
+        from spiritlm_jax.speech.audio import load_audio
+        from spiritlm_jax.speech.features import feature_extractor
+
+        params = _feature_params(args)
+        feats_fn = feature_extractor(params)
+        paths = _read_list(args.audio_list)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    feats, bad = [], []
+    for path in tqdm(paths, desc=f"{feats_fn.name} features", unit="file"):
         try:
-            feats.append(log_mel(load_audio(line.strip())))
+            f = feats_fn(load_audio(path))
+            if len(f) == 0:
+                raise ValueError(f"{path}: too short for one 25 Hz frame")
+            feats.append(f)
         except (ValueError, FileNotFoundError) as e:
-            print(f"skipping {line.strip()}: {e}", file=sys.stderr)
-            bad += 1
+            bad.append(path)
+            print(f"skipping {path}: {e}", file=sys.stderr)
     if not feats:
-        print("error: no usable audio", file=sys.stderr)
+        print("error: no usable audio in --audio-list", file=sys.stderr)
         return 2
     x = np.concatenate(feats)
-    c, inert = train_kmeans(x, args.k, args.seed, progress=True)
-    save_quantizer(args.out, c, {"features": "log_mel", "n_mels": x.shape[1], "frames": int(len(x)),
-                                 "inertia_per_frame": inert / len(x)})
-    print(f"wrote {args.out}/centroids.npy ({args.k} x {x.shape[1]}) from {len(x)} frames; skipped {bad} files")
+    if len(x) > args.max_frames:
+        x = x[np.sort(np.random.default_rng(args.seed).choice(len(x), args.max_frames, replace=False))]
+    try:
+        res = train_kmeans(x, args.k, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
+                           lloyd_steps=args.lloyd_steps, init=args.init, progress=True)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_quantizer(args.out, res, params, {"files": len(feats), "skipped_files": len(bad), "seed": args.seed,
+                                           "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
+                                           "lloyd_steps": args.lloyd_steps})
+    print(f"wrote {args.out}/centroids.npy ({args.k} x {x.shape[1]}) from {len(x)} frames of {len(feats)} files; "
+          f"inertia/frame {res.inertia_per_row:.4g}; skipped {len(bad)} files")
     return 3 if bad else 0
 
 
