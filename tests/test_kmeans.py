@@ -199,3 +199,26 @@ def test_cli_trains_and_reports_skipped_files(tmp_path):
     assert np.load(out / "centroids.npy").shape == (8, 40)
     assert main(["--audio-list", str(lst), "--k", "600", "--out", str(out)]) == 2
     assert main(["--audio-list", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
+
+
+def test_hubert_layer_features_plug_in(tmp_path):
+    """A converted (here: tiny, random) HuBERT directory plugs into the trainer and the unit tokenizer
+    through the same FrameFeatures interface; frames follow the same 25 Hz length convention."""
+    import jax
+
+    from spiritlm_jax.speech.hubert import STRIDE_640_25HZ, Hubert, HubertConfig
+    from spiritlm_jax.speech.tokenizer import save_speech_tokenizer
+
+    cfg = HubertConfig(conv_layers=tuple((16, k, s) for _, k, s in STRIDE_640_25HZ), hidden=32, num_layers=2,
+                       num_heads=2, ffn=64, pos_conv_kernel=8, pos_conv_groups=4, output_layer=2)
+    params = Hubert(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 4000), np.float32), np.array([4000]))["params"]
+    ckpt = save_speech_tokenizer(tmp_path / "hubert", {"hubert": params}, cfg, None)
+    feats = feature_extractor({"type": "hubert", "checkpoint": str(ckpt)})
+    assert feats.name == "hubert" and feats.dim == 32 and feats.params()["layer"] == 2
+    wav = load_audio(DATA / "agent-loginok.wav")  # one length: one compilation
+    x = feats(wav)
+    assert x.shape == (num_frames(len(wav)), 32)
+    res = train_kmeans(x, 8, steps=10, batch_size=64)
+    save_quantizer(tmp_path / "q", res, feats.params())
+    tok = MelUnitTokenizer(tmp_path / "q")
+    np.testing.assert_array_equal(tok.encode_units(wav)["hubert"], assign(x, res.centroids))

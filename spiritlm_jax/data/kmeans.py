@@ -360,7 +360,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fmax", type=float, default=None, help="highest mel frequency in Hz (default 8000)")
     ap.add_argument("--no-cmvn", action="store_true", help="no per-utterance mean/variance normalisation")
     ap.add_argument("--hubert-checkpoint", default=None, help="converted HuBERT dir: cluster its layer features")
-    ap.add_argument("--layer", type=int, default=11, help="HuBERT layer whose output is clustered")
+    ap.add_argument("--layer", type=int, default=None, help="HuBERT layer clustered (default: the checkpoint's, 11)")
     args = ap.parse_args(argv)
     try:
         if not 1 <= args.k <= MAX_UNITS:
@@ -398,7 +398,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    save_quantizer(args.out, res, params, {"files": len(feats), "skipped_files": len(bad), "seed": args.seed,
+    save_quantizer(args.out, res, feats_fn.params(), {"files": len(feats), "skipped_files": len(bad), "seed": args.seed,
                                            "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
                                            "lloyd_steps": args.lloyd_steps})
     print(f"wrote {args.out}/centroids.npy ({args.k} x {x.shape[1]}) from {len(x)} frames of {len(feats)} files; "

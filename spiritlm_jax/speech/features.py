@@ -169,29 +169,25 @@ class LibrosaFeatures:
 
 
 class HubertLayerFeatures:
-    """Features of one transformer layer of a converted HuBERT checkpoint (spiritlm_jax.speech.hubert),
-    behind the FrameFeatures interface. The HuBERT module is imported only when this is built, so the
-    librosa features work without it."""
+    """Output features of a converted HuBERT checkpoint (spiritlm_jax.speech.tokenizer.SpeechTokenizer
+    directory) behind the FrameFeatures interface: layer `layer` (default: the checkpoint's
+    output_layer, 11 for Spirit LM). Imported only when built, so librosa features work without it."""
 
-    def __init__(self, checkpoint_dir: str, layer: int = 11):
-        try:
-            from spiritlm_jax.speech import hubert
-        except ImportError as e:
-            raise ValueError(f"HuBERT features need spiritlm_jax.speech.hubert, which is not importable ({e})") from None
-        load = getattr(hubert, "load_hubert_features", None)
-        if load is None:
-            raise ValueError("spiritlm_jax.speech.hubert has no load_hubert_features(checkpoint_dir, layer); "
-                             "cannot build HuBERT features")
-        self._extract = load(checkpoint_dir, layer)
-        self.checkpoint_dir, self.layer = str(checkpoint_dir), int(layer)
+    def __init__(self, checkpoint_dir: str, layer: Optional[int] = None):
+        import dataclasses as dc
+
+        from spiritlm_jax.speech.tokenizer import SpeechTokenizer
+
+        tok = SpeechTokenizer.load(checkpoint_dir)
+        if layer is not None and layer != tok.cfg.output_layer:
+            tok = SpeechTokenizer(tok.params, dc.replace(tok.cfg, output_layer=int(layer)), tok.qcfg)
+        self._tok = tok
+        self.checkpoint_dir, self.layer = str(checkpoint_dir), int(tok.cfg.output_layer)
         self.name = "hubert"
-        self.dim = int(getattr(self._extract, "dim", 768))
+        self.dim = int(tok.cfg.hidden)
 
     def __call__(self, wav_16k: np.ndarray) -> np.ndarray:
-        feats = np.asarray(self._extract(_check_wav(wav_16k)), np.float32)
-        if feats.ndim != 2 or feats.shape[1] != self.dim:
-            raise ValueError(f"HuBERT features have shape {feats.shape}, expected [T, {self.dim}]")
-        return feats
+        return np.asarray(self._tok.features(_check_wav(wav_16k)), np.float32)
 
     def params(self) -> dict:
         return {"type": "hubert", "checkpoint": self.checkpoint_dir, "layer": self.layer}
@@ -201,5 +197,5 @@ def feature_extractor(params: dict) -> FrameFeatures:
     """The FrameFeatures described by `params` (a FeatureConfig dict or {"type": "hubert", ...})."""
     params = dict(params)
     if params.get("type") == "hubert":
-        return HubertLayerFeatures(params["checkpoint"], params.get("layer", 11))
+        return HubertLayerFeatures(params["checkpoint"], params.get("layer"))
     return LibrosaFeatures(FeatureConfig.from_dict(params))
