@@ -14,6 +14,7 @@ from transformers import HubertConfig as HFHubertConfig, HubertModel
 
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.hubert import STANDARD_50HZ, STRIDE_640_25HZ, Hubert, HubertConfig
+from tools.convert_weights.hubert_from_hf import convert, params_from_hf_state_dict
 
 DATA = Path(__file__).parent / "data"
 AMFM = Path(importlib.util.find_spec("amfm_decompy").submodule_search_locations[0]) / "sample.wav"
@@ -37,27 +38,8 @@ def hf_model(conv_layers, hidden=64, layers=2, heads=4, ffn=96, pos_k=16, pos_g=
 
 
 def params_from_hf(m, cfg: HubertConfig) -> dict:
-    sd = {k: v.detach().float().numpy() for k, v in m.state_dict().items()}
-    fe = {f"conv_{i}": sd[f"feature_extractor.conv_layers.{i}.conv.weight"].transpose(2, 1, 0)
-          for i in range(len(cfg.conv_layers))}
-    fe["norm_scale"] = sd["feature_extractor.conv_layers.0.layer_norm.weight"]
-    fe["norm_bias"] = sd["feature_extractor.conv_layers.0.layer_norm.bias"]
-    dense = lambda p: {"kernel": sd[p + ".weight"].T, "bias": sd[p + ".bias"]}  # noqa: E731
-    ln = lambda p: {"scale": sd[p + ".weight"], "bias": sd[p + ".bias"]}  # noqa: E731
-    out = {
-        "feature_extractor": fe, "layer_norm": ln("feature_projection.layer_norm"),
-        "post_extract_proj": dense("feature_projection.projection"),
-        "pos_conv": m.encoder.pos_conv_embed.conv.weight.detach().numpy().transpose(2, 1, 0),  # weight norm folded
-        "pos_conv_bias": sd["encoder.pos_conv_embed.conv.bias"], "encoder_layer_norm": ln("encoder.layer_norm"),
-    }
-    for i in range(cfg.output_layer):
-        p = f"encoder.layers.{i}."
-        out[f"layers_{i}"] = {
-            "self_attn": {n: dense(p + f"attention.{n}") for n in ("q_proj", "k_proj", "v_proj", "out_proj")},
-            "self_attn_layer_norm": ln(p + "layer_norm"), "final_layer_norm": ln(p + "final_layer_norm"),
-            "fc1": dense(p + "feed_forward.intermediate_dense"), "fc2": dense(p + "feed_forward.output_dense"),
-        }
-    return out
+    """Through the converter used for transformers HubertModel directories."""
+    return params_from_hf_state_dict({k: v.detach().float().numpy() for k, v in m.state_dict().items()}, cfg)
 
 
 @pytest.mark.parametrize("conv_layers, pos_k", [(STANDARD_50HZ, 16), (STRIDE_640_25HZ, 15)])
@@ -85,3 +67,18 @@ def test_frame_rates():
     assert HubertConfig().frames(16000) == 24  # 25 Hz stack, total stride 640
     with pytest.raises(ValueError, match="output_layer"):
         HubertConfig(output_layer=13)
+
+
+def test_hf_directory_converter(tmp_path):
+    from spiritlm_jax.speech.tokenizer import SpeechTokenizer
+
+    conv = tuple((32, k, s) for _, k, s in STANDARD_50HZ)
+    m = hf_model(conv, pos_k=16)
+    m.save_pretrained(tmp_path / "hf")
+    tok = SpeechTokenizer.load(convert(tmp_path / "hf", tmp_path / "jax", output_layer=2))
+    wav = load_audio(AMFM)
+    with torch.no_grad():
+        ref = m(torch.from_numpy(wav[None])).last_hidden_state.numpy()[0]
+    assert np.abs(tok.features(wav) - ref).max() <= 1e-4
+    with pytest.raises(ValueError, match="no quantizer"):
+        tok.encode_units(wav)
