@@ -54,3 +54,27 @@ def test_matches_transformers_sequence_classifier():
         assert c == ref.shape[0] and c == -(-h.shape[1] // 50)
         assert np.abs(np.asarray(logits[i, :c]) - ref).max() <= 1e-4
         assert (np.asarray(logits[i, :c]).argmax(-1) == ref.argmax(-1)).all()
+
+
+def test_converter_and_tokenizer(tmp_path):
+    from spiritlm_jax.speech.style import StyleTokenizer
+    from tools.convert_weights.style_from_hf import convert
+
+    conv = tuple((32, k, s) for _, k, s in STANDARD_50HZ)
+    hf_cfg = Wav2Vec2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                            conv_dim=[c for c, _, _ in conv], conv_kernel=[k for _, k, _ in conv],
+                            conv_stride=[s for _, _, s in conv], conv_bias=False, feat_extract_norm="group",
+                            do_stable_layer_norm=False, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                            classifier_proj_size=24, num_labels=10)
+    torch.manual_seed(1)
+    m = Wav2Vec2ForSequenceClassification(hf_cfg).eval()
+    m.save_pretrained(tmp_path / "hf")
+    tok = StyleTokenizer.load(convert(tmp_path / "hf", tmp_path / "jax"))
+    wav = load_audio(DATA / "vm-intro.wav")
+    units = tok.encode_units(wav)
+    with torch.no_grad():
+        h = m.projector(m.wav2vec2(torch.from_numpy(normalize(wav)[None]))[0])
+        pooled = torch.stack([h[:, j:j + 50].mean(1) for j in range(0, h.shape[1], 50)], 1)
+        ref = m.classifier(pooled).argmax(-1).numpy()[0]
+    np.testing.assert_array_equal(units, ref)
+    assert len(units) == 6  # 5.7 s -> one unit per started second

@@ -50,3 +50,54 @@ class StyleEncoder(nn.Module):
         pooled_bcp = h.sum(2) / jnp.maximum(cnt, 1.0)[..., None]
         n_chunks_b = -(-frames_b // cfg.pool_size)
         return nn.Dense(cfg.num_labels, name="classifier")(pooled_bcp), n_chunks_b
+
+
+def save_style_encoder(directory, params, cfg: StyleConfig):
+    import orbax.checkpoint as ocp
+    from pathlib import Path
+
+    from spiritlm_jax.config import save_config
+
+    d = Path(directory).absolute()
+    d.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ck:
+        ck.save(d / "params", params)
+        ck.wait_until_finished()
+    save_config(cfg, d / "style.yaml")
+    return d
+
+
+class StyleTokenizer:
+    """Audio -> one style unit per second (chunks of <= 100 s as the reference)."""
+
+    def __init__(self, params, cfg: StyleConfig):
+        import jax
+
+        self.params, self.cfg = params, cfg
+        self._fn = jax.jit(lambda p, w, n: StyleEncoder(cfg).apply({"params": p}, w, n))
+
+    @classmethod
+    def load(cls, directory) -> "StyleTokenizer":
+        import orbax.checkpoint as ocp
+        from pathlib import Path
+
+        from spiritlm_jax.config import from_dict, read_yaml
+
+        d = Path(directory).absolute()
+        if not (d / "style.yaml").is_file():
+            raise FileNotFoundError(f"{d} is not a converted style encoder (style.yaml + params/)")
+        with ocp.StandardCheckpointer() as ck:
+            params = ck.restore(d / "params")
+        return cls(params, from_dict(StyleConfig, read_yaml(d / "style.yaml")))
+
+    def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
+        from spiritlm_jax.speech.audio import chunk_audio, load_audio
+
+        out = []
+        for chunk in chunk_audio(load_audio(audio, input_sample_rate)):
+            w = normalize(chunk)
+            padded = np.zeros((1, max(1 << (len(w) - 1).bit_length(), 1024)), np.float32)
+            padded[0, : len(w)] = w
+            logits, n = self._fn(self.params, jnp.asarray(padded), jnp.asarray([len(w)]))
+            out.append(np.asarray(logits[0, : int(n[0])]).argmax(-1))
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
