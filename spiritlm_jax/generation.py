@@ -123,7 +123,8 @@ class SpiritLM:
                         **numerics) -> "SpiritLM":
         """A training run directory (config.yaml + checkpoints/: tokenizer and unit tokenizer from its
         corpus), or a model directory (config.yaml + params/ + tokenizer.model, e.g. converted weights).
-        The vocoder is `vocoder` (a converted HiFi-GAN directory) or `<path>/vocoder` when present.
+        The vocoder is `vocoder` (a converted HiFi-GAN directory) or `<path>/vocoder` when present; a
+        converted HuBERT tokenizer at `<path>/speech_tokenizer` is used for speech inputs when present.
         `numerics` override dtype/attention of the LM (e.g. dtype="float32")."""
         from pathlib import Path
 
@@ -154,6 +155,10 @@ class SpiritLM:
             tokenizer = SpiritTokenizer.from_dir(path)
             if TokenLayout(tokenizer.layout.text_vocab_size, True).vocab_size == model.cfg.vocab_size:
                 tokenizer = SpiritTokenizer.from_dir(path, expressive=True)  # EXPRESSIVE-sized embedding
+        if (path / "speech_tokenizer" / "hubert.yaml").is_file():  # a converted HuBERT tokenizer wins
+            from spiritlm_jax.speech.tokenizer import SpeechTokenizer
+
+            speech_tokenizer = SpeechTokenizer.load(path / "speech_tokenizer")
         voc = None
         vocoder_dir = Path(vocoder) if vocoder is not None else path / "vocoder"
         if vocoder is not None or vocoder_dir.is_dir():
