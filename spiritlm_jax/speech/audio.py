@@ -1,8 +1,19 @@
-"""Audio in: any file soundfile/librosa reads, bytes, or arrays -> mono float32 at 16 kHz.
+"""Audio in: a file (anything soundfile or librosa reads), bytes, a file object or an array -> mono
+float32 at 16 kHz, and the reference's chunking of long audio.
 
-Errors are ValueError/FileNotFoundError naming the input. Silent input is not an error: it is valid
-audio, and its units are whatever the encoder gives for silence. Chunking follows the reference:
-at most 100 s per chunk, chunks under 1280 samples (80 ms) are dropped.
+Conventions (see docs/tokens.md, "Audio"):
+- Resampling is librosa's soxr_hq; the output has ceil(n * 16000 / sr) samples, the length the
+  reference's torchaudio resampling gives (the samples themselves differ slightly: another filter).
+- Stereo (any number of channels) is averaged, as the reference, unless `channel` picks one.
+- Arrays are [N], [channels, N] or [N, channels] (the shorter axis is the channel axis, at most
+  MAX_CHANNELS of them). Float arrays are taken as they are; integer PCM is scaled to [-1, 1).
+  `input_sample_rate` gives an array's rate; left out, the array is taken to be at `sample_rate`
+  already, as the reference (which never resamples arrays) does.
+- Errors are ValueError/FileNotFoundError naming the input: empty audio, NaN/inf samples, an
+  unreadable file, a bad channel or sample rate.
+- Silence is valid audio: it is returned unchanged and the unit encoders give their units for it, as
+  the reference does (it has no silence check). `reject_silent=True` makes silent input a ValueError
+  instead, for data preparation that wants to skip it; `is_silent` is the test used.
 """
 
 from __future__ import annotations
@@ -16,61 +27,105 @@ import numpy as np
 
 SAMPLE_RATE = 16000
 MAX_CHUNK_SECONDS = 100
-MIN_CHUNK_SAMPLES = 1280
+MIN_CHUNK_SAMPLES = 1280  # 80 ms: the shortest chunk the reference encodes (pitch needs 1280 samples)
+MAX_CHANNELS = 16
+SILENCE_PEAK = 1e-4  # |x| below this everywhere (-80 dBFS) counts as silent
 
-AudioInput = Union[str, os.PathLike, bytes, np.ndarray]
+AudioInput = Union[str, os.PathLike, bytes, bytearray, io.IOBase, np.ndarray, list]
 
 
-def _read(src, name: str) -> tuple[np.ndarray, int]:
+def _read_file(src, name: str) -> tuple[np.ndarray, int]:
+    """[N, channels] float32 and the sample rate, via soundfile, then librosa's other backends."""
     import soundfile as sf
 
     try:
         data, sr = sf.read(src, dtype="float32", always_2d=True)
-        return data, sr
-    except Exception as sf_error:  # soundfile cannot read it: try librosa's other backends
-        if isinstance(src, io.BytesIO):
-            raise ValueError(f"{name}: cannot decode audio bytes ({sf_error})") from None
+        return data, int(sr)
+    except Exception as sf_error:  # noqa: BLE001 - soundfile raises several types
+        if not isinstance(src, str):  # bytes / file objects: soundfile is the only decoder
+            raise ValueError(f"{name}: cannot read audio ({sf_error})") from None
         try:
+            import warnings
+
             import librosa
 
-            data, sr = librosa.load(src, sr=None, mono=False)
-            data = np.atleast_2d(data).T.astype(np.float32)
-            return data, int(sr)
-        except Exception as e:
-            raise ValueError(f"{name}: cannot read audio ({e})") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # librosa warns before trying audioread
+                data, sr = librosa.load(src, sr=None, mono=False)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(f"{name}: cannot read audio ({sf_error}; librosa: {type(e).__name__} {e})") from None
+        return np.atleast_2d(data).T.astype(np.float32), int(sr)
+
+
+def _array_to_frames(src, name: str) -> np.ndarray:
+    """An array-like -> [N, channels] float32 (integer PCM scaled to [-1, 1))."""
+    arr = np.asarray(src)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.number)):
+        raise ValueError(f"{name}: expected numeric samples, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name}: complex samples are not audio")
+    if np.issubdtype(arr.dtype, np.unsignedinteger):
+        half = 2.0 ** (8 * arr.dtype.itemsize - 1)
+        arr = (arr.astype(np.float64) - half) / half
+    elif np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float64) / 2.0 ** (8 * arr.dtype.itemsize - 1)
+    arr = arr.astype(np.float32)
+    if arr.ndim == 1:
+        return arr[:, None]
+    if arr.ndim == 2:
+        n_ch = min(arr.shape)
+        if n_ch > MAX_CHANNELS or (arr.shape[0] == arr.shape[1] and arr.size > 1):
+            raise ValueError(f"{name}: cannot tell the channel axis; give [N], [channels, N] or [N, channels] "
+                             f"with at most {MAX_CHANNELS} channels (a batch of waveforms is not one audio)")
+        return arr.T if arr.shape[0] < arr.shape[1] else arr
+    raise ValueError(f"{name}: expected [N], [channels, N] or [N, channels] samples")
+
+
+def is_silent(wav: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
+    """True when every sample's magnitude is below `peak` (default -80 dBFS)."""
+    return bool(np.max(np.abs(wav), initial=0.0) < peak)
 
 
 def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel: Optional[int] = None,
-               sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio at `sample_rate`. Arrays need `input_sample_rate` unless already at 16 kHz
-    ([N] or [channels, N] / [N, channels]); stereo is averaged unless `channel` picks one."""
+               sample_rate: int = SAMPLE_RATE, reject_silent: bool = False) -> np.ndarray:
+    """Mono float32 [N] at `sample_rate` (16 kHz) from a path, bytes, a file object or an array.
+
+    `input_sample_rate` is the rate of an array input (default: `sample_rate`, i.e. no resampling);
+    files and bytes carry their own rate, and a different `input_sample_rate` for them is an error.
+    `channel` picks one channel instead of averaging them."""
+    is_array = False
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"audio file {path} does not exist")
-        data, sr = _read(str(path), str(path))
+        if not path.is_file():
+            raise ValueError(f"audio file {path} is not a file")
         name = str(path)
-    elif isinstance(src, (bytes, bytearray)):
-        if not src:
+        data, sr = _read_file(str(path), name)
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        name = f"audio bytes ({len(src)} bytes)"
+        if len(src) == 0:
             raise ValueError("audio bytes are empty")
-        data, sr = _read(io.BytesIO(bytes(src)), "audio bytes")
-        name = "audio bytes"
-    elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
-        data = np.asarray(src, np.float32)
-        name = f"audio array of shape {data.shape}"
-        if data.ndim == 1:
-            data = data[:, None]
-        elif data.ndim == 2:
-            if data.shape[0] < data.shape[1]:
-                data = data.T  # [channels, N] -> [N, channels]
-        else:
-            raise ValueError(f"{name}: expected [N] or [channels, N]")
-        sr = int(input_sample_rate) if input_sample_rate else sample_rate
+        data, sr = _read_file(io.BytesIO(bytes(src)), name)
+    elif hasattr(src, "read"):
+        name = f"audio file object {getattr(src, 'name', type(src).__name__)}"
+        data, sr = _read_file(src, name)
+    elif isinstance(src, (np.ndarray, list, tuple)) or hasattr(src, "__array__"):
+        name = f"audio array of shape {tuple(np.shape(src))}"
+        data, is_array = _array_to_frames(src, name), True
+        sr = sample_rate if input_sample_rate is None else input_sample_rate
     else:
-        raise ValueError(f"unsupported audio input of type {type(src).__name__}; give a path, bytes or an array")
+        raise ValueError(f"unsupported audio input of type {type(src).__name__}; "
+                         "give a path, bytes, a file object or an array")
+    if input_sample_rate is not None and not is_array and input_sample_rate != sr:
+        raise ValueError(f"{name}: the file is at {sr} Hz but input_sample_rate={input_sample_rate} was given")
+    for label, rate in (("input sample rate", sr), ("sample_rate", sample_rate)):
+        if int(rate) != rate or rate <= 0:
+            raise ValueError(f"{name}: {label} must be a positive integer (Hz), got {rate!r}")
+    sr, sample_rate = int(sr), int(sample_rate)
 
     if data.shape[0] == 0:
-        raise ValueError(f"{name}: audio is empty")
+        raise ValueError(f"{name}: audio is empty (0 samples)")
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name}: audio contains NaN or inf samples")
     if channel is not None:
@@ -79,15 +134,28 @@ def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel
         wav = data[:, channel]
     else:
         wav = data.mean(axis=1)
+    if reject_silent and is_silent(wav):
+        raise ValueError(f"{name}: audio is silent (peak amplitude {np.max(np.abs(wav)):.2g} "
+                         f"< {SILENCE_PEAK:g})")
     if sr != sample_rate:
         import librosa
 
+        n_out = -(-len(wav) * sample_rate // sr)  # ceil: torchaudio's output length
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+        wav = np.pad(wav[:n_out], (0, max(0, n_out - len(wav))))
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
 def chunk_audio(wav: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS, min_samples: int = MIN_CHUNK_SAMPLES,
                 sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
-    """Consecutive chunks of at most `max_seconds`; chunks shorter than `min_samples` are dropped."""
+    """Consecutive chunks of at most `max_seconds` (100 s); chunks shorter than `min_samples` (1280, i.e.
+    80 ms; only the last chunk can be) are dropped, as the reference does. Audio shorter than
+    `min_samples` gives [] (no units)."""
+    wav = np.asarray(wav)
+    if wav.ndim != 1:
+        raise ValueError(f"chunk_audio expects mono audio [N], got shape {wav.shape}")
     step = int(max_seconds * sample_rate)
+    if step <= 0 or min_samples < 0:
+        raise ValueError(f"max_seconds must give at least one sample per chunk and min_samples be >= 0 "
+                         f"(got {max_seconds} s at {sample_rate} Hz, min_samples={min_samples})")
     return [wav[i:i + step] for i in range(0, len(wav), step) if len(wav[i:i + step]) >= min_samples]
