@@ -2,19 +2,24 @@
 
     DIR/config.yaml     the LlamaConfig (spiritlm_jax.config format)
     DIR/params/         the parameter pytree (orbax StandardCheckpointer)
+    DIR/extra.json      optional provenance (e.g. the source's HF config.json), `load_extra`
     DIR/tokenizer.*     tokenizer files, copied from the source when it had them
 
+Shapes are checked against the config on save and before restore (Orbax restores the stored shape
+whatever the target says, so a wrong config.yaml would otherwise fail later, deep inside JAX).
 Training runs use their own CheckpointManager layout (spiritlm_jax/training/checkpoints.py);
 `load_model` reads both: a model directory, or a training run directory (latest step).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -22,12 +27,14 @@ from spiritlm_jax.config import from_dict, read_yaml, save_config
 from spiritlm_jax.model.config import LlamaConfig
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
-def save_model(directory: str | Path, params, cfg: LlamaConfig, tokenizer_dir: Optional[str | Path] = None) -> Path:
-    """Write params + config (+ tokenizer files found in `tokenizer_dir`) to `directory`."""
+def save_model(directory: str | Path, params, cfg: LlamaConfig, extra: Optional[dict] = None,
+               tokenizer_dir: Optional[str | Path] = None) -> Path:
+    """Write params + config (+ `extra` as JSON, + tokenizer files found in `tokenizer_dir`)."""
     directory = Path(directory).absolute()
+    check_shapes(tree_shapes(params), cfg, f"params to save in {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "params").exists():
         raise FileExistsError(f"{directory / 'params'} already exists; choose a new output directory")
@@ -35,6 +42,8 @@ def save_model(directory: str | Path, params, cfg: LlamaConfig, tokenizer_dir: O
         ckptr.save(directory / "params", params)
         ckptr.wait_until_finished()
     save_config(cfg, directory / "config.yaml")
+    if extra is not None:
+        (directory / "extra.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
     if tokenizer_dir is not None:
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_dir) / name).is_file():
@@ -42,41 +51,82 @@ def save_model(directory: str | Path, params, cfg: LlamaConfig, tokenizer_dir: O
     return directory
 
 
-def _expected_shapes(cfg: LlamaConfig) -> dict[str, Any]:
-    from spiritlm_jax.model.llama import Llama
-    import jax.numpy as jnp
-    import flax.linen as nn
-
-    abstract = jax.eval_shape(lambda: Llama(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
-    return nn.unbox(abstract["params"])
+def load_extra(directory: str | Path) -> dict:
+    """The `extra` dict given to `save_model` ({} when there was none)."""
+    path = Path(directory) / "extra.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_model(directory: str | Path, shardings=None) -> tuple[LlamaConfig, Any]:
+def expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """{"layers/attn/q/kernel": shape, ...} of the parameters `cfg` describes (no allocation)."""
+    return tree_shapes(_abstract_params(cfg))
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], cfg: LlamaConfig, what: str) -> None:
+    """ValueError naming the first missing, unexpected or mis-shaped parameter (expected vs found)."""
+    expected = expected_shapes(cfg)
+    for key in sorted(expected.keys() | found.keys()):
+        if key not in found:
+            raise ValueError(f"{what}: missing parameter {key} (expected shape {expected[key]})")
+        if key not in expected:
+            raise ValueError(f"{what}: unexpected parameter {key} (shape {found[key]}) for this config")
+        if tuple(found[key]) != tuple(expected[key]):
+            raise ValueError(f"{what}: parameter {key} has shape {tuple(found[key])}, expected {expected[key]}")
+
+
+def load_model(directory: str | Path, shardings=None, param_dtype: Optional[str] = None) -> tuple[LlamaConfig, Any]:
     """(LlamaConfig, params) from a model directory or a training run directory.
 
-    `shardings`: an optional NamedSharding pytree to restore directly onto a mesh.
+    `shardings`: an optional NamedSharding pytree (same structure as params) to restore directly onto
+    a mesh; otherwise arrays land on the default device. `param_dtype` ("float32"/"bfloat16") casts
+    the stored parameters on restore and is recorded in the returned config.
     """
     directory = Path(directory).absolute()
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
     if (directory / "checkpoints").is_dir() and not (directory / "params").exists():
-        return _load_training_run(directory, shardings)
+        cfg, params = _load_training_run(directory, shardings)
+        if param_dtype is not None:
+            cfg = cfg.replace(param_dtype=param_dtype)
+            params = jax.tree.map(lambda x: x.astype(param_dtype), params)
+        return cfg, params
     if not (directory / "config.yaml").is_file():
         raise FileNotFoundError(f"{directory} has no config.yaml (is it a spiritlm_jax model directory?)")
     if not (directory / "params").is_dir():
         raise FileNotFoundError(f"{directory} has no params/ directory")
     cfg = from_dict(LlamaConfig, read_yaml(directory / "config.yaml"))
-    expected = _expected_shapes(cfg)
-    if shardings is None:
-        target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), expected)
+    if param_dtype is not None:
+        cfg = cfg.replace(param_dtype=param_dtype)
+    abstract = _abstract_params(cfg)
+    if shardings is not None:
+        if jax.tree.structure(shardings) != jax.tree.structure(abstract):
+            raise ValueError(f"shardings for {directory} do not have the structure of its parameters")
+        abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
     else:
-        target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), expected, shardings)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)
     with ocp.StandardCheckpointer() as ckptr:
-        try:
-            params = ckptr.restore(directory / "params", target)
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{directory / 'params'} does not match {directory / 'config.yaml'}: {e}") from None
+        check_shapes(_stored_shapes(ckptr, directory / "params"), cfg,
+                     f"{directory / 'params'} vs {directory / 'config.yaml'}")
+        params = ckptr.restore(directory / "params", abstract)
     return cfg, params
+
+
+def _abstract_params(cfg: LlamaConfig):
+    import flax.linen as nn
+
+    from spiritlm_jax.model.llama import Llama
+
+    abstract = jax.eval_shape(lambda: Llama(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 1), jnp.int32)))
+    return nn.unbox(abstract["params"])
+
+
+def _stored_shapes(ckptr, path: Path) -> dict[str, tuple[int, ...]]:
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)  # orbax >= 0.11: StepMetadata.item_metadata
+    tree = getattr(tree, "tree", tree)  # TreeMetadata.tree
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+    return {_path_str(p): tuple(leaf.shape) for p, leaf in leaves}
 
 
 def _load_training_run(run_dir: Path, shardings) -> tuple[LlamaConfig, Any]:
@@ -84,14 +134,16 @@ def _load_training_run(run_dir: Path, shardings) -> tuple[LlamaConfig, Any]:
 
     params, meta = restore_params(run_dir / "checkpoints")
     cfg = from_dict(LlamaConfig, meta["config"]["model"])
+    check_shapes(tree_shapes(params), cfg, f"training run {run_dir}")
     if shardings is not None:
         params = jax.device_put(params, shardings)
     return cfg, params
 
 
+def _path_str(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
 def tree_shapes(params) -> dict[str, tuple[int, ...]]:
-    """{"layers/attn/q/kernel": shape, ...}: flat view used by converters for error messages."""
-    flat = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        flat["/".join(str(getattr(k, "key", k)) for k in path)] = tuple(np.shape(leaf))
-    return flat
+    """{"layers/attn/q/kernel": shape, ...}: flat view used for error messages."""
+    return {_path_str(p): tuple(np.shape(leaf)) for p, leaf in jax.tree_util.tree_leaves_with_path(params)}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 
 def run_cli(work: Callable[[], Path]) -> int:
@@ -16,3 +19,100 @@ def run_cli(work: Callable[[], Path]) -> int:
         return 2
     print(f"wrote {out}")
     return 0
+
+
+def numpy_dtype(name: str):
+    """The numpy dtype for a parameter dtype name (bfloat16 from ml_dtypes, which jax depends on)."""
+    if name == "float32":
+        return np.dtype(np.float32)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    raise ValueError(f"unsupported parameter dtype {name!r}; choose float32 or bfloat16")
+
+
+# ----- tensor loading (torch only where a format needs it) ------------------------------------------
+
+def torch_to_numpy(t) -> np.ndarray:
+    """A CPU torch tensor as numpy (bf16, which numpy lacks, is widened to fp32)."""
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.detach().cpu().numpy()
+
+
+def load_torch_file(path: str | Path, weights_only: bool = True) -> dict:
+    """torch.load onto the CPU, memory-mapped when the file format allows (zip-based .bin/.pt)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+
+
+class NamedTensors:
+    """Lazy name -> numpy access over safetensors / torch files, sharded (with an index json) or not.
+
+        tensors = NamedTensors.open(hf_dir, ("model.safetensors", "pytorch_model.bin"))
+        tensors.names; tensors.get("model.norm.weight")
+
+    safetensors are read one tensor at a time; torch shards are memory-mapped and only one is held
+    open at a time (visit names shard by shard to avoid re-opening: `names_by_file`).
+    """
+
+    def __init__(self, files: dict[str, Path]):
+        self.files = files  # tensor name -> file
+        self._open: dict[Path, object] = {}
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.files)
+
+    def names_by_file(self) -> list[str]:
+        return sorted(self.files, key=lambda nm: (str(self.files[nm]), nm))
+
+    @classmethod
+    def open(cls, directory: str | Path, candidates: tuple[str, ...]) -> "NamedTensors":
+        """The first of `candidates` (file names) found in `directory`, or its `<name>.index.json`."""
+        directory = Path(directory)
+        for single in candidates:
+            index = directory / f"{single}.index.json"
+            if index.is_file():
+                weight_map = json.loads(index.read_text())["weight_map"]
+                files = {nm: directory / fn for nm, fn in weight_map.items()}
+                missing = sorted({p for p in files.values() if not p.is_file()})
+                if missing:
+                    raise FileNotFoundError(f"{index} names shard {missing[0].name}, which does not exist")
+                return cls(files)
+            if (directory / single).is_file():
+                return cls({nm: directory / single for nm in cls._keys(directory / single)})
+        wanted = ", ".join(f"{c}[.index.json]" for c in candidates)
+        raise FileNotFoundError(f"{directory} has none of {wanted}")
+
+    @staticmethod
+    def _keys(path: Path) -> list[str]:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="np") as f:
+                return list(f.keys())
+        return list(load_torch_file(path).keys())
+
+    def get(self, name: str) -> np.ndarray:
+        path = self.files[name]
+        if path.suffix == ".safetensors":
+            if path not in self._open:
+                from safetensors import safe_open
+
+                self._open[path] = safe_open(str(path), framework="pt")  # "pt": numpy has no bf16
+            return torch_to_numpy(self._open[path].get_tensor(name))
+        if path not in self._open:
+            self._open = {k: v for k, v in self._open.items() if k.suffix == ".safetensors"}  # one torch shard
+            self._open[path] = load_torch_file(path)
+        return torch_to_numpy(self._open[path][name])

@@ -1,6 +1,10 @@
 """Import a LLaMA-architecture GGUF file (llama.cpp format, any quantisation gguf can dequantise).
 
-    python tools/convert_weights/llama_from_gguf.py --gguf FILE --out DIR
+    python tools/convert_weights/llama_from_gguf.py --gguf FILE --out DIR [--dtype float32|bfloat16] [--no-tokenizer]
+
+Weights are dequantised to fp32 (then stored as --dtype). The tokenizer vocabulary inside the GGUF is
+written as Hugging Face tokenizer files by transformers' GGUF tokenizer reader (--no-tokenizer skips
+that, e.g. when transformers is not installed).
 
 llama.cpp's converter permutes the rows of q and k for its interleaved RoPE; our RoPE is
 transformers' half-split layout, so those rows are permuted back here. (Getting this wrong still
@@ -19,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import run_cli  # noqa: E402
+from tools.convert_weights.common import numpy_dtype, run_cli  # noqa: E402
 from tools.convert_weights.llama_from_hf import ConversionError, params_from_tensors  # noqa: E402
 
 GGUF_TO_HF = {
@@ -57,6 +61,9 @@ def gguf_config(reader) -> LlamaConfig:
     arch = _field(reader, "general.architecture")
     if arch != "llama":
         raise ConversionError(f"GGUF architecture is {arch!r}, expected 'llama'")
+    scaling = _field(reader, "llama.rope.scaling.type", "none")
+    if scaling != "none":
+        raise ConversionError(f"GGUF llama.rope.scaling.type={scaling!r} is not supported (only the default RoPE)")
     names = {t.name for t in reader.tensors}
     n_heads = int(_field(reader, "llama.attention.head_count"))
     d = int(_field(reader, "llama.embedding_length"))
@@ -74,8 +81,8 @@ def gguf_config(reader) -> LlamaConfig:
     )
 
 
-def load_gguf(path: str | Path):
-    """(LlamaConfig, params) with weights dequantised to fp32."""
+def load_gguf(path: str | Path, dtype: str = "float32"):
+    """(LlamaConfig, params): weights dequantised to fp32, stored as `dtype` numpy arrays."""
     import gguf
 
     if not Path(path).is_file():
@@ -96,7 +103,10 @@ def load_gguf(path: str | Path):
 
     def get(name: str) -> np.ndarray:
         t = by_hf[name]
-        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        try:
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        except NotImplementedError:
+            raise ConversionError(f"GGUF tensor {t.name}: cannot dequantise type {t.tensor_type.name}") from None
         w = w.reshape(tuple(int(x) for x in reversed(t.shape)))
         if name.endswith("q_proj.weight"):
             w = unpermute_rope(w, cfg.n_heads)
@@ -104,22 +114,49 @@ def load_gguf(path: str | Path):
             w = unpermute_rope(w, cfg.n_kv_heads)
         return w
 
-    return cfg, params_from_tensors(cfg, set(by_hf), get)
+    return cfg, params_from_tensors(cfg, set(by_hf), get, numpy_dtype(dtype))
+
+
+def special_token_ids(path: str | Path) -> dict[str, int]:
+    """{"bos_token_id": .., "eos_token_id": .., "pad_token_id": ..} from the GGUF tokenizer metadata."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    out = {}
+    for name in ("bos", "eos", "padding"):
+        value = _field(reader, f"tokenizer.ggml.{name}_token_id", -1)
+        if value != -1:
+            out[f"{'pad' if name == 'padding' else name}_token_id"] = int(value)
+    return out
+
+
+def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", tokenizer: bool = True) -> Path:
+    """GGUF file -> model directory (config.yaml, params/, extra.json, tokenizer files)."""
+    from spiritlm_jax.checkpoint import save_model
+
+    out_dir = Path(out_dir)
+    if (out_dir / "params").exists():
+        raise FileExistsError(f"{out_dir / 'params'} already exists; choose a new output directory")
+    cfg, params = load_gguf(gguf_path, dtype)
+    extra = {"source": {"format": "gguf", "path": str(Path(gguf_path).absolute())},
+             "hf_config": special_token_ids(gguf_path)}
+    save_model(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra)
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        gguf_path = Path(gguf_path)
+        AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(str(out_dir))
+    return out_dir
 
 
 def main(argv=None) -> int:
-    from spiritlm_jax.checkpoint import save_model
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    ap.add_argument("--no-tokenizer", action="store_true", help="do not write Hugging Face tokenizer files")
     args = ap.parse_args(argv)
-
-    def work():
-        cfg, params = load_gguf(args.gguf)
-        return save_model(args.out, params, cfg)
-
-    return run_cli(work)
+    return run_cli(lambda: convert(args.gguf, args.out, args.dtype, tokenizer=not args.no_tokenizer))
 
 
 if __name__ == "__main__":

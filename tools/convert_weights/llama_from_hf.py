@@ -15,14 +15,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import run_cli  # noqa: E402
+from tools.convert_weights.common import NamedTensors, numpy_dtype, run_cli  # noqa: E402
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
 
@@ -35,12 +35,13 @@ def llama_config_from_hf(hf: dict, dtype: str = "bfloat16") -> LlamaConfig:
     """LlamaConfig from a transformers config.json dict; unsupported settings are errors."""
     if hf.get("model_type", "llama") != "llama":
         raise ConversionError(f"config.json model_type is {hf.get('model_type')!r}, expected 'llama'")
-    if hf.get("rope_scaling"):
-        raise ConversionError(f"config.json rope_scaling={hf['rope_scaling']!r} is not supported")
     # transformers >= 5 writes {"rope_parameters": {"rope_type", "rope_theta", ...}}; 4.x writes rope_theta
+    # (and rope_scaling: null, or {"rope_type": "default"})
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = hf.get(key) or {}
+        if rope.get("rope_type", rope.get("type", "default")) != "default" or "factor" in rope:
+            raise ConversionError(f"config.json {key}={rope!r} is not supported (only the default RoPE)")
     rope = hf.get("rope_parameters") or {}
-    if rope.get("rope_type", "default") != "default":
-        raise ConversionError(f"config.json rope_parameters={rope!r}: only the default RoPE is supported")
     rope_theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
     for flag in ("attention_bias", "mlp_bias"):
         if hf.get(flag):
@@ -86,8 +87,12 @@ def hf_tensor_specs(cfg: LlamaConfig) -> dict[str, tuple[tuple[int, ...], tuple[
 
 
 def params_from_tensors(cfg: LlamaConfig, names: set[str], get: Callable[[str], np.ndarray], dtype=np.float32,
-                        progress: bool = False):
-    """Build our param tree from named HF-layout tensors (`get(name)` loads one on demand)."""
+                        progress: bool = False, order: Optional[list[str]] = None):
+    """Build our param tree from named HF-layout tensors (`get(name)` loads one on demand).
+
+    Layer tensors go straight into preallocated stacked [L, ...] buffers, so peak memory is the output
+    plus one tensor. `order`: the names in the order to read them (e.g. shard by shard).
+    """
     specs = hf_tensor_specs(cfg)
     names = {nm for nm in names if not nm.endswith(IGNORED_SUFFIXES)}
     if cfg.tie_embeddings and "lm_head.weight" in names:
@@ -100,7 +105,8 @@ def params_from_tensors(cfg: LlamaConfig, names: set[str], get: Callable[[str], 
         raise ConversionError(f"missing tensor {missing[0]} (and {len(missing) - 1} more)")
     layer_buffers: dict[tuple[str, ...], np.ndarray] = {}
     params: dict = {}
-    items = list(specs.items())
+    rank = {nm: i for i, nm in enumerate(order or [])}
+    items = sorted(specs.items(), key=lambda kv: rank.get(kv[0], len(rank)))
     if progress:
         from tqdm import tqdm
 
@@ -128,56 +134,9 @@ def _set(tree: dict, path, value) -> None:
     tree[path[-1]] = value
 
 
-def _torch_to_numpy(t) -> np.ndarray:
-    import torch
-
-    if t.dtype == torch.bfloat16:
-        t = t.float()
-    return t.numpy()
-
-
-def open_hf_weights(hf_dir: Path) -> tuple[set[str], Callable[[str], np.ndarray]]:
-    """Names and a lazy loader over safetensors (preferred) or pytorch_model.bin, sharded or not."""
-    for index_name, single in (("model.safetensors.index.json", "model.safetensors"),
-                               ("pytorch_model.bin.index.json", "pytorch_model.bin")):
-        index = hf_dir / index_name
-        if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = {nm: hf_dir / fn for nm, fn in weight_map.items()}
-            break
-        if (hf_dir / single).is_file():
-            files = None
-            break
-    else:
-        raise FileNotFoundError(f"{hf_dir} has no model.safetensors[.index.json] or pytorch_model.bin[.index.json]")
-
-    if single.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        handles: dict[Path, object] = {}
-
-        def handle(path: Path):
-            if path not in handles:
-                handles[path] = safe_open(str(path), framework="pt")
-            return handles[path]
-
-        if files is None:
-            files = {nm: hf_dir / single for nm in handle(hf_dir / single).keys()}
-        return set(files), lambda nm: _torch_to_numpy(handle(files[nm]).get_tensor(nm))
-
-    import torch
-
-    loaded: dict[Path, dict] = {}
-
-    def state(path: Path) -> dict:
-        if path not in loaded:
-            loaded.clear()  # one shard in memory at a time
-            loaded[path] = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        return loaded[path]
-
-    if files is None:
-        files = {nm: hf_dir / single for nm in state(hf_dir / single)}
-    return set(files), lambda nm: _torch_to_numpy(state(files[nm])[nm])
+def open_hf_weights(hf_dir: Path) -> NamedTensors:
+    """Lazy tensors of model.safetensors (preferred) or pytorch_model.bin, sharded or not."""
+    return NamedTensors.open(hf_dir, ("model.safetensors", "pytorch_model.bin"))
 
 
 def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", progress: bool = True) -> Path:
@@ -186,17 +145,15 @@ def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", pro
     hf_dir = Path(hf_dir)
     if not (hf_dir / "config.json").is_file():
         raise FileNotFoundError(f"{hf_dir} has no config.json (is it a Hugging Face model directory?)")
-    cfg = llama_config_from_hf(json.loads((hf_dir / "config.json").read_text()))
-    names, get = open_hf_weights(hf_dir)
-    np_dtype = {"float32": np.float32, "bfloat16": _bf16()}[dtype]
-    params = params_from_tensors(cfg, names, get, np_dtype, progress=progress)
-    return save_model(out_dir, params, cfg.replace(param_dtype=dtype), tokenizer_dir=hf_dir)
-
-
-def _bf16():
-    import ml_dtypes
-
-    return ml_dtypes.bfloat16
+    if (Path(out_dir) / "params").exists():
+        raise FileExistsError(f"{Path(out_dir) / 'params'} already exists; choose a new output directory")
+    hf = json.loads((hf_dir / "config.json").read_text())
+    cfg = llama_config_from_hf(hf)
+    tensors = open_hf_weights(hf_dir)
+    params = params_from_tensors(cfg, tensors.names, tensors.get, numpy_dtype(dtype), progress=progress,
+                                 order=tensors.names_by_file())
+    extra = {"source": {"format": "hf", "path": str(hf_dir.absolute())}, "hf_config": hf}
+    return save_model(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra, tokenizer_dir=hf_dir)
 
 
 def main(argv=None) -> int:

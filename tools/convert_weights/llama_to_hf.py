@@ -24,8 +24,13 @@ from tools.convert_weights.common import run_cli  # noqa: E402
 from tools.convert_weights.llama_from_hf import hf_tensor_specs  # noqa: E402
 
 
-def hf_config(cfg: LlamaConfig, torch_dtype: str) -> dict:
-    return {
+TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def hf_config(cfg: LlamaConfig, torch_dtype: str, source: dict | None = None) -> dict:
+    """config.json for transformers' LlamaForCausalLM (4.x and 5.x keys). Special token ids come from
+    the imported source's config (`source`, saved in extra.json) when there was one, else LLaMA-2's."""
+    out = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
         "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
@@ -37,6 +42,8 @@ def hf_config(cfg: LlamaConfig, torch_dtype: str) -> dict:
         "attention_bias": False, "mlp_bias": False, "initializer_range": cfg.init_std,
         "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": torch_dtype,
     }
+    out.update({k: v for k, v in (source or {}).items() if k in TOKEN_ID_KEYS})
+    return out
 
 
 def _get(tree, path):
@@ -46,11 +53,12 @@ def _get(tree, path):
 
 
 def hf_tensors(cfg: LlamaConfig, params):
-    """Yield (HF name, HF-layout fp32 array), inverting the import transforms."""
+    """Yield (HF name, HF-layout fp32 array) one tensor at a time, inverting the import transforms."""
     for name, (shape, path, _) in hf_tensor_specs(cfg).items():
-        w = np.asarray(_get(params, path[:-1] if path[0] == "layers" else path), np.float32)
         if path[0] == "layers":
-            w = w[path[-1]]
+            w = np.asarray(_get(params, path[:-1])[path[-1]], np.float32)  # one layer's slice
+        else:
+            w = np.asarray(_get(params, path), np.float32)
         if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
             w = w.reshape(w.shape[0], -1).T
         elif name.endswith("o_proj.weight"):
@@ -58,42 +66,53 @@ def hf_tensors(cfg: LlamaConfig, params):
         elif name.endswith(("gate_proj.weight", "up_proj.weight", "down_proj.weight")) or name == "lm_head.weight":
             w = w.T
         assert w.shape == shape, (name, w.shape, shape)
-        yield name, np.ascontiguousarray(w)
+        yield name, np.array(w, dtype=np.float32, order="C")  # writable copy for torch.from_numpy
 
 
 def export(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16", max_shard_gb: float = 5.0) -> Path:
+    """Model directory or training run -> HF directory; shards are written as they fill (host memory:
+    the params plus one shard)."""
     import torch
     from safetensors.torch import save_file
 
-    from spiritlm_jax.checkpoint import TOKENIZER_FILES, load_model
+    from spiritlm_jax.checkpoint import TOKENIZER_FILES, load_extra, load_model
 
-    cfg, params = load_model(checkpoint)
     out = Path(out_dir)
+    if (out / "config.json").exists():
+        raise FileExistsError(f"{out / 'config.json'} already exists; choose a new output directory")
+    cfg, params = load_model(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    shards, cur, size, limit = [], {}, 0, max_shard_gb * 1e9
+    written: list[tuple[Path, list[str]]] = []  # (temporary file, tensor names)
+    cur, size, total, limit = {}, 0, 0, max_shard_gb * 1e9
+
+    def flush():
+        path = out / f"shard-{len(written):05d}.safetensors.tmp"
+        save_file(cur, str(path), metadata={"format": "pt"})
+        written.append((path, list(cur)))
+
     for name, w in hf_tensors(cfg, params):
         t = torch.from_numpy(w).to(tdtype)
         nbytes = t.numel() * t.element_size()
         if cur and size + nbytes > limit:
-            shards.append(cur)
+            flush()
             cur, size = {}, 0
         cur[name] = t
         size += nbytes
-    shards.append(cur)
-    if len(shards) == 1:
-        save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
+        total += nbytes
+    flush()
+    if len(written) == 1:
+        written[0][0].rename(out / "model.safetensors")
     else:
-        weight_map, total = {}, 0
-        for i, shard in enumerate(shards):
-            fn = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(out / fn), metadata={"format": "pt"})
-            for nm, t in shard.items():
-                weight_map[nm] = fn
-                total += t.numel() * t.element_size()
+        weight_map = {}
+        for i, (path, names) in enumerate(written):
+            fn = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
+            path.rename(out / fn)
+            weight_map.update({nm: fn for nm in names})
         (out / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype), indent=2))
+    source = load_extra(checkpoint).get("hf_config")
+    (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, source), indent=2))
     src = Path(checkpoint)
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
