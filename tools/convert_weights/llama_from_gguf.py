@@ -81,13 +81,20 @@ def gguf_config(reader) -> LlamaConfig:
     )
 
 
-def load_gguf(path: str | Path, dtype: str = "float32"):
-    """(LlamaConfig, params): weights dequantised to fp32, stored as `dtype` numpy arrays."""
+def open_gguf(path: str | Path):
+    """A gguf.GGUFReader (memory-maps the file; parsing the tokenizer arrays takes a few seconds)."""
     import gguf
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"GGUF file {path} does not exist")
-    reader = gguf.GGUFReader(str(path))
+    return gguf.GGUFReader(str(path))
+
+
+def load_gguf(path_or_reader, dtype: str = "float32"):
+    """(LlamaConfig, params): weights dequantised to fp32, stored as `dtype` numpy arrays."""
+    import gguf
+
+    reader = path_or_reader if isinstance(path_or_reader, gguf.GGUFReader) else open_gguf(path_or_reader)
     cfg = gguf_config(reader)
     by_hf = {}
     for t in reader.tensors:
@@ -117,11 +124,8 @@ def load_gguf(path: str | Path, dtype: str = "float32"):
     return cfg, params_from_tensors(cfg, set(by_hf), get, numpy_dtype(dtype))
 
 
-def special_token_ids(path: str | Path) -> dict[str, int]:
+def special_token_ids(reader) -> dict[str, int]:
     """{"bos_token_id": .., "eos_token_id": .., "pad_token_id": ..} from the GGUF tokenizer metadata."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
     out = {}
     for name in ("bos", "eos", "padding"):
         value = _field(reader, f"tokenizer.ggml.{name}_token_id", -1)
@@ -137,9 +141,11 @@ def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", 
     out_dir = Path(out_dir)
     if (out_dir / "params").exists():
         raise FileExistsError(f"{out_dir / 'params'} already exists; choose a new output directory")
-    cfg, params = load_gguf(gguf_path, dtype)
+    reader = open_gguf(gguf_path)
+    cfg, params = load_gguf(reader, dtype)
     extra = {"source": {"format": "gguf", "path": str(Path(gguf_path).absolute())},
-             "hf_config": special_token_ids(gguf_path)}
+             "hf_config": special_token_ids(reader)}
+    del reader
     save_model(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra)
     if tokenizer:
         from transformers import AutoTokenizer
