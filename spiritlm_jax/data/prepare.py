@@ -357,14 +357,22 @@ def _write_shard(out: Path, kind: str, unit: str, examples: list[dict], fmt: str
 
 
 _WORKER: Optional[_Worker] = None
+_WORKER_ERROR: Optional[Exception] = None
 
 
 def _init_worker(cfg: PrepareConfig) -> None:
-    global _WORKER
-    _WORKER = _Worker(cfg)
+    # an exception escaping a Pool initializer makes the pool restart the worker forever: keep it
+    # and raise it from the first task instead, so it reaches the parent
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = _Worker(cfg)
+    except Exception as e:  # noqa: BLE001 (re-raised in _run_in_worker)
+        _WORKER_ERROR = e
 
 
 def _run_in_worker(args: tuple[Unit, str]) -> dict:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     unit, out = args
     return _WORKER.run(unit, Path(out))
 
