@@ -47,6 +47,11 @@ def hf_model(name, seed=0):
     return model
 
 
+def rope_theta(config):
+    """transformers 5 keeps theta in config.rope_parameters, 4.x in config.rope_theta."""
+    return (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", None))
+
+
 def hf_logits(model, tokens):
     with torch.no_grad():
         return model(torch.as_tensor(np.asarray(tokens), dtype=torch.long)).logits.float().numpy()
@@ -109,7 +114,7 @@ def test_parity_full_and_cached(tmp_path, name, fmt, dtype):
     convert(tmp_path / "hf", tmp_path / "jax", dtype=dtype, progress=False)
     model, params = load_pretrained(tmp_path / "jax", dtype="float32")  # fp32 compute
     assert model.cfg.param_dtype == dtype and all(x.dtype == jnp.dtype(dtype) for x in jax.tree.leaves(params))
-    assert model.cfg.rope_theta == hf.config.rope_parameters["rope_theta"]
+    assert model.cfg.rope_theta == rope_theta(hf.config)
     tokens = np.random.default_rng(0).integers(0, hf.config.vocab_size, (2, 11))
     ref = hf_logits(hf, tokens)
     full, cached = jax_logits_full_and_cached(model, params, tokens)
@@ -131,7 +136,7 @@ def test_export_round_trip(tmp_path):
     assert cfg["rope_theta"] == 1e5 and cfg["vocab_size"] == 32768 and cfg["tie_word_embeddings"] is False
     assert (cfg["bos_token_id"], cfg["eos_token_id"]) == (5, 6)  # carried from the source config
     back = LlamaForCausalLM.from_pretrained(tmp_path / "back", dtype=torch.float32).eval()
-    assert back.config.rope_parameters["rope_theta"] == 1e5
+    assert rope_theta(back.config) == 1e5
     tokens = np.random.default_rng(1).integers(0, 32768, (1, 9))
     assert np.abs(hf_logits(back, tokens) - hf_logits(hf, tokens)).max() <= 1e-5
     # and the exported directory imports again (unsharded this time, tied config)
@@ -178,7 +183,7 @@ def write_gguf(hf, path):
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_rope_freq_base(rope_theta(c))
     w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     w.add_bos_token_id(c.bos_token_id)
     names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
