@@ -116,3 +116,68 @@ class NamedTensors:
             self._open = {k: v for k, v in self._open.items() if k.suffix == ".safetensors"}  # one torch shard
             self._open[path] = load_torch_file(path)
         return torch_to_numpy(self._open[path][name])
+
+
+# ----- checked state-dict access (speech converters) ------------------------------------------------
+
+class ConversionError(ValueError):
+    """A checkpoint does not match the expected layout (missing, extra or mis-shaped tensor, bad file)."""
+
+
+def load_torch_checkpoint(path: str | Path) -> dict:
+    """A torch checkpoint (weights-only unpickling, as the reference loads them) as a dict; a file that
+    is missing is a FileNotFoundError, one that torch cannot read (or that is not a dict) a ConversionError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        ckpt = load_torch_file(path, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; name the file instead
+        raise ConversionError(f"{path} cannot be read as a PyTorch checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict):
+        raise ConversionError(f"{path}: expected a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
+    """torch.nn.utils.weight_norm(dim=dim): w = g * v / ||v||, the norm over every axis but `dim`."""
+    v = np.asarray(v, np.float32)
+    axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
+    return np.asarray(g, np.float32) * v / np.sqrt((v.astype(np.float64) ** 2).sum(axis=axes, keepdims=True)).astype(np.float32)
+
+
+class CheckedTensors:
+    """Name -> float32 numpy over a state dict, with every shape checked and every name accounted for.
+
+        t = CheckedTensors(sd, "mhubert_base_25hz.pt")
+        w = t.take("post_extract_proj.weight", (768, 512))
+        t.check_all_used(ignore_prefixes=("final_proj.",))
+
+    Errors name the source, the tensor and both shapes.
+    """
+
+    def __init__(self, sd: dict, source: str, prefix: str = ""):
+        self.sd, self.source, self.prefix = sd, source, prefix
+        self.used: set[str] = set()
+
+    def has(self, key: str) -> bool:
+        return self.prefix + key in self.sd
+
+    def take(self, key: str, shape) -> np.ndarray:
+        key = self.prefix + key
+        if key not in self.sd:
+            raise ConversionError(f"{self.source}: missing tensor {key} (expected shape {tuple(shape)})")
+        w = self.sd[key]
+        w = torch_to_numpy(w) if hasattr(w, "detach") else np.asarray(w)
+        if tuple(w.shape) != tuple(shape):
+            raise ConversionError(f"{self.source}: tensor {key} has shape {tuple(w.shape)}, expected {tuple(shape)}")
+        self.used.add(key)
+        return w.astype(np.float32)
+
+    def check_all_used(self, ignore_prefixes: tuple[str, ...] = ()) -> None:
+        extra = sorted(k for k in self.sd if k not in self.used and k.startswith(self.prefix)
+                       and not k[len(self.prefix):].startswith(ignore_prefixes))
+        if extra:
+            shape = tuple(getattr(self.sd[extra[0]], "shape", ()))
+            more = f" (and {len(extra) - 1} more: {', '.join(extra[1:4])}{', ...' if len(extra) > 4 else ''})" if len(extra) > 1 else ""
+            raise ConversionError(f"{self.source}: unexpected tensor {extra[0]} of shape {shape}{more}")
