@@ -3,7 +3,6 @@ resume after an interruption, worker processes."""
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np

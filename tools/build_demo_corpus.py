@@ -162,7 +162,8 @@ def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], 
         (tmp / "demo_text.txt").write_text("\n".join(texts) + "\n")
 
         # units: k-means over the log-mel frames of all the audio
-        x = np.concatenate([feats(load_audio(e["audio"])) for e in tqdm(manifest, desc="log-mel", disable=not progress)])
+        x = np.concatenate([feats(load_audio(e["audio"]))
+                            for e in tqdm(manifest, desc="log-mel", disable=not progress)])
         res = train_kmeans(x, k, seed=seed, steps=kmeans_steps, batch_size=min(4096, len(x)), progress=progress)
         for name in OUTPUTS:
             p = out / name

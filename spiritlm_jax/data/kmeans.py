@@ -180,7 +180,8 @@ def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096
     if init not in INIT_METHODS:
         raise ValueError(f"init {init!r} is not one of {INIT_METHODS}")
     if batch_size < 1 or steps < 0 or lloyd_steps < 0:
-        raise ValueError(f"need batch_size >= 1, steps >= 0, lloyd_steps >= 0; got {batch_size}, {steps}, {lloyd_steps}")
+        raise ValueError(f"need batch_size >= 1, steps >= 0, lloyd_steps >= 0; "
+                         f"got {batch_size}, {steps}, {lloyd_steps}")
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
     sample = x_nd[np.sort(rng.choice(len(x_nd), min(len(x_nd), max(init_sample, k)), replace=False))]

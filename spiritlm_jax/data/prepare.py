@@ -136,7 +136,10 @@ def encode_batch(tok, wavs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     for cs in chunks:
         parts = flat[i:i + len(cs)]
         i += len(cs)
-        out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {"hubert": np.zeros(0, np.int64)})
+        if not parts:
+            out.append({"hubert": np.zeros(0, np.int64)})
+            continue
+        out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     return out
 
 
@@ -303,7 +306,8 @@ class _Worker:
                 batch.append(e)
                 wavs.append(wav)
             for e, wav, units in zip(batch, wavs, encode_batch(self.tok, wavs) if wavs else []):
-                ex: dict[str, Any] = {"kind": "aligned" if "words" in e else "speech", "id": str(e.get("id", e["audio"]))}
+                ex: dict[str, Any] = {"kind": "aligned" if "words" in e else "speech",
+                                      "id": str(e.get("id", e["audio"]))}
                 if "source" in e:
                     ex["source"] = e["source"]
                 if "words" in e:

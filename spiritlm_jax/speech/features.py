@@ -64,7 +64,8 @@ class FeatureConfig:
         return self.n_mfcc * (3 if self.deltas else 1)
 
     def to_dict(self) -> dict:
-        return {"type": self.kind, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "kind"}}
+        fields = [f.name for f in dataclasses.fields(self) if f.name != "kind"]
+        return {"type": self.kind, **{name: getattr(self, name) for name in fields}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
