@@ -1,7 +1,10 @@
 """Import the style encoder (`style_encoder_w2v2/{config.json, pytorch_model.bin}`, a transformers
-Wav2Vec2ForSequenceClassification) into DIR/style.yaml + DIR/params.
+Wav2Vec2ForSequenceClassification) into DIR/style.yaml (StyleConfig) + DIR/params (Orbax).
 
     python tools/convert_weights/style_from_hf.py --hf-dir style_encoder_w2v2 --out DIR
+
+The wav2vec2 encoder goes through hubert_from_hf (same architecture, all layers kept); projector and
+classifier are Dense layers. Missing, extra or mis-shaped tensors are errors naming them.
 """
 
 from __future__ import annotations
@@ -13,27 +16,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.speech.style import StyleConfig  # noqa: E402
-from tools.convert_weights.common import run_cli  # noqa: E402
-from tools.convert_weights.hubert_from_hf import (  # noqa: E402
-    ConversionError, hubert_config_from_hf, params_from_hf_state_dict, read_hf_dir,
-)
+from tools.convert_weights.common import CheckedTensors, ConversionError, run_cli  # noqa: E402
+from tools.convert_weights.hubert_from_hf import hubert_config_from_hf, params_from_hf_state_dict, read_hf_dir  # noqa: E402
+
+__all__ = ["ConversionError", "convert", "style_params"]
+
+
+def style_config_from_hf(hf: dict, source: str = "config.json") -> StyleConfig:
+    if hf.get("use_weighted_layer_sum", False):
+        raise ConversionError(f"{source}: use_weighted_layer_sum=true is not supported (the style encoder uses the last layer)")
+    num_labels = len(hf.get("id2label") or {}) or int(hf.get("num_labels", 100))
+    return StyleConfig(encoder=hubert_config_from_hf(hf, None, source), proj_size=int(hf.get("classifier_proj_size", 256)),
+                       num_labels=num_labels)
+
+
+def style_params(sd: dict, cfg: StyleConfig, source: str = "state dict") -> dict:
+    params = {"wav2vec2": params_from_hf_state_dict(sd, cfg.encoder, prefix="wav2vec2.", source=source)}
+    t = CheckedTensors(sd, source)
+    for name, (i, o) in (("projector", (cfg.encoder.hidden, cfg.proj_size)), ("classifier", (cfg.proj_size, cfg.num_labels))):
+        params[name] = {"kernel": t.take(f"{name}.weight", (o, i)).T, "bias": t.take(f"{name}.bias", (o,))}
+    t.check_all_used(ignore_prefixes=("wav2vec2.",))
+    return params
 
 
 def convert(hf_dir, out_dir) -> Path:
     from spiritlm_jax.speech.style import save_style_encoder
 
     hf, sd = read_hf_dir(hf_dir)
-    cfg = StyleConfig(encoder=hubert_config_from_hf(hf), proj_size=hf.get("classifier_proj_size", 256),
-                      num_labels=len(hf.get("id2label", {})) or hf.get("num_labels", 100))
-    params = {"wav2vec2": params_from_hf_state_dict(sd, cfg.encoder, prefix="wav2vec2.")}
-    for name, (i, o) in (("projector", (cfg.encoder.hidden, cfg.proj_size)), ("classifier", (cfg.proj_size, cfg.num_labels))):
-        for t, shape in (("weight", (o, i)), ("bias", (o,))):
-            if f"{name}.{t}" not in sd:
-                raise ConversionError(f"missing tensor {name}.{t}")
-            if tuple(sd[f"{name}.{t}"].shape) != shape:
-                raise ConversionError(f"tensor {name}.{t} has shape {tuple(sd[f'{name}.{t}'].shape)}, expected {shape}")
-        params[name] = {"kernel": sd[f"{name}.weight"].T, "bias": sd[f"{name}.bias"]}
-    return save_style_encoder(out_dir, params, cfg)
+    cfg = style_config_from_hf(hf, f"{hf_dir}/config.json")
+    return save_style_encoder(out_dir, style_params(sd, cfg, str(hf_dir)), cfg)
 
 
 def main(argv=None) -> int:
