@@ -12,7 +12,6 @@ computation. Tolerance: max |waveform difference| <= 1e-4 (tanh outputs in [-1, 
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -8,10 +8,9 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.config import ConfigError, save_config, to_dict
+from spiritlm_jax.config import ConfigError, save_config
 from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
