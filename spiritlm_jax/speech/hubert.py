@@ -208,3 +208,19 @@ class Hubert(nn.Module):
         for i in range(cfg.output_layer):
             x_btd = EncoderLayer(cfg, name=f"layers_{i}")(x_btd, valid_bt)
         return x_btd[:, :t], n_b
+
+
+def param_shapes(cfg: HubertConfig) -> dict:
+    """The parameter tree `Hubert(cfg)` expects, as ShapeDtypeStructs (nothing is computed)."""
+    wav = jax.ShapeDtypeStruct((1, cfg.receptive_field), jnp.float32)
+    return jax.eval_shape(Hubert(cfg).init, jax.random.PRNGKey(0), wav)["params"]
+
+
+def check_param_shapes(params, expected, where: str) -> None:
+    """ValueError naming the first parameter whose presence or shape differs from `expected`."""
+    got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    for name in sorted(set(got) | set(want)):
+        if got.get(name) != want.get(name):
+            raise ValueError(f"{where}: parameter {name} has shape {got.get(name, 'missing')}, "
+                             f"expected {want.get(name, 'none (unexpected parameter)')}")

@@ -1,20 +1,30 @@
 """Style units (EXPRESSIVE): a wav2vec2-base sequence classifier pooled per second (SPEC.md §4.3).
 
-    waveform -> zero-mean / unit-variance normalisation (done here, as wav2vec2-base's feature
-    extractor does; nothing is fetched) -> wav2vec2 encoder (the HuBERT-Base architecture, all layers)
-    -> projector -> mean over chunks of 50 frames (1 s at 50 Hz; the last chunk may be shorter)
-    -> classifier -> argmax: one style unit per second.
+    waveform -> zero-mean / unit-variance normalisation per utterance, (x - mean) / sqrt(var + 1e-7)
+    (what the reference fetches as facebook/wav2vec2-base's Wav2Vec2FeatureExtractor; done here)
+    -> wav2vec2 encoder (the HuBERT-Base architecture of hubert.py, all layers, 50 Hz)
+    -> projector -> mean over chunks of 50 frames (1 s; the last chunk may be shorter)
+    -> classifier -> argmax: one style unit per started second.
+
+The reference runs this per audio chunk of at most 100 s (chunks under 1280 samples dropped), each
+chunk normalised on its own; `StyleTokenizer` does the same. `StyleEncoder` works on padded batches:
+normalisation statistics and pooling use each item's valid samples/frames only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig
+from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig, check_param_shapes
+
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,43 +32,71 @@ class StyleConfig:
     encoder: HubertConfig = HubertConfig(conv_layers=STANDARD_50HZ, output_layer=12)
     proj_size: int = 256
     num_labels: int = 100
-    pool_size: int = 50
+    pool_size: int = 50  # frames per unit: 50 frames of 20 ms = 1 s
+
+    def __post_init__(self):
+        if self.encoder.output_layer != self.encoder.num_layers:
+            raise ValueError("the style encoder uses the last wav2vec2 layer: encoder.output_layer must equal num_layers")
+        if min(self.proj_size, self.num_labels, self.pool_size) < 1:
+            raise ValueError(f"proj_size, num_labels and pool_size must be >= 1, got "
+                             f"{self.proj_size}, {self.num_labels}, {self.pool_size}")
 
 
 def normalize(wav: np.ndarray) -> np.ndarray:
-    """wav2vec2-base input normalisation: (x - mean) / sqrt(var + 1e-7), per utterance."""
+    """wav2vec2-base input normalisation of one utterance (numpy, float32 as transformers does)."""
     wav = np.asarray(wav, np.float32)
-    return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
+    return (wav - wav.mean()) / np.sqrt(wav.var() + NORM_EPS)
+
+
+def normalize_batch(wav_bn: jax.Array, n_b: jax.Array) -> jax.Array:
+    """`normalize` of each item of a zero-padded batch over its valid samples; padding stays 0."""
+    valid_bn = jnp.arange(wav_bn.shape[1])[None] < n_b[:, None]
+    cnt_b1 = jnp.maximum(n_b, 1)[:, None].astype(jnp.float32)
+    wav_bn = jnp.where(valid_bn, wav_bn.astype(jnp.float32), 0.0)
+    mean_b1 = wav_bn.sum(1, keepdims=True) / cnt_b1
+    var_b1 = jnp.where(valid_bn, (wav_bn - mean_b1) ** 2, 0.0).sum(1, keepdims=True) / cnt_b1
+    return jnp.where(valid_bn, (wav_bn - mean_b1) / jnp.sqrt(var_b1 + NORM_EPS), 0.0)
 
 
 class StyleEncoder(nn.Module):
-    """Normalised wav [B, N] + valid samples [B] -> (logits [B, chunks, labels], valid chunks [B])."""
+    """Raw wav [B, N] (16 kHz, zero-padded) + valid samples [B] -> (logits [B, C, labels], units [B])
+    where C = ceil(frames / pool_size) for the longest item; `units` counts each item's chunks."""
 
     cfg: StyleConfig
 
     @nn.compact
-    def __call__(self, wav_bn, n_b):
+    def __call__(self, wav_bn, n_b: Optional[jax.Array] = None):
         cfg = self.cfg
-        h_btd, frames_b = Hubert(cfg.encoder, name="wav2vec2")(wav_bn, n_b)
-        h_btp = nn.Dense(cfg.proj_size, name="projector")(h_btd)
+        if n_b is None:
+            n_b = jnp.full((wav_bn.shape[0],), wav_bn.shape[1], jnp.int32)
+        h_btd, frames_b = Hubert(cfg.encoder, name="wav2vec2")(normalize_batch(wav_bn, n_b), n_b)
+        h_btp = nn.Dense(cfg.proj_size, name="projector")(h_btd.astype(jnp.float32))
         b, t, p = h_btp.shape
         c = -(-t // cfg.pool_size)
         pad = c * cfg.pool_size - t
         valid_bt = (jnp.arange(t)[None] < frames_b[:, None]).astype(h_btp.dtype)
-        h = jnp.pad(h_btp * valid_bt[..., None], ((0, 0), (0, pad), (0, 0))).reshape(b, c, cfg.pool_size, p)
-        cnt = jnp.pad(valid_bt, ((0, 0), (0, pad))).reshape(b, c, cfg.pool_size).sum(-1)
-        pooled_bcp = h.sum(2) / jnp.maximum(cnt, 1.0)[..., None]
+        sums_bcp = jnp.pad(h_btp * valid_bt[..., None], ((0, 0), (0, pad), (0, 0))).reshape(b, c, cfg.pool_size, p).sum(2)
+        counts_bc = jnp.pad(valid_bt, ((0, 0), (0, pad))).reshape(b, c, cfg.pool_size).sum(-1)
+        pooled_bcp = sums_bcp / jnp.maximum(counts_bc, 1.0)[..., None]
         n_chunks_b = -(-frames_b // cfg.pool_size)
         return nn.Dense(cfg.num_labels, name="classifier")(pooled_bcp), n_chunks_b
 
 
-def save_style_encoder(directory, params, cfg: StyleConfig):
+def param_shapes(cfg: StyleConfig) -> dict:
+    wav = jax.ShapeDtypeStruct((1, cfg.encoder.receptive_field), jnp.float32)
+    return jax.eval_shape(StyleEncoder(cfg).init, jax.random.PRNGKey(0), wav)["params"]
+
+
+def save_style_encoder(directory, params, cfg: StyleConfig) -> Path:
+    """DIR/style.yaml (StyleConfig) + DIR/params (Orbax)."""
     import orbax.checkpoint as ocp
-    from pathlib import Path
 
     from spiritlm_jax.config import save_config
 
     d = Path(directory).absolute()
+    check_param_shapes(params, param_shapes(cfg), f"style encoder params to save in {d}")
+    if (d / "params").exists():
+        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
     d.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ck:
         ck.save(d / "params", params)
@@ -68,36 +106,47 @@ def save_style_encoder(directory, params, cfg: StyleConfig):
 
 
 class StyleTokenizer:
-    """Audio -> one style unit per second (chunks of <= 100 s as the reference)."""
+    """Audio -> one style unit per second, chunked as the reference (<= 100 s, chunks < 1280 samples
+    dropped, each chunk normalised on its own); chunks are padded to power-of-two sample buckets so
+    new lengths compile once per bucket."""
 
     def __init__(self, params, cfg: StyleConfig):
-        import jax
-
         self.params, self.cfg = params, cfg
         self._fn = jax.jit(lambda p, w, n: StyleEncoder(cfg).apply({"params": p}, w, n))
 
     @classmethod
     def load(cls, directory) -> "StyleTokenizer":
         import orbax.checkpoint as ocp
-        from pathlib import Path
 
         from spiritlm_jax.config import from_dict, read_yaml
 
         d = Path(directory).absolute()
-        if not (d / "style.yaml").is_file():
+        if not (d / "style.yaml").is_file() or not (d / "params").is_dir():
             raise FileNotFoundError(f"{d} is not a converted style encoder (style.yaml + params/)")
+        cfg = from_dict(StyleConfig, read_yaml(d / "style.yaml"))
         with ocp.StandardCheckpointer() as ck:
             params = ck.restore(d / "params")
-        return cls(params, from_dict(StyleConfig, read_yaml(d / "style.yaml")))
+        check_param_shapes(params, param_shapes(cfg), f"{d}/params (against style.yaml)")
+        return cls(params, cfg)
+
+    def logits(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Per-second logits [units, labels] for each 16 kHz waveform, run as one padded batch."""
+        if not wavs:
+            return []
+        lengths = [len(w) for w in wavs]
+        if min(lengths) < self.cfg.encoder.receptive_field:
+            raise ValueError(f"a waveform of {min(lengths)} samples is shorter than one wav2vec2 frame "
+                             f"({self.cfg.encoder.receptive_field} samples)")
+        batch = np.zeros((len(wavs), max(1024, 1 << (max(lengths) - 1).bit_length())), np.float32)
+        for i, w in enumerate(wavs):
+            batch[i, : len(w)] = w
+        logits, units = self._fn(self.params, jnp.asarray(batch), jnp.asarray(lengths, jnp.int32))
+        logits, units = np.asarray(logits), np.asarray(units)
+        return [logits[i, : units[i]] for i in range(len(wavs))]
 
     def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
+        """Style units (int64, one per started second of each chunk) of one recording."""
         from spiritlm_jax.speech.audio import chunk_audio, load_audio
 
-        out = []
-        for chunk in chunk_audio(load_audio(audio, input_sample_rate)):
-            w = normalize(chunk)
-            padded = np.zeros((1, max(1 << (len(w) - 1).bit_length(), 1024)), np.float32)
-            padded[0, : len(w)] = w
-            logits, n = self._fn(self.params, jnp.asarray(padded), jnp.asarray([len(w)]))
-            out.append(np.asarray(logits[0, : int(n[0])]).argmax(-1))
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
+        out = [self.logits([c])[0].argmax(-1) for c in chunk_audio(load_audio(audio, input_sample_rate))]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
