@@ -107,8 +107,8 @@ def hubert_params(sd: dict, cfg: HubertConfig, source: str = "model_weight") -> 
     fe["norm_bias"] = t.take("feature_extractor.conv_layers.0.2.bias", (c0,))
     k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
     pc = "encoder.pos_conv.0."
-    names = ("weight_g", "weight_v") if t.has(pc + "weight_g") else ("parametrizations.weight.original0",
-                                                                     "parametrizations.weight.original1")
+    legacy = t.has(pc + "weight_g") or t.has(pc + "weight_v")  # torch weight_norm, else its parametrization
+    names = ("weight_g", "weight_v") if legacy else ("parametrizations.weight.original0", "parametrizations.weight.original1")
     w = fold_weight_norm(t.take(pc + names[0], (1, 1, k)), t.take(pc + names[1], (d, d // g, k)), dim=2)
     out = {"feature_extractor": fe, "layer_norm": ln("layer_norm", c_last),
            "post_extract_proj": dense("post_extract_proj", c_last, d), "pos_conv": w.transpose(2, 1, 0),

@@ -75,8 +75,8 @@ def params_from_hf_state_dict(sd, cfg: HubertConfig, prefix: str = "", source: s
     fe["norm_bias"] = t.take("feature_extractor.conv_layers.0.layer_norm.bias", (c0,))
     pc = "encoder.pos_conv_embed.conv."
     k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
-    names = ("weight_g", "weight_v") if t.has(pc + "weight_g") else ("parametrizations.weight.original0",
-                                                                     "parametrizations.weight.original1")
+    legacy = t.has(pc + "weight_g") or t.has(pc + "weight_v")  # torch weight_norm, else its parametrization
+    names = ("weight_g", "weight_v") if legacy else ("parametrizations.weight.original0", "parametrizations.weight.original1")
     w = fold_weight_norm(t.take(pc + names[0], (1, 1, k)), t.take(pc + names[1], (d, d // g, k)), dim=2)
     out = {"feature_extractor": fe, "layer_norm": ln("feature_projection.layer_norm", c_last),
            "post_extract_proj": dense("feature_projection.projection", c_last, d), "pos_conv": w.transpose(2, 1, 0),
