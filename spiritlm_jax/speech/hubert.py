@@ -195,7 +195,8 @@ class Hubert(nn.Module):
         x_btd = x_btd * valid_bt[..., None].astype(dt)  # padded frames are zeros for the positional conv
         k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
         w = self.param("pos_conv", nn.initializers.lecun_normal(), (k, cfg.hidden // g, cfg.hidden))
-        pos_btd = _conv(x_btd, w, padding=k // 2, groups=g) + self.param("pos_conv_bias", nn.initializers.zeros, (cfg.hidden,)).astype(dt)
+        pos_bias = self.param("pos_conv_bias", nn.initializers.zeros, (cfg.hidden,))
+        pos_btd = _conv(x_btd, w, padding=k // 2, groups=g) + pos_bias.astype(dt)
         if k % 2 == 0:  # fairseq SamePad: an even kernel yields one extra frame
             pos_btd = pos_btd[:, :-1]
         x_btd = nn.LayerNorm(cfg.layer_norm_eps, dtype=dt, name="encoder_layer_norm")(

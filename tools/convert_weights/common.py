@@ -179,5 +179,6 @@ class CheckedTensors:
                        and not k[len(self.prefix):].startswith(ignore_prefixes))
         if extra:
             shape = tuple(getattr(self.sd[extra[0]], "shape", ()))
-            more = f" (and {len(extra) - 1} more: {', '.join(extra[1:4])}{', ...' if len(extra) > 4 else ''})" if len(extra) > 1 else ""
+            listed = ", ".join(extra[1:4]) + (", ..." if len(extra) > 4 else "")
+            more = f" (and {len(extra) - 1} more: {listed})" if len(extra) > 1 else ""
             raise ConversionError(f"{self.source}: unexpected tensor {extra[0]} of shape {shape}{more}")
