@@ -1,18 +1,18 @@
 """Import an official Spirit LM / speech-resynthesis HiFi-GAN vocoder (generator.pt + config.json).
 
-    python tools/convert_weights/hifigan_from_pt.py --dir hifigan_spiritlm_base --out DIR
+    python tools/convert_weights/hifigan_from_pt.py --dir checkpoints/speech_tokenizer/hifigan_spiritlm_base --out DIR
 
 Reads `generator.pt` (state dict under key "generator"; weight-normed convs stored as
-weight_g/weight_v are folded), `config.json` and `speakers.txt`/`styles.txt` when present. Writes
-DIR/config.yaml (HifiGanConfig), DIR/params (Orbax) and the speaker/style lists. A missing,
-unexpected or mis-shaped tensor is an error naming the key and both shapes.
+weight_g/weight_v are folded, w = g * v / ||v|| over all axes but 0, as torch's weight_norm(dim=0)),
+`config.json` and `speakers.txt`/`styles.txt` when present. Writes DIR/config.yaml (HifiGanConfig),
+DIR/params (Orbax) and the speaker/style lists (spiritlm_jax.speech.vocoder.save_vocoder). A missing,
+unexpected or mis-shaped tensor is an error naming the file, the key and both shapes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,133 +20,160 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.speech.hifigan import HifiGanConfig  # noqa: E402
-from tools.convert_weights.common import run_cli  # noqa: E402
+from spiritlm_jax.config import ConfigError  # noqa: E402
+from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig  # noqa: E402
+from tools.convert_weights.common import (  # noqa: E402
+    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli, torch_to_numpy)
+
+UNSUPPORTED = {  # config.json features of speech-resynthesis that the Spirit LM vocoders do not use
+    "f0": "continuous F0 input", "f0_quant_num_bin": "quantized continuous F0", "embedder_params": "speaker embedder",
+}
 
 
-class ConversionError(ValueError):
-    pass
-
-
-def config_from_json(cfg: dict) -> HifiGanConfig:
-    dur = cfg.get("dur_predictor_params") or {}
-    code_hop = cfg.get("code_hop_size", 640)
-    return HifiGanConfig(
+def config_from_json(cfg: dict, source: str = "config.json") -> HifiGanConfig:
+    """The official config.json (training fields ignored) -> HifiGanConfig; model_in_dim is checked."""
+    for key, what in UNSUPPORTED.items():
+        if cfg.get(key):
+            raise ConversionError(f"{source}: {key}={cfg[key]!r} ({what}) is not supported by this vocoder")
+    missing = [k for k in ("num_embeddings", "embedding_dim", "upsample_rates", "upsample_kernel_sizes",
+                           "upsample_initial_channel", "resblock_kernel_sizes", "resblock_dilation_sizes")
+               if k not in cfg]
+    if missing:
+        raise ConversionError(f"{source}: missing field {missing[0]}")
+    dur = cfg.get("dur_predictor_params")
+    fields = dict(
         num_embeddings=cfg["num_embeddings"], embedding_dim=cfg["embedding_dim"],
         num_f0_tokens=cfg.get("num_f0_tokens") or 0, num_style_tokens=cfg.get("num_style_tokens") or 0,
-        f0_upsample=round(cfg.get("f0_hop_size", 2 * code_hop) / code_hop),
-        style_upsample=round(cfg.get("style_hop_size", 25 * code_hop) / code_hop),
-        multispkr=bool(cfg.get("multispkr")), num_speakers=cfg.get("num_speakers", 200),
+        code_hop_size=cfg.get("code_hop_size", 640), f0_hop_size=cfg.get("f0_hop_size", 1280),
+        style_hop_size=cfg.get("style_hop_size", 16000),
+        multispkr=bool(cfg.get("multispkr")), num_speakers=cfg.get("num_speakers", 200),  # reference defaults
         multistyle=bool(cfg.get("multistyle")), num_styles=cfg.get("num_styles", 100),
         upsample_rates=tuple(cfg["upsample_rates"]), upsample_kernel_sizes=tuple(cfg["upsample_kernel_sizes"]),
         upsample_initial_channel=cfg["upsample_initial_channel"],
         resblock_kernel_sizes=tuple(cfg["resblock_kernel_sizes"]),
         resblock_dilation_sizes=tuple(tuple(d) for d in cfg["resblock_dilation_sizes"]),
-        dur_predictor=bool(dur), dur_kernel_size=dur.get("var_pred_kernel_size", 3),
-        dur_hidden_dim=dur.get("var_pred_hidden_dim", cfg["embedding_dim"]),
+        sampling_rate=cfg.get("sampling_rate", 16000),
     )
-
-
-def fold_weight_norm(sd: dict) -> dict:
-    """{name.weight_g, name.weight_v} -> name.weight = g * v / ||v|| (norm over all dims but 0)."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith(".weight_v"):
-            base = k[: -len(".weight_v")]
-            g = np.asarray(sd[base + ".weight_g"], np.float32)
-            v = np.asarray(v, np.float32)
-            norm = np.sqrt((v ** 2).sum(axis=tuple(range(1, v.ndim)), keepdims=True))
-            out[base + ".weight"] = g * v / norm
-        elif not k.endswith(".weight_g"):
-            out[k] = np.asarray(v, np.float32)
+    try:
+        if dur:
+            fields["dur_predictor_params"] = DurPredictorConfig(
+                dur["encoder_embed_dim"], dur["var_pred_hidden_dim"], dur["var_pred_kernel_size"],
+                float(dur.get("var_pred_dropout", 0.0)))
+        else:
+            fields["dur_predictor_params"] = None
+        out = HifiGanConfig(**fields)
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise ConversionError(f"{source}: {type(e).__name__}: {e}") from None
+    if "model_in_dim" in cfg and cfg["model_in_dim"] != out.model_in_dim:
+        raise ConversionError(f"{source}: model_in_dim {cfg['model_in_dim']} but the configured embeddings "
+                              f"concatenate to {out.model_in_dim} channels")
     return out
 
 
-def params_from_state_dict(sd: dict, cfg: HifiGanConfig) -> dict:
-    """Official key names -> our parameter tree (NWC kernels [k, in, out])."""
-    sd = fold_weight_norm(sd)
-    used: set[str] = set()
+def fold_all_weight_norms(sd: dict, source: str) -> dict:
+    """{name.weight_g, name.weight_v} -> name.weight (torch weight_norm, dim 0); other tensors as numpy."""
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(".weight_g"):
+            continue
+        v = torch_to_numpy(v) if hasattr(v, "detach") else np.asarray(v)
+        if k.endswith(".weight_v"):
+            base = k[: -len(".weight_v")]
+            if base + ".weight_g" not in sd:
+                raise ConversionError(f"{source}: {k} has no matching {base}.weight_g")
+            g = sd[base + ".weight_g"]
+            g = torch_to_numpy(g) if hasattr(g, "detach") else np.asarray(g)
+            if g.shape != (v.shape[0],) + (1,) * (v.ndim - 1):
+                raise ConversionError(f"{source}: tensor {base}.weight_g has shape {g.shape}, expected "
+                                      f"{(v.shape[0],) + (1,) * (v.ndim - 1)} for weight_v {v.shape}")
+            out[base + ".weight"] = fold_weight_norm(g, v, 0)
+        else:
+            out[k] = v
+    orphans = [k for k in sd if k.endswith(".weight_g") and k[: -2] + "_v" not in sd]
+    if orphans:
+        raise ConversionError(f"{source}: {orphans[0]} has no matching weight_v")
+    return out
 
-    def take(key, shape=None):
-        if key not in sd:
-            raise ConversionError(f"missing tensor {key}")
-        w = sd[key]
-        if shape is not None and tuple(w.shape) != tuple(shape):
-            raise ConversionError(f"tensor {key} has shape {tuple(w.shape)}, expected {tuple(shape)}")
-        used.add(key)
-        return w
 
-    def conv(key, cin, cout, k):
-        return {"kernel": take(key + ".weight", (cout, cin, k)).transpose(2, 1, 0), "bias": take(key + ".bias", (cout,))}
+def params_from_state_dict(sd: dict, cfg: HifiGanConfig, source: str = "generator.pt") -> dict:
+    """Official CodeGenerator state dict (weight-normed or folded) -> our parameter tree (NWC kernels)."""
+    t = CheckedTensors(fold_all_weight_norms(sd, source), source)
 
-    e = cfg.embedding_dim
-    p: dict = {"dict": {"embedding": take("dict.weight", (cfg.num_embeddings, e))}}
+    def conv(key, cin, cout, k):  # torch Conv1d weight [out, in, k] -> [k, in, out]
+        return {"kernel": t.take(key + ".weight", (cout, cin, k)).transpose(2, 1, 0), "bias": t.take(key + ".bias", (cout,))}
+
+    def emb(key, n):
+        return {"embedding": t.take(key + ".weight", (n, cfg.embedding_dim))}
+
+    p: dict = {"dict": emb("dict", cfg.num_embeddings)}
     if cfg.num_f0_tokens:
-        p["f0_dict"] = {"embedding": take("f0_dict.weight", (cfg.num_f0_tokens, e))}
+        p["f0_dict"] = emb("f0_dict", cfg.num_f0_tokens)
     if cfg.num_style_tokens:
-        p["style_dict"] = {"embedding": take("style_dict.weight", (cfg.num_style_tokens, e))}
+        p["style_dict"] = emb("style_dict", cfg.num_style_tokens)
     if cfg.multispkr:
-        p["spkr"] = {"embedding": take("spkr.weight", (cfg.num_speakers, e))}
+        p["spkr"] = emb("spkr", cfg.num_speakers)
     if cfg.multistyle:
-        p["style"] = {"embedding": take("style.weight", (cfg.num_styles, e))}
-    if cfg.dur_predictor:
-        h, k = cfg.dur_hidden_dim, cfg.dur_kernel_size
+        p["style"] = emb("style", cfg.num_styles)
+    d = cfg.dur_predictor_params
+    if d is not None:
+        e, h, k = cfg.embedding_dim, d.var_pred_hidden_dim, d.var_pred_kernel_size
         p["dur_predictor"] = {
             "conv1": conv("dur_predictor.conv1.0", e, h, k), "conv2": conv("dur_predictor.conv2.0", h, h, k),
-            "ln1": {"scale": take("dur_predictor.ln1.weight", (h,)), "bias": take("dur_predictor.ln1.bias", (h,))},
-            "ln2": {"scale": take("dur_predictor.ln2.weight", (h,)), "bias": take("dur_predictor.ln2.bias", (h,))},
-            "proj": {"kernel": take("dur_predictor.proj.weight", (1, h)).T, "bias": take("dur_predictor.proj.bias", (1,))},
+            "ln1": {"scale": t.take("dur_predictor.ln1.weight", (h,)), "bias": t.take("dur_predictor.ln1.bias", (h,))},
+            "ln2": {"scale": t.take("dur_predictor.ln2.weight", (h,)), "bias": t.take("dur_predictor.ln2.bias", (h,))},
+            "proj": {"kernel": t.take("dur_predictor.proj.weight", (1, h)).T, "bias": t.take("dur_predictor.proj.bias", (1,))},
         }
-    c_in = e * (1 + bool(cfg.num_f0_tokens) + bool(cfg.num_style_tokens) + cfg.multispkr + cfg.multistyle)
     ch = cfg.upsample_initial_channel
-    g: dict = {"conv_pre": conv("conv_pre", c_in, ch, 7)}
+    g: dict = {"conv_pre": conv("conv_pre", cfg.model_in_dim, ch, 7)}
     n_k = len(cfg.resblock_kernel_sizes)
     for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
         cin, cout = ch // 2 ** i, ch // 2 ** (i + 1)
-        g[f"ups_{i}"] = {"kernel": take(f"ups.{i}.weight", (cin, cout, k)).transpose(2, 0, 1),
-                         "bias": take(f"ups.{i}.bias", (cout,))}
+        # torch ConvTranspose1d weight [in, out, k] -> [k, in, out] (flipped inside the module)
+        g[f"ups_{i}"] = {"kernel": t.take(f"ups.{i}.weight", (cin, cout, k)).transpose(2, 0, 1),
+                         "bias": t.take(f"ups.{i}.bias", (cout,))}
         for j, (rk, rd) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)):
+            r = i * n_k + j
             blk = {}
             for m in range(len(rd)):
-                blk[f"convs1_{m}"] = conv(f"resblocks.{i * n_k + j}.convs1.{m}", cout, cout, rk)
-                blk[f"convs2_{m}"] = conv(f"resblocks.{i * n_k + j}.convs2.{m}", cout, cout, rk)
-            g[f"resblocks_{i * n_k + j}"] = blk
+                blk[f"convs1_{m}"] = conv(f"resblocks.{r}.convs1.{m}", cout, cout, rk)
+                blk[f"convs2_{m}"] = conv(f"resblocks.{r}.convs2.{m}", cout, cout, rk)
+            g[f"resblocks_{r}"] = blk
     g["conv_post"] = conv("conv_post", ch // 2 ** len(cfg.upsample_rates), 1, 7)
     p["generator"] = g
-    extra = sorted(set(sd) - used)
-    if extra:
-        raise ConversionError(f"unexpected tensor {extra[0]} (and {len(extra) - 1} more) for this config")
+    t.check_all_used()
     return p
 
 
 def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
-    import torch
-
+    """generator.pt + config.json (+ speakers.txt, styles.txt) in `src_dir` -> a vocoder directory."""
     from spiritlm_jax.speech.vocoder import save_vocoder
 
     src = Path(src_dir)
-    for name in ("generator.pt", "config.json"):
-        if not (src / name).is_file():
-            raise FileNotFoundError(f"{src / name} does not exist")
-    cfg = config_from_json(json.loads((src / "config.json").read_text()))
+    if not (src / "config.json").is_file():
+        raise FileNotFoundError(f"{src / 'config.json'} does not exist")
     try:
-        ckpt = torch.load(src / "generator.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise ConversionError(f"{src / 'generator.pt'} cannot be read as a PyTorch checkpoint: {e}") from None
-    if not isinstance(ckpt, dict) or "generator" not in ckpt:
-        raise ConversionError(f"{src / 'generator.pt'} has no 'generator' key (keys: {list(ckpt)[:5]})")
-    params = params_from_state_dict({k: v.float().numpy() for k, v in ckpt["generator"].items()}, cfg)
-    out = save_vocoder(out_dir, params, cfg)
-    for name in ("speakers.txt", "styles.txt"):
-        if (src / name).is_file():
-            shutil.copy(src / name, out / name)
-    return out
+        raw = json.loads((src / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{src / 'config.json'} is not valid JSON: {e}") from None
+    cfg = config_from_json(raw, str(src / "config.json"))
+    ckpt = load_torch_checkpoint(src / "generator.pt")
+    if "generator" not in ckpt:
+        raise ConversionError(f"{src / 'generator.pt'} has no 'generator' key (keys: {sorted(ckpt)[:5]})")
+    params = params_from_state_dict(ckpt["generator"], cfg, str(src / "generator.pt"))
+    lists = {}
+    for name in ("speakers", "styles"):
+        path = src / f"{name}.txt"
+        lists[name] = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else None
+    for name, n, on in (("speakers", cfg.num_speakers, cfg.multispkr), ("styles", cfg.num_styles, cfg.multistyle)):
+        if on and lists[name] is not None and len(lists[name]) > n:
+            raise ConversionError(f"{src / (name + '.txt')} lists {len(lists[name])} {name} but the model has {n}")
+    return save_vocoder(out_dir, params, cfg, lists["speakers"], lists["styles"])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", required=True, help="folder with generator.pt and config.json")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="output vocoder directory (must not hold params/ yet)")
     args = ap.parse_args(argv)
     return run_cli(lambda: convert(args.dir, args.out))
 
