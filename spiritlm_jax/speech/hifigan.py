@@ -66,6 +66,11 @@ class HifiGanConfig:
     sampling_rate: int = 16000
 
     def __post_init__(self):
+        for name in ("num_embeddings", "embedding_dim", "num_speakers", "num_styles", "upsample_initial_channel",
+                     "code_hop_size", "f0_hop_size", "style_hop_size", "sampling_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
             raise ValueError("upsample_rates and upsample_kernel_sizes must have the same length")
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
@@ -80,9 +85,6 @@ class HifiGanConfig:
         if d is not None and d.encoder_embed_dim != self.embedding_dim:
             raise ValueError(f"dur_predictor_params.encoder_embed_dim {d.encoder_embed_dim} must equal "
                              f"embedding_dim {self.embedding_dim} (it reads the unit embedding)")
-        for name in ("num_embeddings", "embedding_dim", "num_speakers", "num_styles", "code_hop_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @property
     def hop(self) -> int:
