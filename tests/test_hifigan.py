@@ -13,6 +13,7 @@ Tolerance: max |waveform difference| <= 1e-4. Outputs are tanh-bounded in [-1, 1
 convolutions; the observed difference is ~1e-6, and a wrong padding, flip or slope gives >= 1e-2.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -34,6 +35,11 @@ LADDERS = {
     "ladder_320": dict(upsample_rates=(5, 4, 4, 2, 2), upsample_kernel_sizes=(11, 8, 8, 4, 4), upsample_initial_channel=64,
                        resblock_kernel_sizes=(3, 7, 11), resblock_dilation_sizes=((1, 3, 5),) * 3),
 }
+
+
+def run(module, params, *args, **static):
+    """module.apply under one jit (compiles much faster on CPU than op-by-op dispatch)."""
+    return jax.jit(lambda p, *a: module.apply({"params": p}, *a, **static))(params, *args)
 
 
 # ----- an independent PyTorch CodeGenerator with the official key names ------------------------------
@@ -184,7 +190,7 @@ def seamless_like_config(name) -> HifiGanConfig:
                          dur_predictor_params=DurPredictorConfig(16, 16, 3, 0.0), **LADDERS[name])
 
 
-@pytest.mark.parametrize("name", list(LADDERS))
+@pytest.mark.parametrize("name", ["ladder_640"])  # ladder_320: full forward below (compile time)
 def test_generator_matches_seamless_hifigan_batched(name):
     m = seamless(name)
     cfg = seamless_like_config(name)
@@ -194,7 +200,7 @@ def test_generator_matches_seamless_hifigan_batched(name):
     x = rng.normal(size=(2, 37, cfg.model_in_dim)).astype(np.float32)
     x[1, 20:] = 0.0
     valid = np.arange(37)[None] < np.asarray(lengths)[:, None]
-    ours = np.asarray(Generator(cfg).apply({"params": params["generator"]}, jnp.asarray(x), jnp.asarray(valid)))
+    ours = np.asarray(run(Generator(cfg), params["generator"], jnp.asarray(x), jnp.asarray(valid)))
     assert ours.shape == (2, 37 * cfg.hop)
     for b, n in enumerate(lengths):
         with torch.no_grad():
@@ -211,8 +217,7 @@ def test_duration_predictor_matches_seamless():
     with torch.no_grad():
         emb = m.unit_embedding(torch.from_numpy(units))
         ref = m.dur_predictor(emb).numpy()
-    ours = DurationPredictor(16, 3).apply({"params": params["dur_predictor"]}, jnp.asarray(emb.numpy()),
-                                          jnp.ones((1, 23), bool))
+    ours = run(DurationPredictor(16, 3), params["dur_predictor"], jnp.asarray(emb.numpy()), jnp.ones((1, 23), bool))
     assert np.abs(np.asarray(ours) - ref).max() <= 1e-5
 
 
@@ -227,8 +232,8 @@ def test_code_generator_matches_seamless_full_forward(name):
     with torch.no_grad():
         ref, ref_len = m(torch.from_numpy(units), torch.tensor([[1]]), torch.tensor([[0]]))
     ref = ref.numpy().reshape(-1)
-    audio, n, needed = CodeGenerator(cfg).apply({"params": params}, jnp.asarray(units), jnp.asarray([15]),
-                                                speaker_b=jnp.asarray([1]), dur_pred=True, max_frames=512)
+    audio, n, needed = run(CodeGenerator(cfg), params, jnp.asarray(units), jnp.asarray([15]), None, None,
+                              jnp.asarray([1]), dur_pred=True, max_frames=512)
     assert int(n[0]) == ref.shape[0] == int(ref_len.reshape(-1)[0]) and int(needed[0]) * cfg.hop == ref.shape[0]
     assert np.abs(np.asarray(audio[0, : int(n[0])]) - ref).max() <= TOL
 
@@ -245,9 +250,13 @@ def test_reference_module_generator_matches_seamless():
 
 
 EXPRESSIVE = HifiGanConfig(num_embeddings=30, embedding_dim=8, num_f0_tokens=12, num_style_tokens=9, num_speakers=3,
-                           multistyle=False, dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0), **LADDERS["ladder_640"])
+                           multistyle=False, dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+                           upsample_rates=(5, 4, 2), upsample_kernel_sizes=(11, 8, 4), upsample_initial_channel=32,
+                           resblock_kernel_sizes=(3, 7), resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)))
 BASE = HifiGanConfig(num_embeddings=30, embedding_dim=8, num_speakers=3, num_styles=10,
-                     dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0), **LADDERS["ladder_320"])
+                     dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+                     upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8), upsample_initial_channel=16,
+                     resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3, 5), (1, 2, 4)))
 
 
 @pytest.mark.parametrize("cfg", [EXPRESSIVE, BASE], ids=["expressive", "base"])
@@ -268,8 +277,8 @@ def test_code_generator_matches_spiritlm_reference(cfg, dur_pred):
 
     def batch(a):
         return None if a is None else jnp.asarray(np.stack([a, np.zeros_like(a)]))  # padded 2nd row
-    audio, n, _ = CodeGenerator(cfg).apply({"params": params}, batch(code), jnp.asarray([t, 5]), batch(f0), batch(sty),
-                                           jnp.asarray([2, 0]), jnp.asarray([7, 0]), dur_pred=dur_pred, max_frames=256)
+    audio, n, _ = run(CodeGenerator(cfg), params, batch(code), jnp.asarray([t, 5]), batch(f0), batch(sty),
+                         jnp.asarray([2, 0]), jnp.asarray([7, 0]), dur_pred=dur_pred, max_frames=256)
     assert int(n[0]) == want.shape[0]
     assert np.abs(np.asarray(audio[0, : int(n[0])]) - want).max() <= TOL
 
