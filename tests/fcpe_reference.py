@@ -80,3 +80,11 @@ def spiritlm_f0(model, wav_16k: np.ndarray, hop_length: int = 80, interpolate: b
     f0, uv = model.infer(x, sr=16000, decoder_mode="local_argmax", threshold=0.05, f0_min=50, f0_max=1100,
                          interp_uv=interpolate, output_interp_target_length=target, retur_uv=True)
     return f0.squeeze().numpy(), (1 - uv).squeeze().numpy()
+
+
+@functools.lru_cache(maxsize=None)
+def converted_bundled():
+    """(FCPEConfig, Flax params) of the shipped checkpoint through our converter, once per process."""
+    from tools.convert_weights.fcpe_from_torchfcpe import bundled_checkpoint, load_checkpoint
+
+    return load_checkpoint(bundled_checkpoint())

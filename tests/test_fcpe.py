@@ -29,11 +29,9 @@ import torch
 
 from spiritlm_jax.speech import fcpe
 from spiritlm_jax.speech.audio import load_audio
-from tests.fcpe_reference import bundled_model, import_torchfcpe, spiritlm_f0
+from tests.fcpe_reference import bundled_model, converted_bundled, import_torchfcpe, spiritlm_f0
 from tools.convert_weights.common import ConversionError
-from tools.convert_weights.fcpe_from_torchfcpe import (
-    bundled_checkpoint, config_from_torchfcpe, load_checkpoint, main, params_from_state_dict,
-)
+from tools.convert_weights.fcpe_from_torchfcpe import config_from_torchfcpe, main, params_from_state_dict
 
 DATA = Path(__file__).parent / "data"
 AMFM = Path(importlib.util.find_spec("amfm_decompy").submodule_search_locations[0]) / "sample.wav"
@@ -42,7 +40,7 @@ AMFM = Path(importlib.util.find_spec("amfm_decompy").submodule_search_locations[
 @pytest.fixture(scope="module")
 def real():
     """(config, params) converted from torchfcpe's shipped checkpoint, and the torchfcpe model."""
-    cfg, params = load_checkpoint(bundled_checkpoint())
+    cfg, params = converted_bundled()
     return cfg, params, bundled_model()
 
 
