@@ -79,7 +79,7 @@ def spiritlm_f0(model, wav_16k: np.ndarray, hop_length: int = 80, interpolate: b
     x = torch.from_numpy(wav).float()[None, :, None]
     f0, uv = model.infer(x, sr=16000, decoder_mode="local_argmax", threshold=0.05, f0_min=50, f0_max=1100,
                          interp_uv=interpolate, output_interp_target_length=target, retur_uv=True)
-    return f0.squeeze().numpy(), (1 - uv).squeeze().numpy()
+    return f0.squeeze().cpu().numpy(), (1 - uv).squeeze().cpu().numpy()
 
 
 @functools.lru_cache(maxsize=None)

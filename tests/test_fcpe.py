@@ -146,7 +146,7 @@ def test_decoder_matches_torchfcpe_on_random_salience():
     cents = jnp.asarray(m.cent_table.numpy())
     for decoder, ref_fn in (("local_argmax", m.latent2cents_local_decoder), ("argmax", m.latent2cents_decoder)):
         ref = m.cent_to_f0(ref_fn(torch.from_numpy(y), threshold=0.05)).numpy()[..., 0]
-        got = np.asarray(fcpe.salience_to_f0(jnp.asarray(y), cents, 0.05, decoder))
+        got = np.asarray(jax.jit(fcpe.salience_to_f0, static_argnums=(2, 3))(jnp.asarray(y), cents, 0.05, decoder))
         assert (got == 0).sum() == 10 and ((got == 0) == (ref == 0)).all()
         np.testing.assert_allclose(got, ref, rtol=1e-5)
 
@@ -161,10 +161,11 @@ def test_interpolation_matches_torchfcpe():
     uv[1, 11] = False  # one voiced frame
     uv[2] = False  # nothing to fill
     ref = interp(torch.from_numpy(uv), torch.from_numpy(f0)).numpy()
-    got = np.asarray(fcpe.interpolate_unvoiced(jnp.asarray(f0), jnp.asarray(uv), jnp.ones((6, 25), bool)))
+    interp_jax = jax.jit(fcpe.interpolate_unvoiced)
+    got = np.asarray(interp_jax(jnp.asarray(f0), jnp.asarray(uv), jnp.ones((6, 25), bool)))
     np.testing.assert_allclose(got, ref, rtol=1e-6)
     # no voiced frame at all (the reference raises an IndexError): left as it is
-    none = np.asarray(fcpe.interpolate_unvoiced(jnp.asarray(f0[:1]), jnp.ones((1, 25), bool), jnp.ones((1, 25), bool)))
+    none = np.asarray(interp_jax(jnp.asarray(f0[:1]), jnp.ones((1, 25), bool), jnp.ones((1, 25), bool)))
     np.testing.assert_array_equal(none, f0[:1])
 
 

@@ -263,6 +263,12 @@ def _pitch_fn(fcpe_params, vq_params, wav_bn, n_b, f0_mean, fcpe_cfg, opts, vq_c
     return codes, n_codes, f0, vuv, frames
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_pitch(fcpe_cfg: FCPEConfig, opts: F0Options, vq_cfg: F0VQVAEConfig, t_pad: int):
+    """FCPE -> VQ-VAE jitted per configuration and F0 slot count (shared by every tokenizer)."""
+    return jax.jit(functools.partial(_pitch_fn, fcpe_cfg=fcpe_cfg, opts=opts, vq_cfg=vq_cfg, t_pad=t_pad))
+
+
 class PitchTokenizer:
     """16 kHz audio -> FCPE F0/voicing (200 Hz) -> F0 VQ-VAE level-0 codes (12.5 Hz), as Spirit LM's
     `spiritlm_expressive_f0()` (FCPE, hop 80, interpolation on). One jitted function per padded
@@ -281,7 +287,6 @@ class PitchTokenizer:
                  opts: F0Options = F0Options()):
         self.fcpe_params, self.fcpe_cfg, self.vq_params, self.vq_cfg, self.opts = (
             fcpe_params, fcpe_cfg, vq_params, vq_cfg, opts)
-        self._fns: dict[int, object] = {}
 
     @classmethod
     def load(cls, fcpe_dir, vqvae_dir, opts: F0Options = F0Options()) -> "PitchTokenizer":
@@ -292,12 +297,8 @@ class PitchTokenizer:
         return cls(fcpe_params, fcpe_cfg, vq_params, vq_cfg, opts)
 
     def _fn(self, n_pad: int):
-        if n_pad not in self._fns:
-            frames = self.opts.frames(n_pad)
-            t_pad = -(-frames // self.vq_cfg.hop) * self.vq_cfg.hop
-            self._fns[n_pad] = jax.jit(functools.partial(
-                _pitch_fn, fcpe_cfg=self.fcpe_cfg, opts=self.opts, vq_cfg=self.vq_cfg, t_pad=t_pad))
-        return self._fns[n_pad]
+        frames = self.opts.frames(n_pad)
+        return _jitted_pitch(self.fcpe_cfg, self.opts, self.vq_cfg, -(-frames // self.vq_cfg.hop) * self.vq_cfg.hop)
 
     def batch(self, wavs: list, f0_mean=None) -> list[dict]:
         """Per waveform {"units": int64 [U], "f0": float32 [F], "vuv": float32 [F]}, run as one padded
