@@ -73,8 +73,8 @@ def main() -> None:
           f"{audio:g} s of audio (batch {args.batch} x {args.seconds:g} s; bucket {fcpe.bucket_length(n)} samples)")
     print(f"voicing agreement {(vuv == vuv_ref).mean():.4f}, max relative F0 error (voiced in both) {rel:.1e}")
     print(f"torchfcpe  {audio / t_pt:8.1f} audio-s/s ({t_pt * 1e3:.0f} ms)")
-    print(f"JAX exact  {audio / t_exact:8.1f} audio-s/s ({t_exact * 1e3:.0f} ms); JAX/torchfcpe speed = {t_pt / t_exact:.2f}x")
-    print(f"JAX bucket {audio / t_bucket:8.1f} audio-s/s ({t_bucket * 1e3:.0f} ms); JAX/torchfcpe speed = {t_pt / t_bucket:.2f}x")
+    for name, t in (("JAX exact ", t_exact), ("JAX bucket", t_bucket)):
+        print(f"{name} {audio / t:8.1f} audio-s/s ({t * 1e3:.0f} ms); JAX/torchfcpe speed = {t_pt / t:.2f}x")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ class Resnet1D(nn.Module):
     def __init__(self, n_in, depth, m_conv, growth, cycle, res_scale):
         super().__init__()
         scale = 1.0 / math.sqrt(depth) if res_scale else 1.0
-        self.model = nn.Sequential(*[ResConv1DBlock(n_in, int(m_conv * n_in), growth ** (d if cycle is None else d % cycle),
-                                                    scale) for d in range(depth)])
+        dilations = [growth ** (d if cycle is None else d % cycle) for d in range(depth)]
+        self.model = nn.Sequential(*[ResConv1DBlock(n_in, int(m_conv * n_in), dil, scale) for dil in dilations])
 
     def forward(self, x):
         return self.model(x)
@@ -74,8 +74,8 @@ class EncoderConvBlock(nn.Module):
         for s, d in pairs:
             k, p = (2 * s, s // 2) if (s % 2 == 0 or not isinstance(stride_t, list)) else (2 * s + 1, s // 2 + 1)
             for _ in range(d):
-                blocks.append(nn.Sequential(nn.Conv1d(c_in if first else width, width, k, s, p),
-                                            Resnet1D(width, depth, m_conv, dilation_growth_rate, dilation_cycle, res_scale)))
+                res = Resnet1D(width, depth, m_conv, dilation_growth_rate, dilation_cycle, res_scale)
+                blocks.append(nn.Sequential(nn.Conv1d(c_in if first else width, width, k, s, p), res))
                 first = False
         blocks.append(nn.Conv1d(width, c_out, 3, 1, 1))
         self.model = nn.Sequential(*blocks)

@@ -108,7 +108,8 @@ def _tiny_torch_model(conv_only: bool, use_fa_norm: bool, harmonic: bool, seed: 
     return m
 
 
-@pytest.mark.parametrize("conv_only,use_fa_norm,harmonic", [(False, True, False), (False, False, True), (True, True, True)])
+@pytest.mark.parametrize("conv_only,use_fa_norm,harmonic",
+                         [(False, True, False), (False, False, True), (True, True, True)])
 def test_network_paths_with_random_weights(conv_only, use_fa_norm, harmonic):
     """The Performer attention (absent from the shipped conv-only model), the harmonic embedding and
     both key layouts of the weight-normed output layer, against torchfcpe's own CFNaiveMelPE; then a
@@ -214,10 +215,12 @@ def test_converter_names_missing_and_misshaped_tensors(real):
     cfg = real[0]
     sd = dict(bundled_model().model.state_dict())
     missing = {k: v for k, v in sd.items() if k != "net.encoder_layers.3.conformer.net.4.conv.weight"}
-    with pytest.raises(ConversionError, match=r"missing tensor net\.encoder_layers\.3\.conformer\.net\.4\.conv\.weight"):
+    key = r"net\.encoder_layers\.3\.conformer\.net\.4\.conv\.weight"
+    with pytest.raises(ConversionError, match="missing tensor " + key):
         params_from_state_dict(missing, cfg)
     bad = dict(sd, **{"input_stack.0.weight": torch.zeros(512, 64, 3)})
-    with pytest.raises(ConversionError, match=r"input_stack\.0\.weight has shape \(512, 64, 3\), expected \(512, 128, 3\)"):
+    msg = r"input_stack\.0\.weight has shape \(512, 64, 3\), expected \(512, 128, 3\)"
+    with pytest.raises(ConversionError, match=msg):
         params_from_state_dict(bad, cfg)
     extra = dict(sd, **{"extra.weight": torch.zeros(3)})
     with pytest.raises(ConversionError, match="unexpected tensor extra.weight"):

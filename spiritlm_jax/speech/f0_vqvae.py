@@ -92,7 +92,8 @@ class F0VQVAEConfig:
                                  "which the reference's shape assertion rejects; give strides as a list")
             return ((2 * s_t, s_t, s_t // 2),) * d_t
         if len(s_t) != len(d_t) or min(s_t, default=1) < 1 or min(d_t, default=0) < 0:
-            raise ValueError(f"level {level}: strides_t {s_t} and downs_t {d_t} must pair up (strides >= 1, downs >= 0)")
+            raise ValueError(f"level {level}: strides_t {s_t} and downs_t {d_t} must pair up "
+                             "(strides >= 1, downs >= 0)")
         convs = []
         for s, d in zip(s_t, d_t):
             k, p = (2 * s, s // 2) if s % 2 == 0 else (2 * s + 1, s // 2 + 1)

@@ -285,7 +285,8 @@ class FCPENet(nn.Module):
         valid_bt = _valid(frames_b, t).astype(jnp.float32)
         x = Conv1d(cfg.hidden_dims, 3, precision=prec, name="input_conv_0")(mel_btm * valid_bt[..., None])
         scale = self.param("input_norm_scale", nn.initializers.ones, (cfg.hidden_dims,))
-        x = masked_group_norm(x, valid_bt, 4, scale, self.param("input_norm_bias", nn.initializers.zeros, (cfg.hidden_dims,)))
+        bias = self.param("input_norm_bias", nn.initializers.zeros, (cfg.hidden_dims,))
+        x = masked_group_norm(x, valid_bt, 4, scale, bias)
         x = nn.leaky_relu(x, 0.01) * valid_bt[..., None]
         x = Conv1d(cfg.hidden_dims, 3, precision=prec, name="input_conv_1")(x)
         if cfg.use_harmonic_emb:  # inference uses harmonic index 0

@@ -83,7 +83,8 @@ def params_from_state_dict(sd: dict, cfg: F0VQVAEConfig, source: str = "model.pt
     state = int(cfg.m_conv * cfg.width)
 
     def conv(key, out, cin, k):
-        return {"kernel": t.take(f"{key}.weight", (out, cin, k)).transpose(2, 1, 0), "bias": t.take(f"{key}.bias", (out,))}
+        w = t.take(f"{key}.weight", (out, cin, k))
+        return {"kernel": w.transpose(2, 1, 0), "bias": t.take(f"{key}.bias", (out,))}
 
     params = {}
     for level in range(cfg.levels):
@@ -120,7 +121,8 @@ def load_quantizer(src, trust_pickle: bool = False) -> tuple[F0VQVAEConfig, dict
         try:
             ckpt = load_torch_file(model_pt, weights_only=False)
         except Exception as e:  # noqa: BLE001 - name the file whatever torch raises
-            raise ConversionError(f"{model_pt} cannot be read as a PyTorch checkpoint: {type(e).__name__}: {e}") from None
+            raise ConversionError(f"{model_pt} cannot be read as a PyTorch checkpoint: "
+                                  f"{type(e).__name__}: {e}") from None
     else:
         ckpt = load_torch_checkpoint(model_pt)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -136,9 +138,11 @@ def convert(src, out_dir, trust_pickle: bool = False) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", required=True, help="vqvae_f0_quantizer directory (config.yaml + model.pt) or its model.pt")
+    ap.add_argument("--src", required=True,
+                    help="vqvae_f0_quantizer directory (config.yaml + model.pt) or its model.pt")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--trust-pickle", action="store_true", help="allow non-tensor objects in model.pt (trusted files only)")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="allow non-tensor objects in model.pt (trusted files only)")
     args = ap.parse_args(argv)
     return run_cli(lambda: convert(args.src, args.out, args.trust_pickle))
 

@@ -89,7 +89,8 @@ def _norm(t: CheckedTensors, key: str, d: int) -> dict:
 
 def _weight_norm_linear(t: CheckedTensors, key: str, out: int, cin: int) -> np.ndarray:
     """torch weight_norm(Linear, dim=0), old (weight_g/weight_v) or parametrization key names."""
-    for g_key, v_key in (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1")):
+    layouts = (("weight_g", "weight_v"), ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+    for g_key, v_key in layouts:
         if t.has(f"{key}.{g_key}"):
             return fold_weight_norm(t.take(f"{key}.{g_key}", (out, 1)), t.take(f"{key}.{v_key}", (out, cin)), dim=0)
     return t.take(f"{key}.weight", (out, cin))
