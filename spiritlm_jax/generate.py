@@ -26,7 +26,9 @@ class _Ordered(argparse.Action):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spiritlm_jax.generate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="training run or converted model directory")
+    ap.add_argument("--checkpoint", required=True,
+                    help="training run, converted model directory, or converted reference tree root")
+    ap.add_argument("--variant", help="base or expressive: the LM to use from a converted tree holding both")
     ap.add_argument("--text", action=_Ordered, help="a text input (repeatable)")
     ap.add_argument("--speech", action=_Ordered, help="an audio file input (repeatable)")
     ap.add_argument("--prompt", help="a ready token string instead of --text/--speech")
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
         cfg = GenerationConfig(do_sample=not args.greedy, temperature=args.temperature, top_p=args.top_p,
                                top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                                max_new_tokens=args.max_new_tokens)
-        lm = SpiritLM.from_checkpoint(args.checkpoint, vocoder=args.vocoder)
+        lm = SpiritLM.from_checkpoint(args.checkpoint, vocoder=args.vocoder, variant=args.variant)
         outputs, prompt = lm.generate(inputs, args.output_modality, cfg, not args.no_force, args.speaker,
                                       return_prompt=True, seed=args.seed, prompt=args.prompt)
     except (ValueError, FileNotFoundError) as e:

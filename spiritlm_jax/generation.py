@@ -16,6 +16,7 @@ import dataclasses
 import enum
 import os
 import re
+import sys
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -100,6 +101,36 @@ def last_speech_start(s: str) -> int:
     return m.start() if m else len(s)
 
 
+TREE_MANIFEST = "spiritlm_tree.json"  # written by tools/convert_weights/spiritlm_checkpoints.py
+
+
+def _resolve_model_dir(path, variant: Optional[str]):
+    """(model directory, converted-tree root or None) for a model/run directory or a tree root."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if (path / "config.yaml").is_file():
+        return path, (path.parent if (path.parent / TREE_MANIFEST).is_file() else None)
+    if not (path / TREE_MANIFEST).is_file():
+        raise FileNotFoundError(f"{path} has no config.yaml: give a training run, a converted model directory "
+                                "or a converted reference tree")
+    models = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+    if variant is not None:
+        models = [p for p in models if variant.lower() in p.name.lower()]
+    if len(models) != 1:
+        names = ", ".join(p.name for p in models) or "none"
+        raise ValueError(f"{path} is a converted tree with language models: {names}; "
+                         "pass variant='base' or 'expressive' (or the model's folder)" if models else
+                         f"{path} is a converted tree without a language model matching variant={variant!r}")
+    return models[0], path
+
+
+def _first_dir(candidates, marker: str):
+    for d in candidates:
+        if d is not None and (d / marker).is_file():
+            return d
+    return None
+
+
 def _count_hubert(s: str) -> int:
     return s.count("[Hu")
 
@@ -120,11 +151,16 @@ class SpiritLM:
     # ----- loading -------------------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, vocoder: Optional[str | os.PathLike] = None,
-                        **numerics) -> "SpiritLM":
-        """A training run directory (config.yaml + checkpoints/: tokenizer and unit tokenizer from its
-        corpus), or a model directory (config.yaml + params/ + tokenizer.model, e.g. converted weights).
-        The vocoder is `vocoder` (a converted HiFi-GAN directory) or `<path>/vocoder` when present; a
-        converted HuBERT tokenizer at `<path>/speech_tokenizer` is used for speech inputs when present.
+                        variant: Optional[str] = None, **numerics) -> "SpiritLM":
+        """Load an LM with what turns content into tokens and back.
+
+        `path` is a training run directory (config.yaml + checkpoints/: tokenizer and unit tokenizer
+        from its corpus), a model directory (config.yaml + params/ + tokenizer.model, e.g. converted
+        weights), or the root of a converted reference tree (tools/convert_weights/
+        spiritlm_checkpoints.py), where `variant` ("base" / "expressive") picks the LM when it holds
+        both. The speech tokenizer is `<model>/speech_tokenizer` or the tree's `speech_tokenizer/`
+        (with pitch and style for an EXPRESSIVE model); the vocoder is `vocoder` when given, else
+        `<model>/vocoder`, else the tree's `vocoder/{base,expressive}`.
         `numerics` override dtype/attention of the LM (e.g. dtype="float32")."""
         from pathlib import Path
 
@@ -132,9 +168,7 @@ class SpiritLM:
         from spiritlm_jax.model import load_pretrained
         from spiritlm_jax.tokens import SpiritTokenizer
 
-        path = Path(path)
-        if not (path / "config.yaml").is_file():
-            raise FileNotFoundError(f"{path} has no config.yaml: give a training run or a converted model directory")
+        path, root = _resolve_model_dir(Path(path), variant)
         model, params = load_pretrained(path, **numerics)
         raw = read_yaml(path / "config.yaml")
         speech_tokenizer = None
@@ -155,13 +189,23 @@ class SpiritLM:
             tokenizer = SpiritTokenizer.from_dir(path)
             if TokenLayout(tokenizer.layout.text_vocab_size, True).vocab_size == model.cfg.vocab_size:
                 tokenizer = SpiritTokenizer.from_dir(path, expressive=True)  # EXPRESSIVE-sized embedding
-        if (path / "speech_tokenizer" / "hubert.yaml").is_file():  # a converted HuBERT tokenizer wins
+        expressive = tokenizer.layout.expressive
+        st_dir = _first_dir([path / "speech_tokenizer", root and root / "speech_tokenizer"], "hubert.yaml")
+        if st_dir is not None:  # a converted HuBERT tokenizer wins over a corpus's unit tokenizer
             from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 
-            speech_tokenizer = SpeechTokenizer.load(path / "speech_tokenizer")
+            speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=False)
+            if expressive:
+                try:
+                    speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=True)
+                except FileNotFoundError as e:
+                    print(f"warning: EXPRESSIVE model, but {e}; speech inputs get HuBERT units only",
+                          file=sys.stderr)
         voc = None
-        vocoder_dir = Path(vocoder) if vocoder is not None else path / "vocoder"
-        if vocoder is not None or vocoder_dir.is_dir():
+        kind = "expressive" if expressive else "base"
+        vocoder_dir = Path(vocoder) if vocoder is not None else _first_dir(
+            [path / "vocoder", root and root / "vocoder" / kind], "config.yaml")
+        if vocoder_dir is not None:
             from spiritlm_jax.speech.vocoder import Vocoder
 
             voc = Vocoder.load(vocoder_dir)

@@ -30,7 +30,8 @@ skipped. Exit status (CLI): 0 nothing skipped, 3 finished but some inputs skippe
 or settings (nothing done).
 
 Speech tokenizers (`tokenizer`): "mel:DIR" (k-means quantizer dir; "mel:demo" = the demo corpus'
-log-mel units), "base:DIR" (converted SpeechTokenizer: HuBERT + quantizer), "expressive:DIR", or any
+log-mel units), "base:DIR" (converted SpeechTokenizer: HuBERT + quantizer), "expressive:DIR" (the same
+directory with fcpe/, f0_vqvae/ and style/: HuBERT + pitch + style units), or any
 object with `encode_units(wav_16k) -> {"hubert": [T], "pitch"?: [..], "style"?: [..]}` (API only).
 """
 
@@ -99,21 +100,13 @@ def load_speech_tokenizer(spec: str):
         from spiritlm_jax.data.kmeans import MelUnitTokenizer
 
         return MelUnitTokenizer(Path(__file__).parent / "demo" / "quantizer" if arg == "demo" else arg)
-    if kind == "base":
+    if kind in ("base", "expressive"):
         from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 
-        tok = SpeechTokenizer.load(arg)
+        tok = SpeechTokenizer.load(arg, expressive=kind == "expressive")
         if getattr(tok, "quantizer", None) is None:
             raise ValueError(f"tokenizer {spec!r}: the converted HuBERT has no quantizer, so it gives no units")
         return tok
-    if kind == "expressive":
-        from spiritlm_jax.speech import tokenizer as st
-
-        cls = getattr(st, "ExpressiveSpeechTokenizer", None)
-        if cls is None:
-            raise ValueError(f"tokenizer {spec!r}: the EXPRESSIVE speech tokenizer (pitch + style) is not "
-                             "available in spiritlm_jax.speech.tokenizer yet")
-        return cls.load(arg)
     raise ValueError(f"tokenizer {spec!r}: unknown kind {kind!r} (mel, base, expressive)")
 
 

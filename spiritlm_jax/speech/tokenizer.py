@@ -1,13 +1,19 @@
-"""SpeechTokenizer (BASE): audio -> HuBERT layer features -> MLP quantizer units -> Spirit LM string.
+"""SpeechTokenizer: audio -> Spirit LM unit streams -> one Spirit LM string (SPEC.md §3-§4).
 
-    tok = SpeechTokenizer.load("converted/speech_tokenizer")
-    units = tok.encode_units("speech.wav")        # {"hubert": int array at 25 Hz}
-    s = tok.encode_string("speech.wav")           # "[Hu12][Hu7]..."
+BASE: HuBERT layer features -> MLP quantizer units (25 Hz).
+EXPRESSIVE: the same HuBERT units, plus pitch units (FCPE F0 -> F0 VQ-VAE, 12.5 Hz) and style units
+(wav2vec2 style classifier, 1 Hz), merged by time as the reference's `units_to_string`.
 
-Audio is chunked as the reference (<= 100 s, chunks under 1280 samples dropped); each chunk is padded
-to a power-of-two bucket of samples so new lengths recompile only per bucket. Directory format:
-hubert.yaml, quantizer.yaml (optional), params/ (Orbax {"hubert", "quantizer"}).
-EXPRESSIVE (pitch + style streams) is not wired in yet.
+    tok = SpeechTokenizer.load("converted/speech_tokenizer")          # EXPRESSIVE when pitch/style exist
+    units = tok.encode_units("speech.wav")   # {"hubert": [...], "pitch": [...], "style": [...]}
+    s = tok.encode_string("speech.wav")      # "[St71][Pi13][Hu12][Hu7]..."
+
+Audio is loaded once and chunked as the reference (<= 100 s, chunks under 1280 samples dropped); every
+stream runs on each chunk and the per-chunk units are concatenated, as the reference does. Each chunk
+is padded to a power-of-two bucket of samples so new lengths recompile only per bucket.
+Directory format: hubert.yaml, quantizer.yaml (optional), params/ (Orbax {"hubert", "quantizer"});
+EXPRESSIVE adds fcpe/ (FCPE), f0_vqvae/ (F0 VQ-VAE) and style/ (style encoder), each in its own
+converted format (tools/convert_weights/spiritlm_checkpoints.py writes all of them).
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from spiritlm_jax.speech.audio import chunk_audio, load_audio
 from spiritlm_jax.speech.hubert import Hubert, HubertConfig
 from spiritlm_jax.speech.quantizer import MLPQuantizer, MLPQuantizerConfig, mlp_units
 from spiritlm_jax.tokens import units_to_string
+
+PITCH_DIRS = ("fcpe", "f0_vqvae")
+STYLE_DIR = "style"
 
 
 def save_speech_tokenizer(directory, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig]) -> Path:
@@ -50,13 +59,25 @@ def _features_and_logits(hubert, quantizer, params, wav_bn, n_b):
 
 
 class SpeechTokenizer:
-    def __init__(self, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig] = None):
+    """HuBERT units (BASE), plus pitch and style units when `pitch` and `style` are given (EXPRESSIVE)."""
+
+    def __init__(self, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig] = None,
+                 pitch=None, style=None):
+        if (pitch is None) != (style is None):
+            raise ValueError("an EXPRESSIVE speech tokenizer needs both a pitch and a style tokenizer")
         self.params, self.cfg, self.qcfg = params, cfg, qcfg
         self.hubert = Hubert(cfg)
         self.quantizer = MLPQuantizer(qcfg) if qcfg is not None else None
+        self.pitch, self.style = pitch, style
+
+    @property
+    def expressive(self) -> bool:
+        return self.pitch is not None
 
     @classmethod
-    def load(cls, directory) -> "SpeechTokenizer":
+    def load(cls, directory, expressive: Optional[bool] = None) -> "SpeechTokenizer":
+        """`expressive=None` loads pitch and style when the directory has them (all of fcpe/,
+        f0_vqvae/, style/); True requires them; False loads HuBERT only (for a BASE model)."""
         d = Path(directory).absolute()
         if not (d / "hubert.yaml").is_file() or not (d / "params").is_dir():
             raise FileNotFoundError(f"{d} is not a converted speech tokenizer (hubert.yaml + params/)")
@@ -64,7 +85,20 @@ class SpeechTokenizer:
         qcfg = from_dict(MLPQuantizerConfig, read_yaml(d / "quantizer.yaml")) if (d / "quantizer.yaml").is_file() else None
         with ocp.StandardCheckpointer() as ck:
             params = ck.restore(d / "params")
-        return cls(params, cfg, qcfg)
+        parts = (*PITCH_DIRS, STYLE_DIR)
+        missing = [p for p in parts if not (d / p).is_dir()]
+        if expressive and missing:
+            raise FileNotFoundError(f"{d} has no {', '.join(p + '/' for p in missing)}: an EXPRESSIVE speech "
+                                    "tokenizer needs fcpe/, f0_vqvae/ and style/ (see "
+                                    "tools/convert_weights/spiritlm_checkpoints.py)")
+        pitch = style = None
+        if expressive is True or (expressive is None and not missing):
+            from spiritlm_jax.speech.f0_vqvae import PitchTokenizer
+            from spiritlm_jax.speech.style import StyleTokenizer
+
+            pitch = PitchTokenizer.load(d / "fcpe", d / "f0_vqvae")
+            style = StyleTokenizer.load(d / STYLE_DIR)
+        return cls(params, cfg, qcfg, pitch, style)
 
     def _run(self, wav: np.ndarray):
         n = len(wav)
@@ -75,18 +109,27 @@ class SpeechTokenizer:
         t = int(frames[0])
         return np.asarray(feats[0, :t]), (None if logits is None else np.asarray(logits[0, :t]))
 
-    def features(self, audio, input_sample_rate=None) -> np.ndarray:
+    def features(self, audio, input_sample_rate=None, channel=None) -> np.ndarray:
         """Layer-`output_layer` features [T, D] of all chunks, concatenated."""
-        wav = load_audio(audio, input_sample_rate)
+        wav = load_audio(audio, input_sample_rate, channel)
         chunks = [self._run(c)[0] for c in chunk_audio(wav)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.cfg.hidden), np.float32)
 
-    def encode_units(self, audio, input_sample_rate=None) -> dict[str, np.ndarray]:
+    def encode_units(self, audio, input_sample_rate=None, channel=None) -> dict[str, np.ndarray]:
+        """{"hubert": int64 [T]} (BASE), plus "pitch" and "style" (EXPRESSIVE): each stream's units of
+        every chunk, concatenated. `channel` picks one channel of a stereo input (default: average)."""
         if self.quantizer is None:
             raise ValueError("this speech tokenizer has no quantizer (convert it with --quantizer)")
-        wav = load_audio(audio, input_sample_rate)
-        units = [mlp_units(self._run(c)[1], self.qcfg.vocab_size) for c in chunk_audio(wav)]
-        return {"hubert": np.concatenate(units) if units else np.zeros(0, np.int64)}
+        wav = load_audio(audio, input_sample_rate, channel)
+        streams: dict[str, list] = {"hubert": []}
+        if self.expressive:
+            streams.update(pitch=[], style=[])
+        for chunk in chunk_audio(wav):
+            streams["hubert"].append(mlp_units(self._run(chunk)[1], self.qcfg.vocab_size))
+            if self.expressive:
+                streams["pitch"].append(self.pitch.f0_units(chunk))
+                streams["style"].append(self.style.logits([chunk])[0].argmax(-1))
+        return {k: (np.concatenate(v) if v else np.zeros(0)).astype(np.int64) for k, v in streams.items()}
 
-    def encode_string(self, audio, input_sample_rate=None) -> str:
-        return units_to_string(**self.encode_units(audio, input_sample_rate))
+    def encode_string(self, audio, input_sample_rate=None, channel=None) -> str:
+        return units_to_string(**self.encode_units(audio, input_sample_rate, channel))

@@ -53,7 +53,11 @@ def load_torch_file(path: str | Path, weights_only: bool = True) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
     except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+        pass
+    try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as e:  # truncated / corrupt / not a torch file: name the file
+        raise ValueError(f"{path}: torch cannot read this file ({type(e).__name__}: {e})") from e
 
 
 class NamedTensors:
@@ -100,8 +104,11 @@ class NamedTensors:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
-            with safe_open(str(path), framework="np") as f:
-                return list(f.keys())
+            try:
+                with safe_open(str(path), framework="np") as f:
+                    return list(f.keys())
+            except Exception as e:  # SafetensorError is not a ValueError: name the file
+                raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
         return list(load_torch_file(path).keys())
 
     def get(self, name: str) -> np.ndarray:
