@@ -212,6 +212,18 @@ class SpiritLM:
         return cls(model, params, tokenizer, speech_tokenizer=speech_tokenizer, vocoder=voc)
 
     # ----- prompts -------------------------------------------------------------------------
+    def encode_speech(self, audio, what: str = "speech") -> str:
+        """Audio (a path, bytes or a 16 kHz array) -> its Spirit LM unit string; errors name `what`."""
+        if self.speech_tokenizer is None:
+            raise ValueError("this checkpoint has no speech tokenizer, so speech inputs cannot be encoded")
+        try:
+            units = self.speech_tokenizer.encode_string(audio)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"{what}: {e}") from e
+        if not units:
+            raise ValueError(f"{what}: the audio gave no speech units (too short or silent)")
+        return units
+
     def build_prompt(self, inputs: Sequence[Union[GenerationInput, tuple]], output_modality: OutputModality) -> str:
         if not inputs:
             raise ValueError("interleaved_inputs is empty: give at least one text or speech input")
@@ -219,14 +231,7 @@ class SpiritLM:
         for i, item in enumerate(inputs):
             item = item if isinstance(item, GenerationInput) else GenerationInput.from_tuple(item)
             if item.content_type == ContentType.SPEECH:
-                if self.speech_tokenizer is None:
-                    raise ValueError("this checkpoint has no speech tokenizer, so speech inputs cannot be encoded")
-                try:
-                    units = self.speech_tokenizer.encode_string(item.content)
-                except (ValueError, FileNotFoundError) as e:
-                    raise ValueError(f"input {i} (speech): {e}") from e
-                if not units:
-                    raise ValueError(f"input {i} (speech): the audio gave no speech units (too short or silent)")
+                units = self.encode_speech(item.content, f"input {i} (speech)")
                 if prev != "s":
                     parts.append("[Speech]")
                 parts.append(units)
