@@ -173,3 +173,48 @@ def test_context_overflow_is_a_bad_item(lm, tmp_path):
                          log=lambda *_: None)
     rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
     assert row["bad"] == 1 and "exceeds the context" in rec["error"]
+
+
+def tiny_whisper(d: Path) -> Path:
+    """A random 1-layer Whisper with a byte-level tokenizer, saved like a Hugging Face directory."""
+    import torch
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperProcessor, WhisperTokenizer)
+
+    d.mkdir()
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    tok = WhisperTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), unk_token="<|endoftext|>",
+                           bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", "<|notimestamps|>"]})
+    eot, sot = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>"])
+    cfg = WhisperConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=64, pad_token_id=eot, bos_token_id=eot,
+                        eos_token_id=eot, decoder_start_token_id=sot)
+    torch.manual_seed(0)
+    m = WhisperForConditionalGeneration(cfg).eval()
+    m.generation_config.forced_decoder_ids = None
+    m.save_pretrained(d)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tok).save_pretrained(d)
+    return d
+
+
+def test_whisper_transcriber_runs_a_local_directory(tmp_path):
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    d = tiny_whisper(tmp_path / "whisper")
+    t = fe.load_transcriber(f"whisper:{d}")
+    t.max_new_tokens = 6
+    wav = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    proc, m = WhisperProcessor.from_pretrained(d), WhisperForConditionalGeneration.from_pretrained(d).eval()
+    with torch.no_grad():
+        ids = m.generate(proc(wav, sampling_rate=16000, return_tensors="pt").input_features, max_new_tokens=6)
+    assert t(wav) == proc.batch_decode(ids, skip_special_tokens=True)[0].strip() != ""
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face Whisper directory"):
+        fe.load_transcriber(f"whisper:{tmp_path}")
+    with pytest.raises(ValueError, match="use whisper:DIR"):
+        fe.load_transcriber("whisper")
