@@ -6,18 +6,13 @@ the model, is under test (its predictions are checked against the model's own gr
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 
 from spiritlm_jax import fewshot
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
-from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.evaluate import fewshot as fe
-from spiritlm_jax.generation import GenerationConfig, OutputModality, SpiritLM
-from spiritlm_jax.model import Llama, LlamaConfig, init_params
-from spiritlm_jax.tokens import SpiritTokenizer
-from tests.test_generation import RecordingVocoder
+from spiritlm_jax.generation import GenerationConfig, OutputModality
+from tests.test_generation import tiny_lm
 
 DATA = Path(__file__).parent / "data"
 WAVS = {"loginok": "agent loginok", "pass": "password", "intro": "welcome to the voicemail system"}  # ids -> text
@@ -26,11 +21,7 @@ INTENTS = {"loginok": "login", "pass": "password", "intro": "voicemail"}
 
 @pytest.fixture(scope="module")
 def lm():
-    tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
-    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=1024,
-                      dtype="float32")
-    return SpiritLM(Llama(cfg), init_params(cfg, jax.random.PRNGKey(0)), tok,
-                    speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"), vocoder=RecordingVocoder())
+    return tiny_lm(max_seq_len=1024)
 
 
 def write_manifest(path: Path, rows: list[dict]) -> Path:

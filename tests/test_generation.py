@@ -29,13 +29,18 @@ class RecordingVocoder:
         return np.arange(units.count("[Hu") * 640, dtype=np.float32)
 
 
-@pytest.fixture(scope="module")
-def lm():
+def tiny_lm(max_seq_len: int = 512) -> SpiritLM:
+    """A random 1-layer LM with the demo tokenizer, the demo's unit tokenizer and a recording vocoder."""
     tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
-    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=512,
-                      dtype="float32")
+    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
+                      max_seq_len=max_seq_len, dtype="float32")
     return SpiritLM(Llama(cfg), init_params(cfg, jax.random.PRNGKey(0)), tok,
                     speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"), vocoder=RecordingVocoder())
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm()
 
 
 def test_prompt_building_follows_the_reference(lm):

@@ -60,20 +60,29 @@ def write_array_record(path: str | Path, examples: Iterable[dict]) -> int:
     return n
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def iter_jsonl(path, what: str = "file"):
+    """(where, object) for each non-empty line of a JSONL(.gz) file; `where` is "path:line" for error
+    messages. A missing file, a line that is not JSON or not an object is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
-    out = []
     with opener(path, "rt", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    ex = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(ex, dict):
-                    raise ValueError(f"{path}:{lineno}: an example must be a JSON object")
-                out.append(ex)
-    return out
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path, "shard")]
 
 
 def _is_shard(p: Path) -> bool:

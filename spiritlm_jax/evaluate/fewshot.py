@@ -57,20 +57,11 @@ def load_examples(path, task: str, need_audio: bool = True) -> list[Example]:
     """Read a manifest for `task`; errors name the line and the field."""
     if task not in TASKS:
         raise ValueError(f"unknown few-shot task {task!r}; choose from {', '.join(TASKS)}")
+    from spiritlm_jax.data.sources import iter_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
     fields, out, seen = FIELDS[task], [], set()
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not JSON ({e.msg})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where}: expected an object, got {type(raw).__name__}")
+    for where, raw in iter_jsonl(path, "manifest"):
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)} for task {task} (allowed: {sorted(fields)})")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -47,18 +46,12 @@ def _check_content(c, where: str, base: Path) -> dict:
 
 def load_items(path: str | Path) -> list[Item]:
     """Read and validate a manifest; errors name the line and the field."""
+    from spiritlm_jax.data.sources import iter_jsonl
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
     items = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+    for where, raw in iter_jsonl(path, "manifest"):
+        n = int(where.rsplit(":", 1)[1])
         unknown = set(raw) - ITEM_FIELDS
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(ITEM_FIELDS)}")
