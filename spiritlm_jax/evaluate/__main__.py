@@ -50,7 +50,8 @@ def _likelihood_items(args):
     from spiritlm_jax.evaluate.storycloze import load_storycloze
 
     if args.topic and not (args.storycloze_csv or args.storycloze_dir):
-        raise ValueError("--topic builds Topic-StoryCloze from StoryCloze: use it with --storycloze-csv/--storycloze-dir")
+        raise ValueError("--topic builds Topic-StoryCloze from StoryCloze: use it with --storycloze-csv or "
+                         "--storycloze-dir")
     if args.zerospeech:
         return read_zerospeech_gold(args.zerospeech), Path(args.zerospeech).name
     if args.storycloze_csv or args.storycloze_dir:
@@ -133,7 +134,8 @@ def stsp(args) -> int:
         top_p=args.top_p, text_new_tokens=args.text_new_tokens, speech_new_tokens=args.speech_new_tokens,
         speaker=args.speaker, save_audio=args.save_audio, manifest=args.manifest,
         progress=lambda m: print(m, flush=True))
-    print("summary: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report["summary"].items()))
+    print("summary: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
+                                  for k, v in report["summary"].items()))
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -262,12 +264,14 @@ def _add_stsp(sub) -> None:
     st = sub.add_parser("stsp", help="speech-text sentiment preservation (T2T, T2S, S2S, S2T)")
     st.add_argument("--checkpoint", required=True)
     st.add_argument("--vocoder", default=None, help="a converted vocoder folder (default: the checkpoint's)")
-    st.add_argument("--manifest", required=True, help="STSP manifest JSONL (id, wav_path, emotion, sentiment, asr, ...)")
+    st.add_argument("--manifest", required=True,
+                    help="STSP manifest JSONL (id, wav_path, emotion, sentiment, asr, split, speaker)")
     st.add_argument("--data-root", default=None, help="folder wav_path is relative to (default: the release's data/)")
     st.add_argument("--direction", action="append", choices=["T2T", "T2S", "S2S", "S2T"],
                     help="repeat for several (default: all four)")
     st.add_argument("--shots", type=int, default=0, help="0, 3, 6 or 9: balanced few-shot prompts")
-    st.add_argument("--few-shot-dir", default=None, help="folder with t2t/t2s/s2t/s2s.jsonl (default: manifest/few_shot)")
+    st.add_argument("--few-shot-dir", default=None,
+                    help="folder with t2t/t2s/s2t/s2s.jsonl (default: the release's manifest/few_shot)")
     st.add_argument("--text-classifier", default=None, help="local HF sequence-classification model folder")
     st.add_argument("--text-tokenizer", default=None, help="its tokenizer folder (default: the model folder)")
     st.add_argument("--text-label-map", action="append", help="NAME=positive|negative|neutral|ignore (repeat)")

@@ -46,6 +46,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from spiritlm_jax.data.sources import iter_jsonl
 from spiritlm_jax.evaluate.report import JsonlCache, fmt_ci, fmt_number, write_report
 
 DIRECTIONS = {"T2T": ("text", "text"), "T2S": ("text", "speech"), "S2S": ("speech", "speech"),
@@ -106,28 +107,12 @@ def _gold(raw: dict, where: str) -> str:
     return EMOTION_TO_SENTIMENT[emotion]
 
 
-def _jsonl(path: Path, what: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(raw).__name__}")
-        yield where, raw
-
-
 def load_manifest(path: str | Path, data_root: Optional[str | Path] = None) -> list[StspItem]:
     """An STSP evaluation manifest -> items; format errors name the line and the field."""
     path = Path(path)
     root = Path(data_root) if data_root is not None else default_data_root(path)
     items, seen = [], set()
-    for where, raw in _jsonl(path, "STSP manifest"):
+    for where, raw in iter_jsonl(path, "STSP manifest"):
         unknown = set(raw) - MANIFEST_FIELDS
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(MANIFEST_FIELDS)}")
@@ -152,7 +137,7 @@ def load_manifest(path: str | Path, data_root: Optional[str | Path] = None) -> l
 def load_fewshot_pool(path: str | Path) -> list[dict]:
     """Few-shot examples ({prompt, generation, sentiment, where}); errors name the line."""
     pool = []
-    for where, raw in _jsonl(Path(path), "few-shot manifest"):
+    for where, raw in iter_jsonl(Path(path), "few-shot manifest"):
         unknown = set(raw) - FEWSHOT_FIELDS
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(FEWSHOT_FIELDS)}")
@@ -198,12 +183,14 @@ def _segment(lm, content: str, modality: str, half: Optional[str], data_root: Op
     return "[Speech]" + _speech_units(lm, wav, what)
 
 
-def fewshot_prefix(lm, pool: Sequence[dict], direction: str, shots: int, seed: int, data_root: Path) -> tuple[str, list]:
+def fewshot_prefix(lm, pool: Sequence[dict], direction: str, shots: int, seed: int,
+                   data_root: Path) -> tuple[str, list]:
     """The balanced k-shot prefix (k/3 examples per sentiment, shuffled) and where each example is from."""
     if shots == 0:
         return "", []
     if shots < 0 or shots % 3:
-        raise ValueError(f"few-shot prompts are balanced over 3 sentiments: shots must be 0 or a multiple of 3, got {shots}")
+        raise ValueError("few-shot prompts are balanced over 3 sentiments: shots must be 0 or a multiple of 3, "
+                         f"got {shots}")
     rng = np.random.default_rng(seed)
     chosen = []
     for s in SENTIMENTS:
@@ -215,7 +202,8 @@ def fewshot_prefix(lm, pool: Sequence[dict], direction: str, shots: int, seed: i
     chosen = [chosen[int(i)] for i in rng.permutation(len(chosen))]
     in_mod, out_mod = DIRECTIONS[direction]
     parts = [_segment(lm, e["prompt"], in_mod, "first", data_root, f"few-shot example {e['where']} (prompt)")
-             + _segment(lm, e["generation"], out_mod, "second", data_root, f"few-shot example {e['where']} (generation)")
+             + _segment(lm, e["generation"], out_mod, "second", data_root,
+                        f"few-shot example {e['where']} (generation)")
              for e in chosen]
     return "\n".join(parts) + "\n", [e["where"] for e in chosen]
 
@@ -472,11 +460,12 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
     root = Path(data_root) if data_root is not None else (default_data_root(Path(manifest)) if manifest else Path("."))
     _check_pinned(out, dict(shots=shots, seed=seed, temperature=temperature, top_p=top_p,
                             text_new_tokens=text_new_tokens, speech_new_tokens=speech_new_tokens,
-                            manifest=str(manifest) if manifest else None))
+                            manifest=str(Path(manifest).resolve()) if manifest else None))
     rate = int(getattr(getattr(lm.vocoder, "cfg", None), "sampling_rate", SAMPLE_RATE))
     ctx = lm.model.cfg.max_seq_len
     rows, shots_used = {}, {}
-    for d_index, direction in enumerate(directions):
+    for direction in directions:
+        d_index = list(DIRECTIONS).index(direction)  # seeds do not depend on which directions run
         in_mod, out_mod = DIRECTIONS[direction]
         clf = text_classifier if out_mod == "text" else audio_classifier
         new_tokens = text_new_tokens if out_mod == "text" else speech_new_tokens
@@ -499,7 +488,8 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
             except (ValueError, FileNotFoundError) as e:
                 prompt_errors[it.id] = f"item {it.id}: {e}"
         if prompt_errors:
-            progress(f"{direction}: {len(prompt_errors)} item(s) cannot be prompted, e.g. {next(iter(prompt_errors.values()))}")
+            first = next(iter(prompt_errors.values()))
+            progress(f"{direction}: {len(prompt_errors)} item(s) cannot be prompted, e.g. {first}")
         done = 0
         for b in range(0, len(ready), batch_size):
             batch = ready[b:b + batch_size]
@@ -519,9 +509,13 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
                     else:
                         content = np.asarray(content, np.float32)
                         rec["audio_seconds"] = round(content.size / rate, 3)
+                        if rate != SAMPLE_RATE:  # the classifiers take 16 kHz
+                            from spiritlm_jax.speech.audio import load_audio
+
+                            content = load_audio(content, input_sample_rate=rate)
                         if save_audio:
                             wav = out / "audio" / direction / f"{it.id}.wav"
-                            _write_audio(wav, content, rate)
+                            _write_audio(wav, content, SAMPLE_RATE)
                             rec["audio"] = str(wav)
                     sent, raw = _classify(clf, content)
                     rec.update(pred=sent, label=raw, correct=sent == it.sentiment)
