@@ -350,6 +350,18 @@ def test_run_end_to_end_labels_bad_items_and_resume(lm, classifiers, tmp_path):
     # settings that change results are pinned to the folder
     with pytest.raises(ValueError, match="holds a run with other settings .*shots"):
         S.run_stsp(lm, items, out, ["T2T"], tc, ac, shots=3, **kw)
+    # a run killed while writing a record: the torn line is dropped and only that item is redone
+    lines = (out / "S2T.jsonl").read_text().splitlines()
+    (out / "S2T.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    lm.generate_batch = lambda *a, **k: calls.append(len(k["prompts"])) or orig(*a, **k)
+    try:
+        third = S.run_stsp(lm, items, out, ["S2T"], tc, ac, **kw)
+    finally:
+        del lm.generate_batch
+    assert calls == [4]  # one batch (padded to --batch-size) for the one lost item
+    redone = [json.loads(line) for line in (out / "S2T.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in redone) == sorted(json.loads(line)["id"] for line in lines)
+    assert third["rows"]["S2T"]["n"] == rows["S2T"]["n"]
 
 
 def test_fewshot_run_and_requirements(lm, classifiers, tmp_path):
