@@ -11,7 +11,7 @@ import yaml
 from spiritlm_jax.evaluate.__main__ import main, suite_runs
 from spiritlm_jax.generation import SpiritLM
 from tests.test_storycloze import WAVS, spoken, write_csv
-from tests.test_stsp import make_audio_classifier, make_text_classifier, tiny_lm, write_release
+from tests.test_stsp import HAS_MPL, make_audio_classifier, make_text_classifier, tiny_lm, write_release
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_likelihood_storycloze_sources(tmp_path, stub_checkpoint, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "likelihood" and report["title"] == "Topic-cloze_test"
     assert report["settings"]["T"]["n"] == 3 and report["summary"] == {"T": report["settings"]["T"]["accuracy_normalized"]}
-    assert "| T | 3 | 0 |" in (out / "report.md").read_text() and (out / "report.png").is_file()
+    assert "| T | 3 | 0 |" in (out / "report.md").read_text() and (out / "report.png").is_file() == HAS_MPL
     assert "3 items from Topic-cloze_test" in capsys.readouterr().out
 
     whole = spoken(tmp_path / "sSC", {0: {"correct": (WAVS[0], "a"), "incorrect": (WAVS[1], "b")}})
@@ -75,7 +75,8 @@ def test_stsp_command(tmp_path, stub_checkpoint, clf_dirs, capsys):
     printed = capsys.readouterr().out
     assert "T2T (0-shot): 4/4 generated and classified" in printed and "summary: T2T" in printed
     md = (out / "report.md").read_text()
-    assert md.startswith("# STSP 0-shot (emov.test.jsonl)") and "| average |" in md and (out / "report.png").is_file()
+    assert md.startswith("# STSP 0-shot (emov.test.jsonl)") and "| average |" in md
+    assert (out / "report.png").is_file() == HAS_MPL
 
     assert main(stsp_argv(man, clf_dirs, tmp_path / "o2", "--shots", "4")) == 2
     assert "multiple of 3" in capsys.readouterr().err
@@ -130,3 +131,20 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
     assert "[suite 1/4] missing-data failed" in err
     missing = tmp_path / "none.yaml"
     assert main(["suite", str(missing), "--out", str(tmp_path / "s2")]) == 2
+
+
+def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from spiritlm_jax.evaluate.report import JsonlCache, write_report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `eval` extra were not installed
+    write_report(tmp_path, "t", "T", {"S": {"n": 2, "bad": 0, "accuracy": 0.5}}, summary={"S": 0.5})
+    assert not (tmp_path / "report.png").exists() and "no report.png" in capsys.readouterr().err
+    assert json.loads((tmp_path / "report.json").read_text())["summary"] == {"S": 0.5}
+    cache = tmp_path / "c.jsonl"
+    cache.write_text('{"id": "a", "x": 1}\n{"id": "b", "x"')  # killed mid-write
+    c = JsonlCache(cache)
+    assert "a" in c and "b" not in c
+    c.add({"id": "b", "x": 2})
+    assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["a", "b"]
