@@ -30,18 +30,45 @@ TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
+def save_params_dir(directory: str | Path, params, configs: dict[str, Any]) -> Path:
+    """DIR/params (Orbax) + one YAML file per config ({"fcpe.yaml": cfg, ...}): the directory format
+    of every converted component. Refuses to overwrite params/; callers check shapes first."""
+    d = Path(directory).absolute()
+    if (d / "params").exists():
+        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
+    d.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        # jax arrays are saved as they are (sharded ones by each process); anything else as numpy
+        ckptr.save(d / "params", jax.tree.map(lambda x: x if isinstance(x, jax.Array) else np.asarray(x), params))
+        ckptr.wait_until_finished()
+    for name, cfg in configs.items():
+        save_config(cfg, d / name)
+    return d
+
+
+def restore_params_dir(directory: str | Path, configs: dict[str, type], what: str, hint: str = "",
+                       optional: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """(params, {file name: config}) from a `save_params_dir` directory; a missing file is an error
+    naming it (`optional` files may be absent and map to None). `hint` says how to make one."""
+    d = Path(directory).absolute()
+    missing = [n for n in configs if n not in optional and not (d / n).is_file()]
+    missing += [] if (d / "params").is_dir() else ["params/"]
+    if missing:
+        need = " + ".join([n for n in configs if n not in optional] + ["params/"])
+        raise FileNotFoundError(f"{d} is not a converted {what} ({need}; missing {', '.join(missing)})"
+                                + (f"; {hint}" if hint else ""))
+    cfgs = {n: from_dict(cls, read_yaml(d / n)) if (d / n).is_file() else None for n, cls in configs.items()}
+    with ocp.StandardCheckpointer() as ckptr:
+        params = ckptr.restore(d / "params")
+    return params, cfgs
+
+
 def save_model(directory: str | Path, params, cfg: LlamaConfig, extra: Optional[dict] = None,
                tokenizer_dir: Optional[str | Path] = None) -> Path:
     """Write params + config (+ `extra` as JSON, + tokenizer files found in `tokenizer_dir`)."""
     directory = Path(directory).absolute()
     check_shapes(tree_shapes(params), cfg, f"params to save in {directory}")
-    directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "params").exists():
-        raise FileExistsError(f"{directory / 'params'} already exists; choose a new output directory")
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "params", params)
-        ckptr.wait_until_finished()
-    save_config(cfg, directory / "config.yaml")
+    save_params_dir(directory, params, {"config.yaml": cfg})
     if extra is not None:
         (directory / "extra.json").write_text(json.dumps(extra, indent=2, sort_keys=True))
     if tokenizer_dir is not None:

@@ -122,3 +122,11 @@ def test_errors(lm):
     no_vocoder = SpiritLM(lm.model, lm.params, lm.tokenizer, lm.speech_tokenizer, vocoder=None)
     with pytest.raises(ValueError, match="no vocoder"):
         no_vocoder.generate([("text", "hi")], "speech", GenerationConfig(max_new_tokens=4))
+
+
+def test_api_is_importable_from_the_package_root():
+    import spiritlm_jax
+
+    assert spiritlm_jax.SpiritLM is SpiritLM and spiritlm_jax.OutputModality is OutputModality
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        spiritlm_jax.Nope  # noqa: B018

@@ -222,38 +222,23 @@ def param_shapes(cfg: F0VQVAEConfig) -> dict:
 
 def save_f0_vqvae(directory, params, cfg: F0VQVAEConfig) -> Path:
     """DIR/f0_vqvae.yaml (F0VQVAEConfig) + DIR/params (Orbax)."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import save_config
+    from spiritlm_jax.checkpoint import save_params_dir
     from spiritlm_jax.speech.hubert import check_param_shapes
 
     d = Path(directory).absolute()
     check_param_shapes(params, param_shapes(cfg), f"F0 VQ-VAE params to save in {d}")
-    if (d / "params").exists():
-        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
-    d.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(d / "params", params)
-        ck.wait_until_finished()
-    save_config(cfg, d / "f0_vqvae.yaml")
-    return d
+    return save_params_dir(d, params, {"f0_vqvae.yaml": cfg})
 
 
 def load_f0_vqvae(directory) -> tuple[dict, F0VQVAEConfig]:
     """(params, config) from a directory written by `save_f0_vqvae`."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import from_dict, read_yaml
+    from spiritlm_jax.checkpoint import restore_params_dir
     from spiritlm_jax.speech.hubert import check_param_shapes
 
-    d = Path(directory).absolute()
-    if not (d / "f0_vqvae.yaml").is_file() or not (d / "params").is_dir():
-        raise FileNotFoundError(f"{d} is not a converted F0 VQ-VAE (f0_vqvae.yaml + params/); "
-                                "make one with tools/convert_weights/f0_vqvae_from_pt.py")
-    cfg = from_dict(F0VQVAEConfig, read_yaml(d / "f0_vqvae.yaml"))
-    with ocp.StandardCheckpointer() as ck:
-        params = ck.restore(d / "params")
-    check_param_shapes(params, param_shapes(cfg), f"{d}/params (against f0_vqvae.yaml)")
+    params, cfgs = restore_params_dir(directory, {"f0_vqvae.yaml": F0VQVAEConfig}, "F0 VQ-VAE",
+                                      "make one with tools/convert_weights/f0_vqvae_from_pt.py")
+    cfg = cfgs["f0_vqvae.yaml"]
+    check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against f0_vqvae.yaml)")
     return params, cfg
 
 

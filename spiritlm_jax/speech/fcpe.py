@@ -408,38 +408,23 @@ def init_params(cfg: FCPEConfig, seed: int = 0) -> dict:
 
 def save_fcpe(directory, params, cfg: FCPEConfig) -> Path:
     """DIR/fcpe.yaml (FCPEConfig) + DIR/params (Orbax)."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import save_config
+    from spiritlm_jax.checkpoint import save_params_dir
     from spiritlm_jax.speech.hubert import check_param_shapes
 
     d = Path(directory).absolute()
     check_param_shapes(params, param_shapes(cfg), f"FCPE params to save in {d}")
-    if (d / "params").exists():
-        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
-    d.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(d / "params", params)
-        ck.wait_until_finished()
-    save_config(cfg, d / "fcpe.yaml")
-    return d
+    return save_params_dir(d, params, {"fcpe.yaml": cfg})
 
 
 def load_fcpe(directory) -> tuple[dict, FCPEConfig]:
     """(params, config) from a directory written by `save_fcpe` (no torch needed)."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import from_dict, read_yaml
+    from spiritlm_jax.checkpoint import restore_params_dir
     from spiritlm_jax.speech.hubert import check_param_shapes
 
-    d = Path(directory).absolute()
-    if not (d / "fcpe.yaml").is_file() or not (d / "params").is_dir():
-        raise FileNotFoundError(f"{d} is not a converted FCPE model (fcpe.yaml + params/); "
-                                "make one with tools/convert_weights/fcpe_from_torchfcpe.py")
-    cfg = from_dict(FCPEConfig, read_yaml(d / "fcpe.yaml"))
-    with ocp.StandardCheckpointer() as ck:
-        params = ck.restore(d / "params")
-    check_param_shapes(params, param_shapes(cfg), f"{d}/params (against fcpe.yaml)")
+    params, cfgs = restore_params_dir(directory, {"fcpe.yaml": FCPEConfig}, "FCPE model",
+                                      "make one with tools/convert_weights/fcpe_from_torchfcpe.py")
+    cfg = cfgs["fcpe.yaml"]
+    check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against fcpe.yaml)")
     return params, cfg
 
 

@@ -154,33 +154,18 @@ class KMeansQuantizer:
 
 def save_mlp_quantizer(directory, params, cfg: MLPQuantizerConfig) -> Path:
     """DIR/quantizer.yaml (the config) + DIR/params (Orbax: {"quantizer": params})."""
-    import orbax.checkpoint as ocp
+    from spiritlm_jax.checkpoint import save_params_dir
 
-    from spiritlm_jax.config import save_config
-
-    d = Path(directory).absolute()
-    if (d / "params").exists():
-        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
-    d.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(d / "params", {"quantizer": params})
-        ck.wait_until_finished()
-    save_config(cfg, d / "quantizer.yaml")
-    return d
+    return save_params_dir(directory, {"quantizer": params}, {"quantizer.yaml": cfg})
 
 
 def load_mlp_quantizer(directory) -> tuple[dict, MLPQuantizerConfig]:
     """(params, config) from a directory written by `save_mlp_quantizer`."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import from_dict, read_yaml
+    from spiritlm_jax.checkpoint import restore_params_dir
 
     d = Path(directory).absolute()
-    if not (d / "quantizer.yaml").is_file() or not (d / "params").is_dir():
-        raise FileNotFoundError(f"{d} is not a converted MLP quantizer (quantizer.yaml + params/)")
-    cfg = from_dict(MLPQuantizerConfig, read_yaml(d / "quantizer.yaml"))
-    with ocp.StandardCheckpointer() as ck:
-        params = ck.restore(d / "params")["quantizer"]
+    params, cfgs = restore_params_dir(d, {"quantizer.yaml": MLPQuantizerConfig}, "MLP quantizer")
+    cfg, params = cfgs["quantizer.yaml"], params["quantizer"]
     w1, w2, w3 = cfg.widths
     for name, shape in (("linear_0", (cfg.dim, w1)), ("linear_2", (w1, w2)), ("linear_4", (w2, w3))):
         if tuple(params[name]["kernel"].shape) != shape:

@@ -89,20 +89,11 @@ def param_shapes(cfg: StyleConfig) -> dict:
 
 def save_style_encoder(directory, params, cfg: StyleConfig) -> Path:
     """DIR/style.yaml (StyleConfig) + DIR/params (Orbax)."""
-    import orbax.checkpoint as ocp
-
-    from spiritlm_jax.config import save_config
+    from spiritlm_jax.checkpoint import save_params_dir
 
     d = Path(directory).absolute()
     check_param_shapes(params, param_shapes(cfg), f"style encoder params to save in {d}")
-    if (d / "params").exists():
-        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
-    d.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(d / "params", params)
-        ck.wait_until_finished()
-    save_config(cfg, d / "style.yaml")
-    return d
+    return save_params_dir(d, params, {"style.yaml": cfg})
 
 
 class StyleTokenizer:
@@ -116,17 +107,12 @@ class StyleTokenizer:
 
     @classmethod
     def load(cls, directory) -> "StyleTokenizer":
-        import orbax.checkpoint as ocp
+        from spiritlm_jax.checkpoint import restore_params_dir
 
-        from spiritlm_jax.config import from_dict, read_yaml
-
-        d = Path(directory).absolute()
-        if not (d / "style.yaml").is_file() or not (d / "params").is_dir():
-            raise FileNotFoundError(f"{d} is not a converted style encoder (style.yaml + params/)")
-        cfg = from_dict(StyleConfig, read_yaml(d / "style.yaml"))
-        with ocp.StandardCheckpointer() as ck:
-            params = ck.restore(d / "params")
-        check_param_shapes(params, param_shapes(cfg), f"{d}/params (against style.yaml)")
+        params, cfgs = restore_params_dir(directory, {"style.yaml": StyleConfig}, "style encoder",
+                                          "make one with tools/convert_weights/style_from_hf.py")
+        cfg = cfgs["style.yaml"]
+        check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against style.yaml)")
         return cls(params, cfg)
 
     def logits(self, wavs: list[np.ndarray]) -> list[np.ndarray]:

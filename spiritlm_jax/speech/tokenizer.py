@@ -25,9 +25,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
-from spiritlm_jax.config import from_dict, read_yaml, save_config
 from spiritlm_jax.speech.audio import chunk_audio, load_audio
 from spiritlm_jax.speech.hubert import Hubert, HubertConfig
 from spiritlm_jax.speech.quantizer import MLPQuantizer, MLPQuantizerConfig, mlp_units
@@ -38,17 +36,10 @@ STYLE_DIR = "style"
 
 
 def save_speech_tokenizer(directory, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig]) -> Path:
-    d = Path(directory).absolute()
-    d.mkdir(parents=True, exist_ok=True)
-    if (d / "params").exists():
-        raise FileExistsError(f"{d / 'params'} already exists; choose a new output directory")
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(d / "params", params)
-        ck.wait_until_finished()
-    save_config(cfg, d / "hubert.yaml")
-    if qcfg is not None:
-        save_config(qcfg, d / "quantizer.yaml")
-    return d
+    """DIR/hubert.yaml (+ quantizer.yaml) + DIR/params (Orbax {"hubert"[, "quantizer"]})."""
+    from spiritlm_jax.checkpoint import save_params_dir
+
+    return save_params_dir(directory, params, {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
 
 
 @functools.partial(jax.jit, static_argnames=("hubert", "quantizer"))
@@ -78,13 +69,13 @@ class SpeechTokenizer:
     def load(cls, directory, expressive: Optional[bool] = None) -> "SpeechTokenizer":
         """`expressive=None` loads pitch and style when the directory has them (all of fcpe/,
         f0_vqvae/, style/); True requires them; False loads HuBERT only (for a BASE model)."""
+        from spiritlm_jax.checkpoint import restore_params_dir
+
         d = Path(directory).absolute()
-        if not (d / "hubert.yaml").is_file() or not (d / "params").is_dir():
-            raise FileNotFoundError(f"{d} is not a converted speech tokenizer (hubert.yaml + params/)")
-        cfg = from_dict(HubertConfig, read_yaml(d / "hubert.yaml"))
-        qcfg = from_dict(MLPQuantizerConfig, read_yaml(d / "quantizer.yaml")) if (d / "quantizer.yaml").is_file() else None
-        with ocp.StandardCheckpointer() as ck:
-            params = ck.restore(d / "params")
+        params, cfgs = restore_params_dir(d, {"hubert.yaml": HubertConfig, "quantizer.yaml": MLPQuantizerConfig},
+                                          "speech tokenizer", "make one with tools/convert_weights/hubert_from_fairseq.py",
+                                          optional=("quantizer.yaml",))
+        cfg, qcfg = cfgs["hubert.yaml"], cfgs["quantizer.yaml"]
         parts = (*PITCH_DIRS, STYLE_DIR)
         missing = [p for p in parts if not (d / p).is_dir()]
         if expressive and missing:

@@ -24,10 +24,8 @@ from typing import Optional, Sequence, Union
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from spiritlm_jax.checkpoint import tree_shapes
-from spiritlm_jax.config import from_dict, read_yaml, save_config
+from spiritlm_jax.checkpoint import restore_params_dir, save_params_dir, tree_shapes
 from spiritlm_jax.speech.hifigan import CodeGenerator, HifiGanConfig, init_params, predict_durations, upsample_stream
 from spiritlm_jax.tokens import string_to_units
 
@@ -82,25 +80,11 @@ def save_vocoder(directory, params, cfg: HifiGanConfig, speakers: Optional[Seque
     """Write params (Orbax) + config.yaml (+ speakers.txt / styles.txt); shapes are checked first."""
     directory = Path(directory).absolute()
     _check_shapes(tree_shapes(params), cfg, f"params to save in {directory}")
-    if (directory / "params").exists():
-        raise FileExistsError(f"{directory / 'params'} already exists; choose a new output directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ck:
-        ck.save(directory / "params", jax.tree.map(np.asarray, params))
-        ck.wait_until_finished()
-    save_config(cfg, directory / "config.yaml")
+    save_params_dir(directory, params, {"config.yaml": cfg})
     for name, items in (("speakers.txt", speakers), ("styles.txt", styles)):
         if items is not None:
             (directory / name).write_text("".join(f"{s}\n" for s in items))
     return directory
-
-
-def _stored_shapes(ck, path: Path) -> dict[str, tuple[int, ...]]:
-    meta = ck.metadata(path)
-    tree = getattr(meta, "item_metadata", meta)  # orbax >= 0.11: StepMetadata.item_metadata
-    tree = getattr(tree, "tree", tree)
-    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
-    return {"/".join(str(getattr(k, "key", k)) for k in p): tuple(leaf.shape) for p, leaf in leaves}
 
 
 def _read_list(path: Path) -> Optional[list[str]]:
@@ -137,12 +121,10 @@ class Vocoder:
     @classmethod
     def load(cls, directory, **kwargs) -> "Vocoder":
         d = Path(directory).absolute()
-        if not (d / "config.yaml").is_file() or not (d / "params").is_dir():
-            raise FileNotFoundError(f"{d} is not a converted vocoder directory (config.yaml + params/)")
-        cfg = from_dict(HifiGanConfig, read_yaml(d / "config.yaml"))
-        with ocp.StandardCheckpointer() as ck:
-            _check_shapes(_stored_shapes(ck, d / "params"), cfg, f"{d / 'params'} vs {d / 'config.yaml'}")
-            params = ck.restore(d / "params")
+        params, cfgs = restore_params_dir(d, {"config.yaml": HifiGanConfig}, "vocoder directory",
+                                          "make one with tools/convert_weights/hifigan_from_pt.py")
+        cfg = cfgs["config.yaml"]
+        _check_shapes(tree_shapes(params), cfg, f"{d / 'params'} vs {d / 'config.yaml'}")
         return cls(params, cfg, _read_list(d / "speakers.txt"), _read_list(d / "styles.txt"), **kwargs)
 
     def save(self, directory) -> Path:
