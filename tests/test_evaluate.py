@@ -49,11 +49,19 @@ def test_scores_equal_direct_computation(tiny):
     r = score_items(model, params, [item], enc, "T")["x"]
     ctx = [enc.tok.bos_id] + enc.tokens(item.context, "text")
     for k, cand in enumerate(item.candidates):
-        ids = enc.tokens(cand, "text")
+        ids = enc.tokens(cand, "text")[1:]  # same modality: the ending continues the span, no second [Text]
         seq = ctx + ids
         logp = jax.nn.log_softmax(model.apply({"params": params}, np.asarray([seq]))[0], -1)
-        direct = sum(float(logp[len(ctx) + j - 1, seq[len(ctx) + j]]) for j in range(1, len(ids)))
-        assert abs(r[0][k] - direct) < 1e-4 and r[1][k] == len(ids) - 1
+        direct = sum(float(logp[len(ctx) + j - 1, seq[len(ctx) + j]]) for j in range(len(ids)))
+        assert abs(r[0][k] - direct) < 1e-4 and r[1][k] == len(ids)
+    item = Item("z", {"text": "please enter", "audio": WAVS[1]}, item.candidates, 0)
+    r = score_items(model, params, [item], enc, "S2T")["z"]  # modality switch: [Text] is given, not scored
+    ctx = [enc.tok.bos_id] + enc.tokens(item.context, "audio")
+    ids = enc.tokens(item.candidates[0], "text")
+    seq = ctx + ids
+    logp = jax.nn.log_softmax(model.apply({"params": params}, np.asarray([seq]))[0], -1)
+    direct = sum(float(logp[len(ctx) + j - 1, seq[len(ctx) + j]]) for j in range(1, len(ids)))
+    assert abs(r[0][0] - direct) < 1e-4 and r[1][0] == len(ids) - 1
     bad = score_items(model, params, [Item("y", None, [{"text": "a"}, {"text": "b"}], 0)], enc, "S")
     assert "no 'audio' form" in bad["y"]
 

@@ -209,3 +209,30 @@ def test_whisper_transcriber_runs_a_local_directory(tmp_path):
         fe.load_transcriber(f"whisper:{tmp_path}")
     with pytest.raises(ValueError, match="use whisper:DIR"):
         fe.load_transcriber("whisper")
+
+
+def test_cli_and_suite(lm, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from spiritlm_jax.evaluate.__main__ import main
+    from spiritlm_jax.generation import SpiritLM
+
+    monkeypatch.setattr(SpiritLM, "from_checkpoint", classmethod(lambda cls, path, **kw: lm))
+    rows = [{"id": k, "audio": FILES[k], "intent": v} for k, v in INTENTS.items()]
+    m = tmp_path / "intent.jsonl"
+    m.write_text("".join(json.dumps({**r, "audio": str(DATA / r["audio"])}) + "\n" for r in rows))
+    out = tmp_path / "cli"
+    argv = ["fewshot", "--task", "intent", "--checkpoint", "ckpt", "--items", str(m), "--shots-from", str(m),
+            "--shots", "2", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "fewshot_intent" and report["rows"]["intent"]["n"] == 3
+    assert "intent_accuracy" in report["summary"] and (out / "report.md").is_file()
+    assert main(argv[:-2] + ["--shots", "9", "--out", str(tmp_path / "x")]) == 2
+    assert "9 shots asked for" in capsys.readouterr().err
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump([{"task": "fewshot", "name": "intent2", "args": {
+        "task": "intent", "checkpoint": "ckpt", "items": str(m), "shots-from": str(m), "shots": 2,
+        "out": str(tmp_path / "s1")}}]))
+    assert main(["suite", str(suite), "--out", str(tmp_path / "suite")]) == 0
+    assert "intent2" in (tmp_path / "suite" / "suite.md").read_text()

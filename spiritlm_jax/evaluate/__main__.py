@@ -9,11 +9,13 @@
     python -m spiritlm_jax.evaluate stsp --checkpoint DIR --manifest stsp_data/manifest/emov/emov.test.jsonl \\
         --text-classifier stsp_data/model/text_classifier --text-tokenizer ROBERTA_TOKENIZER_DIR \\
         --audio-classifier stsp_data/model/speech_classifier --shots 0 --out eval/stsp0
+    python -m spiritlm_jax.evaluate fewshot --task asr --checkpoint DIR --items test.jsonl \
+        --shots-from train.jsonl --shots 10 --out eval/asr10      (also --task tts / intent)
     python -m spiritlm_jax.evaluate suite suite.yaml --out eval/suite
 
 Every run writes <out>/report.json, report.md and report.png (when matplotlib is installed), prints
 progress, and resumes where it stopped (likelihood: scores cached per setting in
-<out>/scores_<setting>.json; stsp: per-item JSONL). See docs/evaluation.md.
+<out>/scores_<setting>.json; stsp and fewshot: per-item JSONL). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -291,6 +293,14 @@ def _add_stsp(sub) -> None:
     st.set_defaults(func=stsp)
 
 
+def _add_fewshot(sub) -> None:
+    from spiritlm_jax.evaluate import fewshot
+
+    fs = sub.add_parser("fewshot", help="few-shot ASR / TTS / intent classification (paper App. B formats)")
+    fewshot.add_arguments(fs)
+    fs.set_defaults(func=fewshot.run_cli)
+
+
 def _add_suite(sub) -> None:
     su = sub.add_parser("suite", help="run the commands listed in a YAML file; a failing run is reported, not fatal")
     su.add_argument("config", help="YAML: a list of {task, args, name} (or {runs: [...], defaults: {...}})")
@@ -304,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="task", required=True)
     _add_likelihood(sub)
     _add_stsp(sub)
+    _add_fewshot(sub)
     _add_suite(sub)
     return ap
 

@@ -4,7 +4,8 @@ An item has an optional context and 2+ candidates, one of them correct. Each con
 text form, an audio form, or both; the setting picks which:
     T: text -> text     S: speech -> speech     T2S: text context, speech candidates     S2T: speech -> text
 Items are scored by the summed log-likelihood of each candidate's tokens given BOS + the context
-(+ the candidate's modality marker); accuracy is reported with and without the paper's length
+(+ the candidate's modality marker when the modality switches, T2S/S2T, or there is no context; in T
+and S the candidate continues the context's span without a second marker); accuracy is reported with and without the paper's length
 normalisation (mean per-token log-likelihood), with a bootstrap 95% interval.
 
 Manifest (JSONL, one item per line; unknown fields are errors):
@@ -143,9 +144,12 @@ def score_items(model, params, items: Sequence[Item], encoder: Encoder, setting:
         except (ValueError, FileNotFoundError) as e:
             results[it.id] = f"{type(e).__name__}: {e}"
             continue
+        same_span = it.context is not None and ctx_form == cand_form
         for c in cand_ids:
-            # the candidate's marker is given (part of the prompt); its content is scored
-            prompts.append(prefix + c[:1])
+            # Only the candidate's content is scored. Its modality marker is part of the prompt when
+            # the modality switches (or there is no context); within one modality the candidate
+            # continues the context's span with no marker, as training data has markers only at switches.
+            prompts.append(prefix if same_span else prefix + c[:1])
             conts.append(c[1:] if len(c) > 1 else c)
             owners.append(it.id)
     if prompts:
