@@ -1,6 +1,7 @@
 """SpiritLM: prompt building, modality forcing, output parsing and the ARBITRARY-mode speech rules
 (SPEC.md §5), with a tiny random LM, the demo tokenizer and the demo's log-mel unit tokenizer."""
 
+import functools
 from pathlib import Path
 
 import jax
@@ -29,13 +30,20 @@ class RecordingVocoder:
         return np.arange(units.count("[Hu") * 640, dtype=np.float32)
 
 
-def tiny_lm(max_seq_len: int = 512) -> SpiritLM:
-    """A random 1-layer LM with the demo tokenizer, the demo's unit tokenizer and a recording vocoder."""
+def tiny_lm(max_seq_len: int = 512, vocoder=None, seed: int = 0) -> SpiritLM:
+    """A random 1-layer LM with the demo tokenizer, the demo's unit tokenizer and a test-double vocoder
+    (RecordingVocoder unless given); the same (max_seq_len, seed) share parameters across test files."""
     tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
+    cfg, params = _tiny_params(max_seq_len, seed)
+    return SpiritLM(Llama(cfg), params, tok, speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"),
+                    vocoder=vocoder if vocoder is not None else RecordingVocoder())
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny_params(max_seq_len: int, seed: int):
     cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
                       max_seq_len=max_seq_len, dtype="float32")
-    return SpiritLM(Llama(cfg), init_params(cfg, jax.random.PRNGKey(0)), tok,
-                    speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"), vocoder=RecordingVocoder())
+    return cfg, init_params(cfg, jax.random.PRNGKey(seed))
 
 
 @pytest.fixture(scope="module")

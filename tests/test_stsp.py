@@ -9,21 +9,15 @@ import json
 import shutil
 from pathlib import Path
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
-from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.evaluate import stsp as S
 from spiritlm_jax.generation import SpiritLM
-from spiritlm_jax.model import Llama, LlamaConfig
 from spiritlm_jax.speech.audio import load_audio
-from spiritlm_jax.tokens import SpiritTokenizer
+from tests.test_generation import tiny_lm as tiny_generation_lm
 
 DATA = Path(__file__).parent / "data"
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -123,13 +117,8 @@ class ToneVocoder:
 
 @functools.lru_cache(maxsize=None)
 def tiny_lm(seed=0):
-    """One per test process (test_storycloze shares it): parameter init is slow on 2 busy cores."""
-    tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
-    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=512,
-                      dtype="float32")
-    params = nn.unbox(jax.jit(Llama(cfg).init)(jax.random.PRNGKey(seed), jnp.zeros((1, 8), jnp.int32))["params"])
-    return SpiritLM(Llama(cfg), params, tok,
-                    speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"), vocoder=ToneVocoder())
+    """One per test process (test_storycloze shares it), with a tone-generating vocoder."""
+    return tiny_generation_lm(vocoder=ToneVocoder(), seed=seed)
 
 
 @pytest.fixture(scope="module")
