@@ -123,6 +123,13 @@ def test_expressive_string_matches_the_reference_pieces(tree, converted):
         assert s == units_to_string(**ref) and s.startswith("[St")
         back = string_to_units(s)  # the vocoder's input: every stream at the HuBERT length
         assert len(back["hubert"]) == len(back["pitch"]) == len(back["style"])
+    # many files at once (padded batches, sorted by length) = each alone
+    wavs = [load_audio(DATA / "vm-intro.wav"), load_audio(AMFM), load_audio(AMFM)[:5000]]
+    for got, wav in zip(tok.encode_units_batch(wavs), wavs):
+        want = tok.encode_units(wav)
+        assert set(got) == {"hubert", "pitch", "style"}
+        for k in got:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     base = SpeechTokenizer.load(converted / "speech_tokenizer", expressive=False)
     assert not base.expressive and "[Pi" not in base.encode_string(AMFM)
 

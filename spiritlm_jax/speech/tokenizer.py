@@ -91,36 +91,62 @@ class SpeechTokenizer:
             style = StyleTokenizer.load(d / STYLE_DIR)
         return cls(params, cfg, qcfg, pitch, style)
 
-    def _run(self, wav: np.ndarray):
-        n = len(wav)
-        padded = np.zeros((1, max(1 << (n - 1).bit_length(), 1024)), np.float32)
-        padded[0, :n] = wav
+    def _hubert_batch(self, wavs: list[np.ndarray]):
+        """(features [T_i, D], logits [T_i, V+1] or None) per waveform, as one padded jitted batch."""
+        n_max = max(len(w) for w in wavs)
+        padded = np.zeros((len(wavs), max(1 << (n_max - 1).bit_length(), 1024)), np.float32)
+        for i, w in enumerate(wavs):
+            padded[i, : len(w)] = w
         feats, logits, frames = _features_and_logits(self.hubert, self.quantizer, self.params,
-                                                     jnp.asarray(padded), jnp.asarray([n]))
-        t = int(frames[0])
-        return np.asarray(feats[0, :t]), (None if logits is None else np.asarray(logits[0, :t]))
+                                                     jnp.asarray(padded), jnp.asarray([len(w) for w in wavs]))
+        feats, frames = np.asarray(feats), np.asarray(frames)
+        logits = None if logits is None else np.asarray(logits)
+        return [(feats[i, : frames[i]], None if logits is None else logits[i, : frames[i]]) for i in range(len(wavs))]
 
     def features(self, audio, input_sample_rate=None, channel=None) -> np.ndarray:
         """Layer-`output_layer` features [T, D] of all chunks, concatenated."""
         wav = load_audio(audio, input_sample_rate, channel)
-        chunks = [self._run(c)[0] for c in chunk_audio(wav)]
+        chunks = [f for group in _groups(chunk_audio(wav)) for f, _ in self._hubert_batch(group)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.cfg.hidden), np.float32)
+
+    def encode_units_batch(self, wavs_16k) -> list[dict[str, np.ndarray]]:
+        """Unit streams of many 16 kHz waveforms (each one reference chunk: <= 100 s), run as padded
+        batches of similar lengths; each item gets exactly its unbatched result."""
+        if self.quantizer is None:
+            raise ValueError("this speech tokenizer has no quantizer (convert it with --quantizer)")
+        wavs = [np.asarray(w, np.float32) for w in wavs_16k]
+        out: list[dict] = [{} for _ in wavs]
+        order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))  # similar lengths share a batch
+        for group in _groups([wavs[i] for i in order]):
+            idx, order = order[: len(group)], order[len(group):]
+            for i, (_, logits) in zip(idx, self._hubert_batch(group)):
+                out[i]["hubert"] = mlp_units(logits, self.qcfg.vocab_size).astype(np.int64)
+            if self.expressive:
+                for i, item in zip(idx, self.pitch.batch(group)):
+                    out[i]["pitch"] = item["units"]
+                for i, logits in zip(idx, self.style.logits(group)):
+                    out[i]["style"] = logits.argmax(-1).astype(np.int64)
+        return out
 
     def encode_units(self, audio, input_sample_rate=None, channel=None) -> dict[str, np.ndarray]:
         """{"hubert": int64 [T]} (BASE), plus "pitch" and "style" (EXPRESSIVE): each stream's units of
-        every chunk, concatenated. `channel` picks one channel of a stereo input (default: average)."""
-        if self.quantizer is None:
-            raise ValueError("this speech tokenizer has no quantizer (convert it with --quantizer)")
-        wav = load_audio(audio, input_sample_rate, channel)
-        streams: dict[str, list] = {"hubert": []}
-        if self.expressive:
-            streams.update(pitch=[], style=[])
-        for chunk in chunk_audio(wav):
-            streams["hubert"].append(mlp_units(self._run(chunk)[1], self.qcfg.vocab_size))
-            if self.expressive:
-                streams["pitch"].append(self.pitch.f0_units(chunk))
-                streams["style"].append(self.style.logits([chunk])[0].argmax(-1))
-        return {k: (np.concatenate(v) if v else np.zeros(0)).astype(np.int64) for k, v in streams.items()}
+        every chunk, concatenated, as the reference. `channel` picks one channel of a stereo input
+        (default: average)."""
+        parts = self.encode_units_batch(chunk_audio(load_audio(audio, input_sample_rate, channel)))
+        keys = ("hubert", "pitch", "style") if self.expressive else ("hubert",)
+        return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, np.int64) for k in keys}
 
     def encode_string(self, audio, input_sample_rate=None, channel=None) -> str:
         return units_to_string(**self.encode_units(audio, input_sample_rate, channel))
+
+
+def _groups(wavs: list, max_items: int = 8, max_samples: int = 200 * 16000) -> list[list]:
+    """Consecutive batches of at most `max_items` waveforms and `max_samples` padded samples."""
+    groups: list[list] = []
+    for w in wavs:
+        g = groups[-1] if groups else None
+        if g is None or len(g) == max_items or (len(g) + 1) * max(len(w), max(len(x) for x in g)) > max_samples:
+            groups.append([w])
+        else:
+            g.append(w)
+    return groups
