@@ -119,6 +119,8 @@ def test_fairseq_errors_name_the_tensor_and_shapes(tmp_path, models):
         convert_with(cfg=model_cfg(layer_norm_first=True))
     with pytest.raises(ConversionError, match="not a list of"):
         convert_with(cfg=model_cfg(conv_feature_layers="[512, 10, 5]"))
+    spec = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2 + [(512,2,2)]"  # the 25 Hz stack, fairseq syntax
+    assert hubert_from_fairseq.parse_conv_layers(spec) == STRIDE_640_25HZ
     with pytest.raises(ConversionError, match="unsupported expression"):
         hubert_from_fairseq.parse_conv_layers("__import__('os').system('true')")
     with pytest.raises(ConversionError, match="output_layer"):
