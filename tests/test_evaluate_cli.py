@@ -11,7 +11,7 @@ import yaml
 from spiritlm_jax.evaluate.__main__ import main, suite_runs
 from spiritlm_jax.generation import SpiritLM
 from tests.test_storycloze import WAVS, spoken, write_csv
-from tests.test_stsp import HAS_MPL, make_audio_classifier, make_text_classifier, tiny_lm, write_release
+from tests.test_stsp import make_audio_classifier, make_text_classifier, tiny_lm, write_release
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_likelihood_storycloze_sources(tmp_path, stub_checkpoint, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "likelihood" and report["title"] == "Topic-cloze_test"
     assert report["settings"]["T"]["n"] == 3 and report["summary"] == {"T": report["settings"]["T"]["accuracy_normalized"]}
-    assert "| T | 3 | 0 |" in (out / "report.md").read_text() and (out / "report.png").is_file() == HAS_MPL
+    assert "| T | 3 | 0 |" in (out / "report.md").read_text() and (out / "report.png").is_file()
     assert "3 items from Topic-cloze_test" in capsys.readouterr().out
 
     whole = spoken(tmp_path / "sSC", {0: {"correct": (WAVS[0], "a"), "incorrect": (WAVS[1], "b")}})
@@ -76,7 +76,7 @@ def test_stsp_command(tmp_path, stub_checkpoint, clf_dirs, capsys):
     assert "T2T (0-shot): 4/4 generated and classified" in printed and "summary: T2T" in printed
     md = (out / "report.md").read_text()
     assert md.startswith("# STSP 0-shot (emov.test.jsonl)") and "| average |" in md
-    assert (out / "report.png").is_file() == HAS_MPL
+    assert (out / "report.png").is_file()
 
     assert main(stsp_argv(man, clf_dirs, tmp_path / "o2", "--shots", "4")) == 2
     assert "multiple of 3" in capsys.readouterr().err
