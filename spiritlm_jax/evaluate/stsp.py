@@ -151,18 +151,6 @@ def load_fewshot_pool(path: str | Path) -> list[dict]:
 
 
 # ----- prompts --------------------------------------------------------------------------------
-def _speech_units(lm, audio, what: str) -> str:
-    if lm.speech_tokenizer is None:
-        raise ValueError("this checkpoint has no speech tokenizer, so speech prompts cannot be encoded")
-    try:
-        units = lm.speech_tokenizer.encode_string(audio)
-    except (ValueError, FileNotFoundError) as e:
-        raise ValueError(f"{what}: {e}") from e
-    if not units:
-        raise ValueError(f"{what}: the audio gave no speech units (too short or silent)")
-    return units
-
-
 def _segment(lm, content: str, modality: str, half: Optional[str], data_root: Optional[Path], what: str) -> str:
     """'[Text]...' or '[Speech][Hu..]...' for one prompt/generation part (relative wav paths are under
     `data_root`; None: the path is used as it is)."""
@@ -179,7 +167,7 @@ def _segment(lm, content: str, modality: str, half: Optional[str], data_root: Op
         wav = wav[: len(wav) // 2]
     elif half == "second":
         wav = wav[len(wav) // 2:]
-    return "[Speech]" + _speech_units(lm, wav, what)
+    return "[Speech]" + lm.encode_speech(wav, what)
 
 
 def fewshot_prefix(lm, pool: Sequence[dict], direction: str, shots: int, seed: int,
