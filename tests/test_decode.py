@@ -99,3 +99,22 @@ def test_errors(mp):
         generate_tokens(model, params, [[1, 99]])
     with pytest.raises(ValueError, match="top_p"):
         SamplingConfig(top_p=0)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(0, 0.9), (20, 1.0), (20, 0.5), (1, 0.9), (0, 1.0)])
+def test_top_k_top_p_filter_matches_transformers(top_k, top_p):
+    """The kept set equals transformers' TopKLogitsWarper + TopPLogitsWarper (an independent
+    implementation) on random logits without ties."""
+    import torch
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from spiritlm_jax.model.decode import _filter_logits
+
+    logits = np.random.default_rng(top_k).normal(0, 3, (4, 500)).astype(np.float32)
+    ours = np.asarray(_filter_logits(jnp.asarray(logits), jnp.int32(top_k), jnp.float32(top_p))) > -1e29
+    ref = torch.from_numpy(logits)
+    if top_k:
+        ref = TopKLogitsWarper(top_k)(None, ref)
+    if top_p < 1:
+        ref = TopPLogitsWarper(top_p)(None, ref)
+    np.testing.assert_array_equal(ours, torch.isfinite(ref).numpy())

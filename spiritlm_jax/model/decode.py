@@ -50,32 +50,38 @@ def bucket(n: int, minimum: int = 16) -> int:
 
 
 def _filter_logits(logits_bv, top_k, top_p):
-    """Mask everything outside the top-k and the top-p nucleus (both traced; 0 / 1.0 = off)."""
+    """Mask everything outside the top-k and the top-p nucleus (both traced; 0 / 1.0 = off), with
+    one sort: in descending order, the kept tokens are a prefix; its last value is the cut-off."""
     v = logits_bv.shape[-1]
-    sorted_bv = jnp.sort(logits_bv, axis=-1)[:, ::-1]
+    rank_v = jnp.arange(v)
     k = jnp.where(top_k > 0, jnp.minimum(top_k, v), v)
-    kth_b = jnp.take_along_axis(sorted_bv, (k - 1)[None, None].repeat(logits_bv.shape[0], 0), axis=-1)
-    logits_bv = jnp.where(logits_bv < kth_b, NEG_INF, logits_bv)
-    probs_bv = jax.nn.softmax(jnp.sort(logits_bv, axis=-1)[:, ::-1], axis=-1)
-    cum_bv = jnp.cumsum(probs_bv, axis=-1)
-    # keep the smallest prefix whose mass reaches top_p (the first token always stays)
-    keep_bv = (cum_bv - probs_bv) < top_p
-    cutoff_b = jnp.min(jnp.where(keep_bv, jnp.sort(logits_bv, axis=-1)[:, ::-1], jnp.inf), axis=-1, keepdims=True)
-    return jnp.where(logits_bv < cutoff_b, NEG_INF, logits_bv)
+    sorted_bv = jnp.where(rank_v < k, -jnp.sort(-logits_bv, axis=-1), NEG_INF)  # top-k, descending
+    probs_bv = jax.nn.softmax(sorted_bv, axis=-1)
+    # keep the smallest prefix whose mass reaches top_p (the first token always stays; top_p = 1 keeps
+    # all: the fp32 cumulative sum can reach 1 before the last tokens)
+    keep_bv = (((jnp.cumsum(probs_bv, axis=-1) - probs_bv) < top_p) | (top_p >= 1.0)) & (rank_v < k)
+    cutoff_b1 = jnp.min(jnp.where(keep_bv, sorted_bv, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits_bv < cutoff_b1, NEG_INF, logits_bv)
 
 
 def _next_token(logits_bv, seen_bv, rng, params):
-    """Apply mask, repetition penalty, then greedy or temperature/top-k/top-p sampling."""
+    """Apply mask, repetition penalty, then greedy or temperature/top-k/top-p sampling. The sampling
+    branch (a sort over the vocabulary) only runs when sampling (lax.cond on the traced flags)."""
     logits_bv = logits_bv + params["mask_v"]
     pen = params["repetition_penalty"]
     penalised = jnp.where(logits_bv > 0, logits_bv / pen, logits_bv * pen)
     logits_bv = jnp.where(seen_bv, penalised, logits_bv)
-    greedy_b = jnp.argmax(logits_bv, axis=-1)
-    temp = jnp.maximum(params["temperature"], 1e-6)
-    filtered = _filter_logits(logits_bv / temp, params["top_k"], params["top_p"])
-    sampled_b = jax.random.categorical(rng, filtered, axis=-1)
+
+    def sample(logits_bv):
+        temp = jnp.maximum(params["temperature"], 1e-6)
+        filtered = _filter_logits(logits_bv / temp, params["top_k"], params["top_p"])
+        return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
+
+    def greedy(logits_bv):
+        return jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
+
     use_greedy = jnp.logical_or(~params["do_sample"], params["temperature"] == 0)
-    return jnp.where(use_greedy, greedy_b, sampled_b).astype(jnp.int32)
+    return jax.lax.cond(use_greedy, greedy, sample, logits_bv)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new"))
