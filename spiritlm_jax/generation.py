@@ -116,11 +116,12 @@ def _resolve_model_dir(path, variant: Optional[str]):
     models = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
     if variant is not None:
         models = [p for p in models if variant.lower() in p.name.lower()]
-    if len(models) != 1:
-        names = ", ".join(p.name for p in models) or "none"
-        raise ValueError(f"{path} is a converted tree with language models: {names}; "
-                         "pass variant='base' or 'expressive' (or the model's folder)" if models else
-                         f"{path} is a converted tree without a language model matching variant={variant!r}")
+    if not models:
+        which = f" matching variant={variant!r}" if variant is not None else ""
+        raise ValueError(f"{path} is a converted tree without a language model{which}")
+    if len(models) > 1:
+        raise ValueError(f"{path} is a converted tree with language models {', '.join(p.name for p in models)}; "
+                         "pass variant='base' or 'expressive' (or the model's folder)")
     return models[0], path
 
 

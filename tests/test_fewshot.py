@@ -154,6 +154,12 @@ def test_intent_and_tts(lm, tmp_path):
     assert Path(rec["audio"]).is_file()
     units, _ = lm.vocoder.calls[-1]
     assert units.count("[Hu") == 30
+    def broken(a):
+        raise RuntimeError("model crashed")
+
+    row = fe.run_fewshot(lm, items, pool, tmp_path / "tts_broken", cfg, transcriber=broken, log=lambda *_: None)
+    rec = json.loads((tmp_path / "tts_broken" / "results.jsonl").read_text())
+    assert row["bad"] == 1 and row["n"] == 0 and "transcriber failed: RuntimeError: model crashed" in rec["error"]
     with pytest.raises(ValueError, match="give a transcriber"):
         fe.run_fewshot(lm, items, pool, tmp_path / "tts2", cfg, log=lambda *_: None)
 

@@ -269,8 +269,13 @@ def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg:
                 wav = out / "audio" / f"{it.id}.wav"
                 wav.parent.mkdir(exist_ok=True)
                 write_wav(wav, audio)
-                heard = transcriber(audio) if audio.size else ""
-                rec.update(transcript=heard, prediction=strip_end_word(heard, cfg.fmt), audio=str(wav))
+                try:
+                    heard = transcriber(audio) if audio.size else ""
+                except Exception as e:  # noqa: BLE001  one item's transcription failure is counted, not fatal
+                    rec.update(error=f"transcriber failed: {type(e).__name__}: {e}", audio=str(wav))
+                    log(f"  bad item {it.id}: {rec['error']}")
+                else:
+                    rec.update(transcript=heard, prediction=strip_end_word(heard, cfg.fmt), audio=str(wav))
             else:
                 text = o[0].content if o else ""
                 rec.update(generated=text, prediction=parse_transcript(text, cfg.fmt) if cfg.task == "asr"
