@@ -195,13 +195,13 @@ class SpiritLM:
         if st_dir is not None:  # a converted HuBERT tokenizer wins over a corpus's unit tokenizer
             from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 
-            speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=False)
-            if expressive:
-                try:
-                    speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=True)
-                except FileNotFoundError as e:
-                    print(f"warning: EXPRESSIVE model, but {e}; speech inputs get HuBERT units only",
-                          file=sys.stderr)
+            from spiritlm_jax.speech.tokenizer import PITCH_DIRS, STYLE_DIR
+
+            missing = [p for p in (*PITCH_DIRS, STYLE_DIR) if not (st_dir / p).is_dir()]
+            if expressive and missing:
+                print(f"warning: EXPRESSIVE model, but {st_dir} has no {', '.join(missing)}; speech inputs get "
+                      "HuBERT units only", file=sys.stderr)
+            speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=expressive and not missing)
         voc = None
         kind = "expressive" if expressive else "base"
         vocoder_dir = Path(vocoder) if vocoder is not None else _first_dir(
