@@ -1,6 +1,12 @@
 """The one config system: dataclasses are the schema, YAML files fill them, `key=value` overrides them.
 
     cfg = load_config(TrainConfig, "configs/tiny.yaml", ["model.num_layers=4", "optim.lr=1e-3"])
+    cfg = parse_cli(TrainConfig, sys.argv[1:], prog="python -m spiritlm_jax.train")  # every CLI
+
+Every CLI goes through `parse_cli`: `--config FILE.yaml`, then `key=value` (or `--key value`,
+`--key=value`, `--flag` / `--no-flag` for booleans; dashes read as underscores; a list field given
+as `--key v` several times collects the values in order), and `--help` lists every key with its
+type, default and one-line doc (the field's `# comment` in the schema, or `help` metadata).
 
 Every key is checked against the schema; an unknown key or a value of the wrong type raises
 `ConfigError` naming the dotted key, before anything expensive happens. Values in overrides are
@@ -10,10 +16,14 @@ parsed as YAML scalars/lists (`x=3` is an int, `x=[1,2]` a list, `x=null` None).
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
+import re
+import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar, Union
+from typing import Any, Literal, Optional, Sequence, TypeVar, Union
 
 import yaml
 
@@ -208,3 +218,177 @@ def load_config(
 
 def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Command lines: one parser for every CLI of the project.
+
+class HelpRequested(Exception):
+    """`--help` was given; the message is the full help text."""
+
+
+_COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+?)\s*$")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: one-line doc}: the field's `help` metadata, else the `# comment` on its line."""
+    docs: dict[str, str] = {}
+    try:
+        for line in inspect.getsource(cls).splitlines():
+            m = _COMMENT.match(line)
+            if m:
+                docs.setdefault(m.group(1), m.group(2))
+    except (OSError, TypeError):
+        pass
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            docs[f.name] = f.metadata["help"]
+    return docs
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def describe_keys(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, str, str, str]]:
+    """[(dotted key, type, default, doc)] for every leaf field of schema `cls` (nested sections
+    expanded, with the defaults the section's own default gives them)."""
+    rows = []
+    hints = _hints(cls)
+    docs = field_docs(cls)
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_"):
+            continue
+        default = getattr(defaults, f.name) if defaults is not None else _default_of(f)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe_keys(tp, prefix + f.name + ".", default if dataclasses.is_dataclass(default) else None)
+            continue
+        shown = "(required)" if default is dataclasses.MISSING else json.dumps(to_dict(default))
+        rows.append((prefix + f.name, _pretty_type(tp), shown, docs.get(f.name, "")))
+    return rows
+
+
+def _pretty_type(tp: Any) -> str:
+    """`Optional[int]`, `Literal['a', 'b']`, `tuple[int, int]`: what --help shows."""
+    if isinstance(tp, type) and not typing.get_args(tp):
+        return tp.__name__
+    return re.sub(r"\btyping\.|\bbuiltins\.", "", str(tp)).replace("NoneType", "None")
+
+
+def help_text(cls: type, prog: str, description: str = "") -> str:
+    """Usage, the description, and every key with its type, default and doc."""
+    rows = describe_keys(cls)
+    width = max([len(r[0]) for r in rows] + [10])
+    lines = [f"usage: {prog} [--config FILE.yaml] [key=value | --key value ...]", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines.append("keys (type, default):")
+    for key, tp, default, doc in rows:
+        lines.append(f"  {key:<{width}}  {tp} = {default}" + (f"\n  {'':<{width}}  {doc}" if doc else ""))
+    return "\n".join(lines)
+
+
+def _field_type(cls: type, dotted: str) -> Any:
+    """Annotation of dotted key `dotted` in schema `cls` (None when there is no such key)."""
+    tp: Any = cls
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = _hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _is_list_type(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_is_list_type(a) for a in typing.get_args(tp) if a is not type(None))
+    return origin in (list, tuple) or tp in (list, tuple)
+
+
+def _is_bool_type(tp: Any) -> bool:
+    if tp is bool:
+        return True
+    origin = typing.get_origin(tp)
+    return origin in (Union, types.UnionType) and bool in typing.get_args(tp)
+
+
+def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "",
+              config_flag: bool = True) -> T:
+    """Schema `cls` from a command line (see the module docstring). Raises `HelpRequested` for
+    `--help` and `ConfigError` naming the key for anything unknown or ill-typed."""
+    argv = list(argv)
+    config_path = None
+    overrides: list[str] = []
+    lists: dict[str, list[str]] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg in ("-h", "--help"):
+            raise HelpRequested(help_text(cls, prog, description))
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            key = name.replace("-", "_")
+            if config_flag and key == "config":
+                if not eq:
+                    if i >= len(argv):
+                        raise ConfigError("--config needs a YAML file")
+                    value, i = argv[i], i + 1
+                config_path = value
+                continue
+            tp = _field_type(cls, key)
+            if tp is None and key.startswith("no_") and _is_bool_type(_field_type(cls, key[3:])) and not eq:
+                overrides.append(f"{key[3:]}=false")
+                continue
+            if tp is None:
+                raise ConfigError(f"unknown option --{name} (see --help for the keys of {prog})")
+            if not eq:
+                if _is_bool_type(tp) and (i >= len(argv) or argv[i].startswith("--") or "=" in argv[i]):
+                    overrides.append(f"{key}=true")
+                    continue
+                if i >= len(argv):
+                    raise ConfigError(f"option --{name} needs a value")
+                value, i = argv[i], i + 1
+            if _is_list_type(tp) and not value.lstrip().startswith("["):
+                lists.setdefault(key, []).append(value)
+                continue
+            overrides.append(f"{key}={value}")
+        elif "=" in arg:
+            overrides.append(arg)
+        else:
+            raise ConfigError(f"unexpected argument {arg!r}: give key=value or --key value (see --help)")
+    data: dict[str, Any] = read_yaml(config_path) if config_path is not None else {}
+    data = merge(data, parse_overrides(overrides))
+    for key, values in lists.items():
+        _set_dotted(data, key, [_scalar(v) for v in values])
+    return from_dict(cls, data)
+
+
+def _scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def run_cli(cls: type[T], argv: Optional[Sequence[str]], prog: str, work: typing.Callable[[T], int],
+            description: str = "") -> int:
+    """The `main` of every CLI: parse `argv` into `cls`, run `work(cfg)`, map errors to exit codes
+    (help: 0, config error: 2 with one line on stderr)."""
+    try:
+        cfg = parse_cli(cls, sys.argv[1:] if argv is None else argv, prog, description)
+    except HelpRequested as e:
+        print(e)
+        return 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return work(cfg)
