@@ -139,7 +139,7 @@ def test_cli_help_lists_every_key_and_unknown_keys_are_errors(tmp_path):
 
     root = Path(__file__).resolve().parents[1]  # `-m` imports this checkout's package
     run = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--help"], capture_output=True, text=True,
-                         cwd=root, timeout=300)
+                         cwd=root, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     listed = {line.split()[0] for line in run.stdout.split("keys (type, default):")[1].splitlines()
               if line.startswith("  ") and not line.startswith("    ") and line.strip()}
@@ -148,7 +148,7 @@ def test_cli_help_lists_every_key_and_unknown_keys_are_errors(tmp_path):
     t = _text(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--text", str(t), "--out",
                           str(tmp_path / "u"), "--shard-sise", "3"], capture_output=True, text=True, cwd=root,
-                         timeout=300)
+                         timeout=300, check=False)
     assert bad.returncode == 2 and "shard-sise" in bad.stderr and not (tmp_path / "u").exists()
     assert main(["--text", str(t), f"out={tmp_path / 'u'}", "no_such_key=1"]) == 2
     assert main(["--text", str(t), f"out={tmp_path / 'u'}", "workers=many"]) == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from spiritlm_jax.data.prepare.shards import FORMATS
+from spiritlm_jax.data.sources import FORMATS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,6 @@ from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from spiritlm_jax.tokens import merge_units
 
 
-
 def load_speech_tokenizer(spec: str):
     """A speech tokenizer from its spec string: "mel:DIR" (k-means quantizer dir; "mel:demo" = the demo
     corpus' log-mel units), "base:DIR" (converted SpeechTokenizer: HuBERT + quantizer), "expressive:DIR"

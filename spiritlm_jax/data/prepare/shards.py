@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from spiritlm_jax.data.sources import write_array_record, write_jsonl
-
-FORMATS = {"array_record": ".array_record", "jsonl.gz": ".jsonl.gz", "jsonl": ".jsonl"}
+from spiritlm_jax.data.sources import FORMATS, write_array_record, write_jsonl
 
 
 def shard_path(out: Path, kind: str, unit: str, fmt: str) -> Path:
