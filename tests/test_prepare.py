@@ -1,5 +1,5 @@
-"""Corpus preparation (spiritlm_jax/data/prepare.py): real recordings, bad inputs, summary numbers,
-resume after an interruption, worker processes."""
+"""Corpus preparation (spiritlm_jax/data/prepare/, CLI spiritlm_jax/prepare.py): real recordings, bad inputs,
+summary numbers, resume after an interruption, worker processes, the command line."""
 
 import importlib.util
 import json
@@ -11,8 +11,9 @@ import soundfile as sf
 
 from spiritlm_jax.data.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, build_train_iterator, check_vocab
-from spiritlm_jax.data.prepare import PrepareConfig, check_words, main, prepare
+from spiritlm_jax.data.prepare import PrepareConfig, check_words, prepare
 from spiritlm_jax.data.sources import read_examples
+from spiritlm_jax.prepare import main
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import num_frames
 from spiritlm_jax.tokens import merge_units
@@ -59,7 +60,7 @@ def _text(tmp_path: Path) -> Path:
 
 
 def _cfg(tmp_path, out="out", **kw):
-    base = dict(out=str(tmp_path / out), manifests=(str(_manifest(tmp_path)),), texts=(str(_text(tmp_path)),),
+    base = dict(out=str(tmp_path / out), manifest=(str(_manifest(tmp_path)),), text=(str(_text(tmp_path)),),
                 tokenizer=f"mel:{QUANT}", sp_model=str(SP), shard_size=3, text_shard_size=2, progress=False)
     return PrepareConfig(**{**base, **kw})
 
@@ -126,6 +127,35 @@ def test_cli_exit_status(tmp_path):
     assert main(["--out", str(tmp_path / "d")]) == 2  # nothing to prepare
     assert main(["--text", str(t), "--out", str(tmp_path / "e"), "--tokenizer", "hubert"]) == 0  # no audio: unused
     assert main(["--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "f"), "--tokenizer", "wav2vec:x"]) == 2
+
+
+
+def test_cli_help_lists_every_key_and_unknown_keys_are_errors(tmp_path):
+    """`python -m spiritlm_jax.prepare` is built on the one config loader: --help lists every PrepareConfig
+    key, an unknown key is an error naming it (exit 2, nothing written)."""
+    import dataclasses
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]  # `-m` imports this checkout's package
+    run = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--help"], capture_output=True, text=True,
+                         cwd=root, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    listed = {line.split()[0] for line in run.stdout.split("keys (type, default):")[1].splitlines()
+              if line.startswith("  ") and not line.startswith("    ") and line.strip()}
+    assert listed == {f.name for f in dataclasses.fields(PrepareConfig)}
+    assert "exit status" in run.stdout.lower() and "mel:demo" in run.stdout
+    t = _text(tmp_path)
+    bad = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--text", str(t), "--out",
+                          str(tmp_path / "u"), "--shard-sise", "3"], capture_output=True, text=True, cwd=root,
+                         timeout=300, check=False)
+    assert bad.returncode == 2 and "shard-sise" in bad.stderr and not (tmp_path / "u").exists()
+    assert main(["--text", str(t), f"out={tmp_path / 'u'}", "no_such_key=1"]) == 2
+    assert main(["--text", str(t), f"out={tmp_path / 'u'}", "workers=many"]) == 2
+    assert not (tmp_path / "u").exists()
+    # the key=value spelling of the same settings as the flags
+    assert main([f"text=[{t}]", f"out={tmp_path / 'kv'}", "progress=false", "format=jsonl", "text_shard_size=2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "kv" / "text").iterdir()) == ["text-00000.jsonl", "text-00001.jsonl"]
 
 
 class CountingTokenizer:

@@ -169,7 +169,7 @@ def test_rerun_skips_and_a_bad_component_is_reported(tree, converted, tmp_path, 
 
 def test_prepare_with_the_expressive_tokenizer(converted, tmp_path):
     """`python -m spiritlm_jax.prepare --tokenizer expressive:DIR` writes all three streams."""
-    from spiritlm_jax.data.prepare import main as prepare_main
+    from spiritlm_jax.prepare import main as prepare_main
     from spiritlm_jax.data.sources import read_examples
 
     manifest = tmp_path / "m.jsonl"

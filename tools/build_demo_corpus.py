@@ -175,8 +175,8 @@ def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], 
 
         # examples through the preparation path (same tokenizer a user would apply)
         prepared = tmp / "prepared"
-        summary = prepare(PrepareConfig(out=str(prepared), manifests=(str(tmp / "manifest.jsonl"),),
-                                        texts=(str(tmp / "demo_text.txt"),), tokenizer=f"mel:{out / 'quantizer'}",
+        summary = prepare(PrepareConfig(out=str(prepared), manifest=(str(tmp / "manifest.jsonl"),),
+                                        text=(str(tmp / "demo_text.txt"),), tokenizer=f"mel:{out / 'quantizer'}",
                                         sp_model=str(sp_model), format="jsonl", progress=progress))
         if summary["bad_files"]:
             raise RuntimeError(f"demo inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")

@@ -6,7 +6,7 @@ Public API of the input side (see docs/data.md):
 - pipeline: `DataConfig`, `build_train_iterator`, `build_eval_batches`, `example_dataset`, `check_vocab`,
   `load_tokenizer`
 
-Corpus preparation (prepare.py) and the unit quantizer (kmeans.py) live beside these modules.
+Corpus preparation (the prepare/ package) and the unit quantizer (kmeans.py) live beside these modules.
 """
 
 from spiritlm_jax.data.interleave import KIND_IDS, Encoded, encode_example, example_rng, interleave, plan_spans, windows

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 KINDS = ("text", "speech", "aligned")
-EXTENSIONS = (".array_record", ".jsonl", ".jsonl.gz")
+FORMATS = {"array_record": ".array_record", "jsonl": ".jsonl", "jsonl.gz": ".jsonl.gz"}  # shard format -> extension
+EXTENSIONS = tuple(FORMATS.values())
 
 
 def _dumps(ex: dict) -> str:

@@ -1,0 +1,23 @@
+"""Shard files of a prepared corpus: `<kind>/<unit><ext>`, written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spiritlm_jax.data.sources import FORMATS, write_array_record, write_jsonl
+
+
+def shard_path(out: Path, kind: str, unit: str, fmt: str) -> Path:
+    """<kind>/<unit><ext>: e.g. speech/audio-00003.array_record, text/text-00000.array_record (and
+    text/audio-00003.* for the transcripts of that unit with transcripts_as_text)."""
+    return out / kind / f"{unit}{FORMATS[fmt]}"
+
+
+def write_shard(out: Path, kind: str, unit: str, examples: list[dict], fmt: str) -> Path:
+    """Write under a temporary name, then rename: a shard file is complete or absent."""
+    final = shard_path(out, kind, unit, fmt)
+    tmp = final.parent / f".{final.name}.partial"
+    (write_array_record if fmt == "array_record" else write_jsonl)(tmp, examples)
+    os.replace(tmp, final)
+    return final
