@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from spiritlm_jax.evaluate.__main__ import main, suite_runs
-from spiritlm_jax.generation import SpiritLM
+from spiritlm_jax.evaluate import main, suite_runs
+from spiritlm_jax.inference.spiritlm import SpiritLM
 from tests.test_storycloze import WAVS, spoken, write_csv
 from tests.test_stsp import make_audio_classifier, make_text_classifier, tiny_lm, write_release
 
@@ -136,7 +136,7 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
 def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys):
     import sys
 
-    from spiritlm_jax.evaluate.report import JsonlCache, write_report
+    from spiritlm_jax.evaluation.report import JsonlCache, write_report
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `eval` extra were not installed
     write_report(tmp_path, "t", "T", {"S": {"n": 2, "bad": 0, "accuracy": 0.5}}, summary={"S": 0.5})

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
-from spiritlm_jax.generation import (
+from spiritlm_jax.inference.spiritlm import (
     ContentType, GenerationConfig, GenerationInput, OutputModality, SpiritLM, last_speech_start, split_modalities,
 )
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
 from spiritlm_jax.data.kmeans import MelUnitTokenizer
-from spiritlm_jax.tokens import SpiritTokenizer
+from spiritlm_jax.tokens import Modality, SpiritTokenizer
 
 WAV = Path(__file__).parent / "data" / "agent-loginok.wav"
 
@@ -110,8 +110,8 @@ def test_arbitrary_output_rules(lm):
 
 
 def test_parsing_helpers():
-    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", "t"), ("[Hu1][Pi2][Hu3]", "s"), ("c", "t")]
-    assert split_modalities("x [y] z") == [("x [y] z", "t")]
+    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", Modality.TEXT), ("[Hu1][Pi2][Hu3]", Modality.SPEECH), ("c", Modality.TEXT)]
+    assert split_modalities("x [y] z") == [("x [y] z", Modality.TEXT)]
     s = "[Text]a[Speech][Hu1][Hu2]"
     assert s[last_speech_start(s):] == "[Hu1][Hu2]"
 
