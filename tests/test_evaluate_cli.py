@@ -122,7 +122,7 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
     status = {r["name"]: (r["status"], r["rc"]) for r in res["runs"]}
     assert status == {"missing-data": ("failed", 2), "bad-args": ("failed", 2), "sc": ("ok", 0), "stsp": ("ok", 0)}
     assert res["failed"] == 2 and "nope.csv does not exist" in res["runs"][0]["error"]
-    assert "unrecognized arguments: --bogus 1" in res["runs"][1]["error"]
+    assert "unknown config key bogus" in res["runs"][1]["error"]
     sc = json.loads((tmp_path / "sc" / "report.json").read_text())
     assert res["runs"][2]["summary"] == sc["summary"] and "T2T" in res["runs"][3]["summary"]
     md = (tmp_path / "suite" / "suite.md").read_text()

@@ -169,7 +169,7 @@ def test_context_overflow_is_a_bad_item(lm, tmp_path):
     row = fe.run_fewshot(lm, pool[:1], pool, tmp_path / "o", fe.FewShotConfig(task="asr", shots=3),
                          log=lambda *_: None)
     rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
-    assert row["bad"] == 1 and "exceeds the context" in rec["error"]
+    assert row["bad"] == 1 and "exceeds the model's context" in rec["error"]
 
 
 def tiny_whisper(d: Path) -> Path:

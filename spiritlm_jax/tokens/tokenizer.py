@@ -10,7 +10,8 @@ import numpy as np
 
 from spiritlm_jax.tokens.hf_files import read_added_tokens
 from spiritlm_jax.tokens.layout import TokenLayout
-from spiritlm_jax.tokens.units import SPEECH_MARKER, TEXT_MARKER, TOKEN_PATTERN, TOKEN_RE, parse_token
+from spiritlm_jax.tokens.modality import TEXT_MARKER
+from spiritlm_jax.tokens.units import TOKEN_PATTERN, TOKEN_RE, parse_token
 
 
 class SpiritTokenizer:

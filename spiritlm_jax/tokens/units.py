@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from spiritlm_jax.tokens.modality import SPEECH_MARKER, TEXT_MARKER, Modality
+from spiritlm_jax.tokens.modality import Modality
 
 STREAMS = ("hubert", "pitch", "style")  # the unit streams
 RATES = {"hubert": 24.99, "pitch": 12.5, "style": 1.0}
