@@ -13,7 +13,7 @@ Layout (docs/reference.md), for a text vocabulary of size T (32000 for LLaMA-2):
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 
@@ -155,12 +155,12 @@ class TokenLayout:
         return real & ~markers & speech
 
 
-def split_ids(ids: Sequence[int], layout: TokenLayout) -> list[Span]:
-    """Modality spans of an id sequence: runs of ids of one modality, markers left out (a marker ends a
-    span). Ids that are neither markers nor units are text (pieces, BOS/EOS)."""
+def split_ids(ids: Sequence[int], layout: TokenLayout, skip: Collection[Optional[int]] = ()) -> list[Span]:
+    """Modality spans of an id sequence: runs of ids of one modality, markers and the ids in `skip`
+    (e.g. BOS/EOS) left out (they end a span). Other ids that are not units are text."""
     spans: list[Span] = []
     for pos, i in enumerate(np.asarray(ids, np.int64).reshape(-1).tolist()):
-        m = layout.modality_of(i)
+        m = None if i in skip else layout.modality_of(i)
         if m is None:
             continue
         if spans and spans[-1].modality is m and spans[-1].end == pos:

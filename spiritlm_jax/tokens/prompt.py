@@ -6,7 +6,7 @@ Generation, few-shot prompts, STSP and likelihood scoring all build their prompt
                      output=Modality.TEXT)
     p.text   # '[Text]hello[Speech][Hu3][Hu7][Text]'
     p.ids    # tokenizer.encode(p.text): the whole string goes through the tokenizer in one call
-    p.spans  # [Span(TEXT, ...), Span(SPEECH, ...)] over p.ids (markers left out)
+    p.spans  # [Span(TEXT, 2, 3), Span(SPEECH, 4, 6)] over p.ids (BOS, EOS and markers left out)
 
 The reference's rule: a `[Text]`/`[Speech]` marker opens a segment only where the modality changes
 (two text inputs in a row share one marker), and the requested output modality's marker closes the
@@ -59,13 +59,21 @@ def speech(content: Content, marker: Optional[bool] = None) -> Segment:
     return Segment(Modality.SPEECH, content, marker)
 
 
-@dataclasses.dataclass(frozen=True)
-class Prompt:
-    """A built prompt: its string (for the API edge and logs), its ids and their modality spans."""
+class Prompt(str):
+    """A built prompt: the prompt string itself (for the API edge and logs; `text` too), with its ids
+    (`ids`, what the model sees) and their modality spans (`spans`)."""
 
-    text: str
     ids: list[int]
     spans: list[Span]
+
+    def __new__(cls, text: str, ids: Sequence[int], spans: Sequence[Span]):
+        obj = super().__new__(cls, text)
+        obj.ids, obj.spans = [int(i) for i in ids], list(spans)
+        return obj
+
+    @property
+    def text(self) -> str:
+        return str(self)
 
     @property
     def last_modality(self) -> Optional[Modality]:
@@ -94,7 +102,7 @@ def render_prompt(segments: Sequence[Segment], output: Optional[Modality] = None
 def encode_prompt(tokenizer, prompt: str, bos: bool = True) -> Prompt:
     """A ready prompt string (the API edge) -> Prompt; the string is encoded in one call."""
     ids = tokenizer.encode(prompt, bos=bos, eos=False)
-    return Prompt(prompt, ids, split_ids(ids, tokenizer.layout))
+    return Prompt(prompt, ids, split_ids(ids, tokenizer.layout, skip={tokenizer.bos_id, tokenizer.eos_id}))
 
 
 def build_prompt(tokenizer, segments: Sequence[Segment], output: Optional[Modality] = None,

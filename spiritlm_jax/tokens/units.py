@@ -28,7 +28,7 @@ MOST_COMMON_STYLES = (71, 68, 98)
 TOKEN_PATTERN = r"\[(Text|Speech)\]|\[(Hu|Pi|St)(\d+)\]"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
 # The same grammar with ASCII digits only (RE2, e.g. tf.strings.regex_replace in the data pipeline).
-TOKEN_PATTERN_ASCII = TOKEN_PATTERN.replace(r"\d", "[0-9]")
+TOKEN_PATTERN_ASCII = TOKEN_PATTERN.replace(r"\d", "[0-9]").replace("(", "(?:")
 
 Units = Union[None, str, Sequence[int], np.ndarray]
 
@@ -103,9 +103,14 @@ def merge_units(hubert: Units = None, pitch: Units = None, style: Units = None) 
     return sorted(merged, key=lambda x: x[0])  # Python's sort is stable
 
 
+def merged_to_string(merged: Sequence[tuple[float, str, int]]) -> str:
+    """`merge_units` output -> '[St81][Pi13][Hu78]...' (no separators)."""
+    return "".join(f"[{PREFIX[stream]}{u}]" for _, stream, u in merged)
+
+
 def units_to_string(hubert: Units = None, pitch: Units = None, style: Units = None) -> str:
     """Per-frame streams -> '[St81][Pi13][Hu78]...' (no separators)."""
-    return "".join(f"[{PREFIX[k]}{u}]" for _, k, u in merge_units(hubert, pitch, style))
+    return merged_to_string(merge_units(hubert, pitch, style))
 
 
 def _pick_style(rng: Union[None, int, np.random.Generator]) -> int:
