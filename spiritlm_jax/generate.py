@@ -83,7 +83,8 @@ def parse(argv: Sequence[str]) -> GenerateConfig:
     rest, inputs, prompt = split_argv(argv)
     cfg = parse_cli(GenerateConfig, rest, PROG, __doc__)
     try:
-        cfg = dataclasses.replace(cfg, inputs=[*cfg.inputs, *inputs], prompt=prompt if prompt is not None else cfg.prompt)
+        cfg = dataclasses.replace(cfg, inputs=[*cfg.inputs, *inputs],
+                                  prompt=prompt if prompt is not None else cfg.prompt)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if not cfg.inputs and not cfg.prompt:

@@ -34,7 +34,8 @@ def test_markers_only_where_the_modality_changes():
                           Segment(S, "[Hu1]", marker=True), Segment(S, "", marker=True)]) == \
         "[Text]a[Text]b\n[Speech][Hu1][Speech]"
     # speech given as HuBERT units
-    assert render_prompt([Segment(S, [5, 5, 6])]) == "[Speech]" + units_to_string(hubert=[5, 5, 6]) == "[Speech][Hu5][Hu6]"
+    units = units_to_string(hubert=[5, 5, 6])
+    assert render_prompt([Segment(S, [5, 5, 6])]) == "[Speech]" + units == "[Speech][Hu5][Hu6]"
     with pytest.raises(ValueError, match="not a unit string"):
         render_prompt([Segment(S, "hello")])
     with pytest.raises(ValueError, match="expected a string"):

@@ -10,7 +10,8 @@ manifest's folder): asr/tts `{"id", "audio", "text"}` (a TTS test item needs onl
 `{"id", "audio", "intent"}`. Shots are drawn once per run from `--shots-from` with `--seed` (intent:
 balanced over labels, round robin) and reused for every test item; their ids go to shots.json.
 
-Prompts come from `spiritlm_jax.inference.fewshot` (segments for the one prompt builder). ASR and intent continue in TEXT (greedy by default), TTS in
+Prompts come from `spiritlm_jax.inference.fewshot` (segments for the one prompt builder). ASR and intent
+continue in TEXT (greedy by default), TTS in
 SPEECH; TTS speech is vocoded, written to <out>/audio/<id>.wav and transcribed by a `Transcriber`
 (`--transcriber whisper:DIR` for a local Hugging Face Whisper directory, or `module:factory` for your
 own). Scores: ASR/TTS word and character error rates (jiwer, corpus level, on lower-cased text

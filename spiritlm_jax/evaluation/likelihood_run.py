@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 from typing import Callable, Optional
 
-from spiritlm_jax.evaluation.likelihood import SETTINGS, Encoder, accuracy, load_items, read_zerospeech_gold, score_items
+from spiritlm_jax.evaluation.likelihood import (
+    SETTINGS, Encoder, accuracy, load_items, read_zerospeech_gold, score_items,
+)
 from spiritlm_jax.evaluation.report import write_report
 from spiritlm_jax.evaluation.storycloze import load_storycloze
 from spiritlm_jax.inference import SpiritLM

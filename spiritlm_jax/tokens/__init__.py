@@ -15,15 +15,16 @@ from spiritlm_jax.tokens.prompt import Prompt, Segment, build_prompt, check_text
 from spiritlm_jax.tokens.tokenizer import SpiritTokenizer
 from spiritlm_jax.tokens.units import (
     DEDUP, MERGE_ORDER, MOST_COMMON_STYLES, N_UNITS, PREFIX, RATES, STREAM_OF_PREFIX, STREAMS, TOKEN_PATTERN,
-    TOKEN_PATTERN_ASCII, TOKEN_RE, Units, is_unit_string, last_speech_start, merge_units, merged_to_string, parse_token, split_string,
-    string_to_units, unit_tokens, units_to_string,
+    TOKEN_PATTERN_ASCII, TOKEN_RE, Units, is_unit_string, last_speech_start, merge_units, merged_to_string,
+    parse_token, split_string, string_to_units, unit_tokens, units_to_string,
 )
 
 __all__ = [
     "DEDUP", "MERGE_ORDER", "MOST_COMMON_STYLES", "N_UNITS", "PREFIX", "RATES", "SPEECH_MARKER", "STREAMS",
     "STREAM_OF_PREFIX", "TEXT_MARKER", "TOKEN_PATTERN", "TOKEN_PATTERN_ASCII", "TOKEN_RE", "Modality", "Prompt",
     "Segment", "Span", "SpiritTokenizer", "TokenLayout", "Units", "build_prompt", "check_text", "count_hubert",
-    "encode_prompt", "is_unit_string", "last_speech_start", "merge_units", "merged_to_string", "modality_chunks", "parse_token",
+    "encode_prompt", "is_unit_string", "last_speech_start", "merge_units", "merged_to_string", "modality_chunks",
+    "parse_token",
     "read_added_tokens", "render_prompt", "split_ids", "split_string", "string_to_units", "unit_tokens",
     "units_to_string",
 ]

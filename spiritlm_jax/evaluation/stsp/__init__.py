@@ -8,7 +8,9 @@ from spiritlm_jax.evaluation.stsp.manifest import (
     DIRECTIONS, EMOTION_TO_SENTIMENT, FEWSHOT_FILES, LABEL_TO_SENTIMENT, SAMPLE_RATE, SENTIMENTS, StspItem,
     default_data_root, default_fewshot_dir, load_fewshot_pool, load_manifest, release_root,
 )
-from spiritlm_jax.evaluation.stsp.prompts import build_query, fewshot_prefix, fewshot_segments, query_prompt, query_segments
+from spiritlm_jax.evaluation.stsp.prompts import (
+    build_query, fewshot_prefix, fewshot_segments, query_prompt, query_segments,
+)
 from spiritlm_jax.evaluation.stsp.report import STSP_COLUMNS, accuracy_stats, write_stsp_report
 from spiritlm_jax.evaluation.stsp.run import (
     PINNED, StspConfig, StspRunConfig, check_requirements, classify_prompts, run_stsp, run_stsp_command,

@@ -146,7 +146,10 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
         raise ValueError("speech-output directions need a vocoder (give --vocoder or a checkpoint with vocoder/)")
     if any(DIRECTIONS[d][0] == "speech" for d in directions) and lm.speech_tokenizer is None:
         raise ValueError("speech-input directions need a speech tokenizer, and this checkpoint has none")
-    root = Path(cfg.data_root) if cfg.data_root is not None else (default_data_root(Path(manifest)) if manifest else Path("."))
+    if cfg.data_root is not None:
+        root = Path(cfg.data_root)
+    else:
+        root = default_data_root(Path(manifest)) if manifest else Path(".")
     _check_pinned(out, dict(shots=cfg.shots, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                             text_new_tokens=cfg.text_new_tokens, speech_new_tokens=cfg.speech_new_tokens,
                             manifest=str(Path(manifest).resolve()) if manifest else None))
@@ -158,7 +161,8 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
         in_mod, out_mod = DIRECTIONS[direction]
         clf = text_classifier if out_mod == "text" else audio_classifier
         new_tokens = cfg.text_new_tokens if out_mod == "text" else cfg.speech_new_tokens
-        gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=new_tokens)
+        gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   max_new_tokens=new_tokens)
         cache = JsonlCache(out / f"{direction}.jsonl")
         todo = [it for it in items if it.id not in cache]
         prefix = []
