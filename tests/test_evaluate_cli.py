@@ -148,3 +148,13 @@ def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys)
     assert "a" in c and "b" not in c
     c.add({"id": "b", "x": 2})
     assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["a", "b"]
+
+
+def test_every_command_help_lists_its_keys(capsys):
+    for task, keys in {"likelihood": ("checkpoint", "setting", "storycloze_csv", "chunk"),
+                       "stsp": ("manifest", "direction", "text_label_map", "speaker"),
+                       "fewshot": ("task", "shots_from", "transcriber"), "suite": ("suite", "out")}.items():
+        assert main([task, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert all(k in out for k in keys), (task, out)
+    assert main([]) == 2 and main(["nope"]) == 2

@@ -138,3 +138,17 @@ def test_api_is_importable_from_the_package_root():
     assert spiritlm_jax.SpiritLM is SpiritLM and spiritlm_jax.OutputModality is OutputModality
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         spiritlm_jax.Nope  # noqa: B018
+
+
+def test_generate_cli_keeps_input_order_and_lists_keys(capsys):
+    from spiritlm_jax.generate import main, parse
+
+    cfg = parse(["--checkpoint", "x", "--text", "A: b", "--speech", "b.wav", "--text=C", "--inputs", "text:D",
+                 "--prompt", "[Text]hi[Speech][Hu3]", "--no-force", "--greedy"])
+    assert cfg.inputs == ["text:A: b", "speech:b.wav", "text:C", "text:D"] and cfg.prompt == "[Text]hi[Speech][Hu3]"
+    assert (cfg.force, cfg.greedy, cfg.temperature, cfg.speaker) == (False, True, 0.8, 2)  # the library's defaults
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(k in out for k in ("checkpoint", "inputs", "output_modality", "temperature", "speaker"))
+    assert main(["--checkpoint", "x"]) == 2 and "give --text and/or --speech" in capsys.readouterr().err
+    assert main(["--checkpoint", "x", "--inputs", "video:y"]) == 2
