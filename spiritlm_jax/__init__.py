@@ -1,8 +1,11 @@
 """spiritlm_jax: Spirit LM (text + speech in one token stream) in JAX/Flax.
 
-The generation API is importable from the package root (loaded lazily, so `import spiritlm_jax`
-stays cheap): `SpiritLM`, `GenerationInput`, `GenerationConfig`, `ContentType`, `OutputModality`.
+The generation API is importable from the package root (loaded lazily from `spiritlm_jax.inference`,
+so `import spiritlm_jax` stays cheap): `SpiritLM`, `GenerationInput`, `GenerationConfig`, `ContentType`,
+`OutputModality`.
 """
+
+import importlib
 
 _GENERATION = ("SpiritLM", "GenerationInput", "GenerationOutput", "GenerationConfig", "ContentType", "OutputModality")
 __all__ = list(_GENERATION)
@@ -10,7 +13,5 @@ __all__ = list(_GENERATION)
 
 def __getattr__(name):
     if name in _GENERATION:
-        from spiritlm_jax import generation
-
-        return getattr(generation, name)
+        return getattr(importlib.import_module("spiritlm_jax.inference"), name)
     raise AttributeError(f"module 'spiritlm_jax' has no attribute {name!r}")

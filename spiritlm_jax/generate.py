@@ -4,60 +4,103 @@
     python -m spiritlm_jax.generate --checkpoint runs/demo --speech in.wav --output-modality arbitrary
     python -m spiritlm_jax.generate --checkpoint DIR --prompt "[Text]hello[Speech][Hu3]" --greedy
 
---text/--speech may repeat; they form the prompt in the order given. Text outputs are printed; speech
-outputs are written to --out (out.wav, out_1.wav, ...); they need a vocoder (--vocoder, or
-<checkpoint>/vocoder).
+The prompt is `inputs`, an ordered list of "text:..." / "speech:PATH" items; `--text A --speech b.wav
+--text C` is shorthand for them, in the order given. Text outputs are printed; speech outputs are
+written to `out` (out.wav, out_1.wav, ...); they need a vocoder (`vocoder`, or <checkpoint>/vocoder).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
+
+from spiritlm_jax.config import ConfigError, HelpRequested, parse_cli
+from spiritlm_jax.inference import DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, SpiritLM
+from spiritlm_jax.speech.vocoder import write_wav
+
+PROG = "python -m spiritlm_jax.generate"
+# Flags whose values are free text (kept verbatim, not read as YAML): --text/--speech become `inputs`.
+_VERBATIM = {"--text": "text", "--speech": "speech", "--inputs": None, "--prompt": "prompt"}
 
 
-class _Ordered(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        items = getattr(namespace, "inputs", None) or []
-        items.append(("TEXT" if self.dest == "text" else "SPEECH", values))
-        namespace.inputs = items
+@dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+    checkpoint: str  # training run, converted model directory, or converted reference tree root
+    inputs: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "ordered prompt inputs 'text:...' / 'speech:PATH' (--text X / --speech X add one each)"})
+    prompt: Optional[str] = None  # a ready token string instead of inputs
+    variant: Optional[str] = None  # base or expressive: the LM to use from a converted tree holding both
+    output_modality: str = "arbitrary"  # text, speech or arbitrary
+    max_new_tokens: int = 64
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = 0  # 0 = off
+    repetition_penalty: float = 1.0  # 1.0 = off
+    greedy: bool = False  # greedy decoding instead of sampling
+    seed: int = 0
+    speaker: int = DEFAULT_SPEAKER  # vocoder speaker
+    force: bool = True  # restrict tokens to the output modality (--no-force: do not)
+    vocoder: Optional[str] = None  # converted HiFi-GAN directory (default: <checkpoint>/vocoder if present)
+    out: str = "out.wav"  # speech outputs: out.wav, out_1.wav, ...
+
+    def __post_init__(self):
+        if self.output_modality.lower() not in ("text", "speech", "arbitrary"):
+            raise ValueError(f"output_modality: invalid choice: {self.output_modality!r} "
+                             "(choose from text, speech, arbitrary)")
+        for item in self.inputs:
+            kind, sep, _ = str(item).partition(":")
+            if not sep or kind.lower() not in ("text", "speech"):
+                raise ValueError(f"inputs: {item!r} is not 'text:...' or 'speech:PATH'")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m spiritlm_jax.generate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True,
-                    help="training run, converted model directory, or converted reference tree root")
-    ap.add_argument("--variant", help="base or expressive: the LM to use from a converted tree holding both")
-    ap.add_argument("--text", action=_Ordered, help="a text input (repeatable)")
-    ap.add_argument("--speech", action=_Ordered, help="an audio file input (repeatable)")
-    ap.add_argument("--prompt", help="a ready token string instead of --text/--speech")
-    ap.add_argument("--output-modality", default="arbitrary", choices=["text", "speech", "arbitrary"])
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--greedy", action="store_true")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--speaker", type=int, default=2)
-    ap.add_argument("--no-force", action="store_true", help="do not restrict tokens to the output modality")
-    ap.add_argument("--vocoder", help="converted HiFi-GAN directory (default: <checkpoint>/vocoder if present)")
-    ap.add_argument("--out", default="out.wav")
-    args = ap.parse_args(argv)
-    inputs = getattr(args, "inputs", None)
-    if not inputs and not args.prompt:
-        ap.error("give --text and/or --speech inputs, or --prompt")
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str], Optional[str]]:
+    """(the other args, the ordered inputs, the prompt): free-text flags taken out verbatim, in order."""
+    rest, inputs, prompt = [], [], None
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag in _VERBATIM:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"option {flag} needs a value")
+                value, i = argv[i + 1], i + 1
+            kind = _VERBATIM[flag]
+            if kind == "prompt":
+                prompt = value
+            else:
+                inputs.append(value if kind is None else f"{kind}:{value}")
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, inputs, prompt
 
-    from spiritlm_jax.generation import GenerationConfig, SpiritLM
 
+def parse(argv: Sequence[str]) -> GenerateConfig:
+    """The config of a command line; HelpRequested / ConfigError as `config.parse_cli`."""
+    rest, inputs, prompt = split_argv(argv)
+    cfg = parse_cli(GenerateConfig, rest, PROG, __doc__)
     try:
-        cfg = GenerationConfig(do_sample=not args.greedy, temperature=args.temperature, top_p=args.top_p,
-                               top_k=args.top_k, repetition_penalty=args.repetition_penalty,
-                               max_new_tokens=args.max_new_tokens)
-        lm = SpiritLM.from_checkpoint(args.checkpoint, vocoder=args.vocoder, variant=args.variant)
-        outputs, prompt = lm.generate(inputs, args.output_modality, cfg, not args.no_force, args.speaker,
-                                      return_prompt=True, seed=args.seed, prompt=args.prompt)
+        cfg = dataclasses.replace(cfg, inputs=[*cfg.inputs, *inputs],
+                                  prompt=prompt if prompt is not None else cfg.prompt)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not cfg.inputs and not cfg.prompt:
+        raise ConfigError("give --text and/or --speech inputs, or --prompt")
+    return cfg
+
+
+def generate(cfg: GenerateConfig) -> int:
+    inputs = [tuple(item.split(":", 1)) for item in cfg.inputs] or None
+    try:
+        gen_cfg = GenerationConfig(do_sample=not cfg.greedy, temperature=cfg.temperature, top_p=cfg.top_p,
+                                   top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty,
+                                   max_new_tokens=cfg.max_new_tokens)
+        lm = SpiritLM.from_checkpoint(cfg.checkpoint, vocoder=cfg.vocoder, variant=cfg.variant)
+        outputs, prompt = lm.generate(inputs, cfg.output_modality, gen_cfg, cfg.force, cfg.speaker,
+                                      return_prompt=True, seed=cfg.seed, prompt=cfg.prompt)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -67,16 +110,26 @@ def main(argv=None) -> int:
         if out.content_type.value == "TEXT":
             print(f"[text] {out.content}")
         else:
-            import soundfile as sf
-
-            stem = Path(args.out)
+            stem = Path(cfg.out)
             path = stem if n_audio == 0 else stem.with_name(f"{stem.stem}_{n_audio}{stem.suffix}")
-            sf.write(path, out.content, 16000)
+            write_wav(path, out.content)
             n_audio += 1
             print(f"[speech] {len(out.content) / 16000:.2f} s -> {path}")
     if not outputs:
         print("(no output: the continuation was empty or only a short speech chunk, which is dropped)")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+    except HelpRequested as e:
+        print(e)
+        return 0
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return generate(cfg)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
-from spiritlm_jax.evaluate.likelihood import Encoder, Item, accuracy, load_items, read_zerospeech_gold, score_items
+from spiritlm_jax.evaluation.likelihood import Encoder, Item, accuracy, load_items, read_zerospeech_gold, score_items
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
 from spiritlm_jax.data.kmeans import MelUnitTokenizer
 from spiritlm_jax.tokens import SpiritTokenizer
@@ -117,7 +117,7 @@ def test_cli_end_to_end_with_resume(tmp_path, tiny):
     subprocess.run([sys.executable, "-m", "spiritlm_jax.train", "steps=2", "eval_every=0", "progress=false",
                     "model.n_layers=1", "data.seq_len=64", "model.max_seq_len=512", f"out_dir={run}"],
                    cwd=root, env=env, check=True, capture_output=True)
-    from spiritlm_jax.evaluate.__main__ import main
+    from spiritlm_jax.evaluate import main
 
     manifest = _manifest(tmp_path)
     out = tmp_path / "eval"

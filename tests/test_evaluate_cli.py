@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from spiritlm_jax.evaluate.__main__ import main, suite_runs
-from spiritlm_jax.generation import SpiritLM
+from spiritlm_jax.evaluate import main, suite_runs
+from spiritlm_jax.inference.spiritlm import SpiritLM
 from tests.test_storycloze import WAVS, spoken, write_csv
 from tests.test_stsp import make_audio_classifier, make_text_classifier, tiny_lm, write_release
 
@@ -122,7 +122,7 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
     status = {r["name"]: (r["status"], r["rc"]) for r in res["runs"]}
     assert status == {"missing-data": ("failed", 2), "bad-args": ("failed", 2), "sc": ("ok", 0), "stsp": ("ok", 0)}
     assert res["failed"] == 2 and "nope.csv does not exist" in res["runs"][0]["error"]
-    assert "unrecognized arguments: --bogus 1" in res["runs"][1]["error"]
+    assert "unknown config key bogus" in res["runs"][1]["error"]
     sc = json.loads((tmp_path / "sc" / "report.json").read_text())
     assert res["runs"][2]["summary"] == sc["summary"] and "T2T" in res["runs"][3]["summary"]
     md = (tmp_path / "suite" / "suite.md").read_text()
@@ -136,7 +136,7 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
 def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys):
     import sys
 
-    from spiritlm_jax.evaluate.report import JsonlCache, write_report
+    from spiritlm_jax.evaluation.report import JsonlCache, write_report
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the `eval` extra were not installed
     write_report(tmp_path, "t", "T", {"S": {"n": 2, "bad": 0, "accuracy": 0.5}}, summary={"S": 0.5})
@@ -148,3 +148,13 @@ def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys)
     assert "a" in c and "b" not in c
     c.add({"id": "b", "x": 2})
     assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["a", "b"]
+
+
+def test_every_command_help_lists_its_keys(capsys):
+    for task, keys in {"likelihood": ("checkpoint", "setting", "storycloze_csv", "chunk"),
+                       "stsp": ("manifest", "direction", "text_label_map", "speaker"),
+                       "fewshot": ("task", "shots_from", "transcriber"), "suite": ("suite", "out")}.items():
+        assert main([task, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert all(k in out for k in keys), (task, out)
+    assert main([]) == 2 and main(["nope"]) == 2

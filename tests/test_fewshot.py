@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiritlm_jax import fewshot
-from spiritlm_jax.evaluate import fewshot as fe
-from spiritlm_jax.generation import GenerationConfig, OutputModality
+from spiritlm_jax.inference import fewshot
+from spiritlm_jax.evaluation import fewshot as fe
+from spiritlm_jax.inference.spiritlm import GenerationConfig, OutputModality
 from tests.test_generation import tiny_lm
 
 DATA = Path(__file__).parent / "data"
@@ -169,7 +169,7 @@ def test_context_overflow_is_a_bad_item(lm, tmp_path):
     row = fe.run_fewshot(lm, pool[:1], pool, tmp_path / "o", fe.FewShotConfig(task="asr", shots=3),
                          log=lambda *_: None)
     rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
-    assert row["bad"] == 1 and "exceeds the context" in rec["error"]
+    assert row["bad"] == 1 and "exceeds the model's context" in rec["error"]
 
 
 def tiny_whisper(d: Path) -> Path:
@@ -220,8 +220,8 @@ def test_whisper_transcriber_runs_a_local_directory(tmp_path):
 def test_cli_and_suite(lm, tmp_path, monkeypatch, capsys):
     import yaml
 
-    from spiritlm_jax.evaluate.__main__ import main
-    from spiritlm_jax.generation import SpiritLM
+    from spiritlm_jax.evaluate import main
+    from spiritlm_jax.inference.spiritlm import SpiritLM
 
     monkeypatch.setattr(SpiritLM, "from_checkpoint", classmethod(lambda cls, path, **kw: lm))
     rows = [{"id": k, "audio": FILES[k], "intent": v} for k, v in INTENTS.items()]

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
-from spiritlm_jax.generation import (
+from spiritlm_jax.inference.spiritlm import (
     ContentType, GenerationConfig, GenerationInput, OutputModality, SpiritLM, last_speech_start, split_modalities,
 )
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
 from spiritlm_jax.data.kmeans import MelUnitTokenizer
-from spiritlm_jax.tokens import SpiritTokenizer
+from spiritlm_jax.tokens import Modality, SpiritTokenizer
 
 WAV = Path(__file__).parent / "data" / "agent-loginok.wav"
 
@@ -110,8 +110,8 @@ def test_arbitrary_output_rules(lm):
 
 
 def test_parsing_helpers():
-    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", "t"), ("[Hu1][Pi2][Hu3]", "s"), ("c", "t")]
-    assert split_modalities("x [y] z") == [("x [y] z", "t")]
+    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", Modality.TEXT), ("[Hu1][Pi2][Hu3]", Modality.SPEECH), ("c", Modality.TEXT)]
+    assert split_modalities("x [y] z") == [("x [y] z", Modality.TEXT)]
     s = "[Text]a[Speech][Hu1][Hu2]"
     assert s[last_speech_start(s):] == "[Hu1][Hu2]"
 
@@ -138,3 +138,17 @@ def test_api_is_importable_from_the_package_root():
     assert spiritlm_jax.SpiritLM is SpiritLM and spiritlm_jax.OutputModality is OutputModality
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         spiritlm_jax.Nope  # noqa: B018
+
+
+def test_generate_cli_keeps_input_order_and_lists_keys(capsys):
+    from spiritlm_jax.generate import main, parse
+
+    cfg = parse(["--checkpoint", "x", "--text", "A: b", "--speech", "b.wav", "--text=C", "--inputs", "text:D",
+                 "--prompt", "[Text]hi[Speech][Hu3]", "--no-force", "--greedy"])
+    assert cfg.inputs == ["text:A: b", "speech:b.wav", "text:C", "text:D"] and cfg.prompt == "[Text]hi[Speech][Hu3]"
+    assert (cfg.force, cfg.greedy, cfg.temperature, cfg.speaker) == (False, True, 0.8, 2)  # the library's defaults
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(k in out for k in ("checkpoint", "inputs", "output_modality", "temperature", "speaker"))
+    assert main(["--checkpoint", "x"]) == 2 and "give --text and/or --speech" in capsys.readouterr().err
+    assert main(["--checkpoint", "x", "--inputs", "video:y"]) == 2

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spiritlm_jax.evaluate.scoring import score
+from spiritlm_jax.evaluation.scoring import score
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama, init_params
 

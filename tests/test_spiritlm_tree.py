@@ -24,7 +24,7 @@ from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM
 
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
-from spiritlm_jax.generation import GenerationConfig, OutputModality, SpiritLM
+from spiritlm_jax.inference.spiritlm import GenerationConfig, OutputModality, SpiritLM
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from spiritlm_jax.tokens import TokenLayout, string_to_units, units_to_string

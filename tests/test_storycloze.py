@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spiritlm_jax.evaluate.likelihood import Encoder, accuracy, score_items
-from spiritlm_jax.evaluate.storycloze import load_storycloze, read_spoken_storycloze, read_storycloze_csv, topic_variant
+from spiritlm_jax.evaluation.likelihood import Encoder, accuracy, score_items
+from spiritlm_jax.evaluation.storycloze import load_storycloze, read_spoken_storycloze, read_storycloze_csv, topic_variant
 from tests.test_stsp import tiny_lm
 
 DATA = Path(__file__).parent / "data"

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from spiritlm_jax.evaluate import stsp as S
-from spiritlm_jax.generation import SpiritLM
+from spiritlm_jax.evaluation import stsp as S
+from spiritlm_jax.inference.spiritlm import SpiritLM
 from spiritlm_jax.speech.audio import load_audio
 from tests.test_generation import tiny_lm as tiny_generation_lm
 

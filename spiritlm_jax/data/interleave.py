@@ -36,17 +36,16 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from spiritlm_jax.tokens import RATES, SpiritTokenizer, merge_units
+from spiritlm_jax.tokens import RATES, STREAMS, Modality, SpiritTokenizer, merge_units
 
 KIND_IDS = {"text": 0, "speech": 1, "aligned": 2}  # per-token loss bookkeeping: text, speech, interleaved
-STREAMS = ("hubert", "pitch", "style")
-TEXT, SPEECH = "text", "speech"
+TEXT, SPEECH = Modality.TEXT, Modality.SPEECH
 
 
 class Span(NamedTuple):
     """One span of an interleaved example: words [first, end) in one modality."""
 
-    modality: str  # "text" or "speech"
+    modality: Modality
     first: int
     end: int
 

@@ -62,13 +62,13 @@ import numpy as np
 from spiritlm_jax.data.interleave import KIND_IDS, TEXT, _streams, example_rng, interleave, stream_kinds
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, load_tokenizer
 from spiritlm_jax.data.sources import ExampleSource, shard_files
-from spiritlm_jax.tokens import PREFIX, SPEECH_MARKER, TEXT_MARKER, SpiritTokenizer, merge_units
+from spiritlm_jax.tokens import SPEECH_MARKER, TEXT_MARKER, TOKEN_PATTERN_ASCII, SpiritTokenizer, merge_units
+from spiritlm_jax.tokens import merged_to_string as _units_string
 
 TASK_KINDS = {"text": "text", "speech": "speech", "interleaved": "aligned"}  # task suffix -> shard kind
 SPLITS = ("train", "eval")
-# Anything that looks like a Spirit LM token (RE2 syntax; the same shape as tokens._SPECIAL, ASCII digits).
 _CHUNK = 64  # examples per Python call of the source generator
-_SPECIAL_RE2 = r"\[(?:Text|Speech)\]|\[(?:Hu|Pi|St)[0-9]+\]"
+_SPECIAL_RE2 = TOKEN_PATTERN_ASCII  # anything that looks like a Spirit LM token (RE2 syntax, ASCII digits)
 
 
 # ----- vocabulary ---------------------------------------------------------------------------------
@@ -272,10 +272,6 @@ class SpiritVocabulary(seqio.Vocabulary):
 
 
 # ----- examples -> Spirit LM strings -------------------------------------------------------------
-def _units_string(merged) -> str:
-    return "".join(f"[{PREFIX[k]}{u}]" for _, k, u in merged)
-
-
 def render_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30),
                    speech_span=(5, 15)) -> str:
     """Example -> the Spirit LM string of its sequence without BOS/EOS. Tokenizing it (splitting at the

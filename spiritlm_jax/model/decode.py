@@ -44,6 +44,15 @@ class SamplingConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
+def check_context_length(n_prompt: int, n_new: int, max_seq_len: int, what: str = "prompt",
+                         new: str = "new tokens") -> None:
+    """The one context-length check (decoding, SpiritLM prompts, likelihood scoring, evaluation runs):
+    ValueError when `n_prompt` tokens plus `n_new` more do not fit in the model's `max_seq_len`."""
+    if n_prompt + n_new > max_seq_len:
+        raise ValueError(f"{what} of {n_prompt} tokens + {n_new} {new} exceeds the model's context of "
+                         f"{max_seq_len} tokens")
+
+
 def bucket(n: int, minimum: int = 16) -> int:
     """Smallest power of two >= n (and >= minimum): the static lengths we compile for."""
     return max(minimum, 1 << max(n - 1, 0).bit_length())
@@ -140,11 +149,7 @@ def generate_tokens(
     longest = max(len(p) for p in prompts)
     p_len = bucket(longest)
     n_new = bucket(sampling.max_new_tokens, minimum=8)
-    if longest + sampling.max_new_tokens > model.cfg.max_seq_len:
-        raise ValueError(
-            f"prompt of {longest} tokens + max_new_tokens {sampling.max_new_tokens} exceeds the model's context "
-            f"of {model.cfg.max_seq_len} tokens"
-        )
+    check_context_length(longest, sampling.max_new_tokens, model.cfg.max_seq_len)
     for i, p in enumerate(prompts):
         bad = [t for t in p if not 0 <= t < v]
         if bad:

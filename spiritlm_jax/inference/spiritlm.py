@@ -1,13 +1,15 @@
-"""Interleaved text/speech generation with the reference's interface (SPEC.md §5), in JAX.
+"""Interleaved text/speech generation with the reference's interface (docs/reference.md), in JAX.
 
     lm = SpiritLM.from_checkpoint("runs/demo")
     out = lm.generate([GenerationInput("[...]", ContentType.TEXT)], OutputModality.TEXT,
                       GenerationConfig(max_new_tokens=50))
 
-Prompt building, modality forcing, output parsing, dropping short speech chunks and vocoding a
-continued prompt together with its continuation follow the reference code. Differences, on purpose:
-padding rows of the embedding (ids past the last real token) are never generated; batches of
-prompts decode in one call (`generate_batch`); errors are ValueErrors that say what is wrong.
+Prompt building (the one builder, `spiritlm_jax.tokens.prompt`), modality forcing, output parsing,
+dropping short speech chunks and vocoding a continued prompt together with its continuation follow
+the reference code. Prompts and outputs travel as ids with modality spans; strings are made only for
+the caller (prompt strings, text outputs) and for the vocoder (unit strings). Differences, on purpose:
+padding rows of the embedding (ids past the last real token) are never generated; batches of prompts
+decode in one call (`generate_batch`); errors are ValueErrors that say what is wrong.
 """
 
 from __future__ import annotations
@@ -15,24 +17,35 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import re
 import sys
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from spiritlm_jax.model.decode import SamplingConfig, generate_tokens
+from spiritlm_jax.model.decode import SamplingConfig, check_context_length, generate_tokens
+from spiritlm_jax.speech.vocoder import DEFAULT_SPEAKER
+from spiritlm_jax.tokens import (
+    Modality, Prompt, Segment, build_prompt, count_hubert, encode_prompt, last_speech_start, split_ids,
+    split_string,
+)
 
 GenerationConfig = SamplingConfig  # temperature, top_k, top_p, repetition_penalty, do_sample, max_new_tokens
-
+DEFAULT_TEMPERATURE = 0.8  # the sampling of the CLIs and STSP (the paper's); GenerationConfig() itself samples plainly
+DEFAULT_TOP_P = 0.95
 MIN_NEW_SPEECH_HUBERT = 25  # ARBITRARY mode drops new speech chunks shorter than this (reference)
-_SPEECH_TOKEN = re.compile(r"\[(?:Hu|Pi|St)\d+\]")
-_CHUNK = re.compile(r"(\[Text\]|\[Speech\])|((?:\[(?:Hu|Pi|St)\d+\])+)|([^\[]+|\[)")
+split_modalities = split_string  # '[Text]hi[Speech][Hu1]' -> [('hi', TEXT), ('[Hu1]', SPEECH)]
+__all__ = ["ContentType", "DEFAULT_SPEAKER", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "GenerationConfig",
+           "GenerationInput", "GenerationOutput", "OutputModality", "SpiritLM", "last_speech_start",
+           "split_modalities"]
 
 
 class ContentType(enum.Enum):
     TEXT = "TEXT"
     SPEECH = "SPEECH"
+
+    @property
+    def modality(self) -> Modality:
+        return Modality.TEXT if self is ContentType.TEXT else Modality.SPEECH
 
 
 class OutputModality(enum.Enum):
@@ -48,6 +61,11 @@ class OutputModality(enum.Enum):
             return cls[str(value).upper()]
         except KeyError:
             raise ValueError(f"unknown output modality {value!r}; use text, speech or arbitrary") from None
+
+    @property
+    def modality(self) -> Optional[Modality]:
+        """The modality the output is forced to; None for ARBITRARY."""
+        return None if self is OutputModality.ARBITRARY else Modality(self.value.lower())
 
 
 @dataclasses.dataclass
@@ -70,35 +88,6 @@ class GenerationInput:
 class GenerationOutput:
     content: Union[str, np.ndarray]
     content_type: ContentType
-
-
-def split_modalities(s: str) -> list[tuple[str, str]]:
-    """'[Text]hi[Speech][Hu1][Hu2]' -> [('hi', 't'), ('[Hu1][Hu2]', 's')]; markers are dropped and
-    neighbouring pieces of one modality merged."""
-    chunks: list[tuple[str, str]] = []
-    for marker, speech, text in _CHUNK.findall(s):
-        if marker:
-            continue
-        piece, kind = (speech, "s") if speech else (text, "t")
-        if chunks and chunks[-1][1] == kind:
-            chunks[-1] = (chunks[-1][0] + piece, kind)
-        else:
-            chunks.append((piece, kind))
-    return chunks
-
-
-def ends_with_speech(s: str) -> bool:
-    return bool(re.search(r"\[(?:Hu|Pi|St)\d+\]$", s))
-
-
-def starts_with_speech(s: str) -> bool:
-    return bool(re.match(r"\[(?:Hu|Pi|St)\d+\]", s))
-
-
-def last_speech_start(s: str) -> int:
-    """Index where the trailing run of speech tokens of `s` begins."""
-    m = re.search(r"(?:\[(?:Hu|Pi|St)\d+\])+$", s)
-    return m.start() if m else len(s)
 
 
 TREE_MANIFEST = "spiritlm_tree.json"  # written by tools/convert_weights/spiritlm_checkpoints.py
@@ -130,10 +119,6 @@ def _first_dir(candidates, marker: str):
         if d is not None and (d / marker).is_file():
             return d
     return None
-
-
-def _count_hubert(s: str) -> int:
-    return s.count("[Hu")
 
 
 class SpiritLM:
@@ -225,44 +210,35 @@ class SpiritLM:
             raise ValueError(f"{what}: the audio gave no speech units (too short or silent)")
         return units
 
-    def build_prompt(self, inputs: Sequence[Union[GenerationInput, tuple]], output_modality: OutputModality) -> str:
+    def segments(self, inputs: Sequence[Union[GenerationInput, tuple]]) -> list[Segment]:
+        """Inputs -> prompt segments (speech inputs encoded to units, errors naming the input)."""
         if not inputs:
             raise ValueError("interleaved_inputs is empty: give at least one text or speech input")
-        parts, prev = [], None
+        segments = []
         for i, item in enumerate(inputs):
             item = item if isinstance(item, GenerationInput) else GenerationInput.from_tuple(item)
             if item.content_type == ContentType.SPEECH:
-                units = self.encode_speech(item.content, f"input {i} (speech)")
-                if prev != "s":
-                    parts.append("[Speech]")
-                parts.append(units)
-                prev = "s"
+                segments.append(Segment(Modality.SPEECH, self.encode_speech(item.content, f"input {i} (speech)")))
             else:
                 if not isinstance(item.content, str):
                     raise ValueError(f"input {i} (text): expected a string, got {type(item.content).__name__}")
-                if prev != "t":
-                    parts.append("[Text]")
-                parts.append(item.content)
-                prev = "t"
-        if output_modality == OutputModality.TEXT and prev != "t":
-            parts.append("[Text]")
-        elif output_modality == OutputModality.SPEECH and prev != "s":
-            parts.append("[Speech]")
-        return "".join(parts)
+                segments.append(Segment(Modality.TEXT, item.content))
+        return segments
+
+    def prompt(self, inputs: Sequence[Union[GenerationInput, tuple]],
+               output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY) -> Prompt:
+        """The reference's prompt of `inputs` (markers at modality changes, the output's marker last) as
+        ids with modality spans."""
+        return build_prompt(self.tokenizer, self.segments(inputs), OutputModality.parse(output_modality).modality)
+
+    def build_prompt(self, inputs: Sequence[Union[GenerationInput, tuple]], output_modality: OutputModality) -> str:
+        """The prompt string of `inputs` (what `generate(..., return_prompt=True)` returns)."""
+        return self.prompt(inputs, output_modality).text
 
     def allowed_tokens(self, output_modality: OutputModality, force: bool = True) -> np.ndarray:
         """Bool [V] of generable ids: the reference's bans, plus padding rows never generated."""
-        lay, v = self.layout, self.model.cfg.vocab_size
-        ids = np.arange(v)
-        n_real = lay.style_offset + 100 if lay.expressive else lay.hubert_offset + 501
-        real = ids < n_real
-        if not force or output_modality == OutputModality.ARBITRARY:
-            return real
-        markers = (ids == lay.text_marker_id) | (ids == lay.speech_marker_id)
-        speech = np.array([lay.is_speech_id(int(i)) for i in ids])
-        if output_modality == OutputModality.TEXT:
-            return real & ~markers & ~speech
-        return real & ~markers & speech  # SPEECH: no text ids (EOS included, as the reference)
+        modality = OutputModality.parse(output_modality).modality if force else None
+        return self.layout.allowed_ids(self.model.cfg.vocab_size, modality)
 
     # ----- generation ----------------------------------------------------------------------
     def generate(
@@ -271,7 +247,7 @@ class SpiritLM:
         output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY,
         generation_config: GenerationConfig = GenerationConfig(),
         force_tokens_to_output_modality: bool = True,
-        speaker_id: int = 2,
+        speaker_id: int = DEFAULT_SPEAKER,
         return_prompt: bool = False,
         seed: Optional[int] = None,
         prompt: Optional[str] = None,
@@ -289,35 +265,34 @@ class SpiritLM:
         output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY,
         generation_config: GenerationConfig = GenerationConfig(),
         force_tokens_to_output_modality: bool = True,
-        speaker_id: int = 2,
+        speaker_id: int = DEFAULT_SPEAKER,
         seed: Optional[int] = None,
-        prompts: Optional[Sequence[str]] = None,
+        prompts: Optional[Sequence[Union[str, Prompt]]] = None,
     ):
-        """Many prompts decoded together (left-padded). Returns (outputs per prompt, prompt strings)."""
+        """Many prompts decoded together (left-padded). `prompts`: ready prompt strings or Prompts
+        instead of inputs. Returns (outputs per prompt, prompt strings)."""
         modality = OutputModality.parse(output_modality)
         if prompts is None:
             if not batch_inputs:
                 raise ValueError("no prompts given")
-            prompts = [self.build_prompt(inputs, modality) for inputs in batch_inputs]
-        ids = [self.tokenizer.encode(p, bos=True, eos=False) for p in prompts]
+            built = [self.prompt(inputs, modality) for inputs in batch_inputs]
+        else:
+            built = [p if isinstance(p, Prompt) else encode_prompt(self.tokenizer, p) for p in prompts]
         ctx = self.model.cfg.max_seq_len
-        for i, p in enumerate(ids):
-            if len(p) + generation_config.max_new_tokens > ctx:
-                raise ValueError(
-                    f"prompt {i} has {len(p)} tokens; with max_new_tokens={generation_config.max_new_tokens} it "
-                    f"exceeds the model's context of {ctx} tokens (shorten the prompt or max_new_tokens)"
-                )
+        for i, p in enumerate(built):
+            check_context_length(len(p.ids), generation_config.max_new_tokens, ctx, what=f"prompt {i}",
+                                 new="new tokens (max_new_tokens; shorten the prompt or max_new_tokens)")
         new = generate_tokens(
-            self.model, self.params, ids, generation_config,
+            self.model, self.params, [p.ids for p in built], generation_config,
             eos_ids=[self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else [],
             logit_mask=self.allowed_tokens(modality, force_tokens_to_output_modality),
             seed=0 if seed is None else seed,
         )
         outs = []
-        for prompt, toks in zip(prompts, new):
+        for prompt, toks in zip(built, new):
             toks = [t for t in toks if t != self.tokenizer.eos_id]
-            outs.append(self._decode_output(modality, self.tokenizer.decode(toks).strip(), prompt, speaker_id))
-        return outs, list(prompts)
+            outs.append(self._decode_output(modality, toks, prompt.ids, speaker_id))
+        return outs, [p.text for p in built]
 
     # ----- outputs -------------------------------------------------------------------------
     def _vocode(self, units: str, speaker_id: int) -> np.ndarray:
@@ -325,26 +300,37 @@ class SpiritLM:
             raise ValueError("this checkpoint has no vocoder, so speech outputs cannot be turned into audio")
         return self.vocoder.vocode(units, speaker=speaker_id)
 
-    def _decode_output(self, modality: OutputModality, gen: str, prompt: str, speaker_id: int) -> list[GenerationOutput]:
+    def _as_ids(self, x) -> list[int]:
+        return self.tokenizer.encode(x, bos=False) if isinstance(x, str) else [int(i) for i in x]
+
+    def _decode_output(self, modality: OutputModality, gen, prompt, speaker_id: int) -> list[GenerationOutput]:
+        """New ids `gen` after prompt ids `prompt` -> outputs (token strings are accepted and encoded)."""
+        gen, prompt = self._as_ids(gen), self._as_ids(prompt)
+        lay, tok = self.layout, self.tokenizer
         if modality == OutputModality.TEXT:
-            return [GenerationOutput(gen, ContentType.TEXT)]
+            return [GenerationOutput(tok.decode(gen).strip(), ContentType.TEXT)]
         if modality == OutputModality.SPEECH:
-            units = "".join(_SPEECH_TOKEN.findall(gen))
+            units = tok.decode([i for i in gen if lay.is_speech_id(i)])
             return [GenerationOutput(self._vocode(units, speaker_id), ContentType.SPEECH)] if units else []
-        continued = ends_with_speech(prompt) and starts_with_speech(gen)
-        prompt_speech = prompt[last_speech_start(prompt):] if continued else ""
+        chunks = self._chunks(gen)
+        lead = next((i for i in gen if not (lay.is_text_id(i) and not tok.decode([i]).strip())), None)
+        continued = bool(prompt) and lay.is_speech_id(prompt[-1]) and lead is not None and lay.is_speech_id(lead)
+        prompt_speech = ""
+        if continued:
+            last = split_ids(prompt, lay)[-1]
+            prompt_speech = tok.decode(prompt[last.start:last.end])
         outputs = []
-        for i, (chunk, kind) in enumerate(split_modalities(gen)):
-            if kind == "t":
+        for i, (chunk, ids, kind) in enumerate(chunks):
+            if kind is Modality.TEXT:
                 outputs.append(GenerationOutput(chunk, ContentType.TEXT))
                 continue
-            n_new = _count_hubert(chunk)
+            n_new = count_hubert(ids, lay)
             if i == 0 and continued:
                 # The prompt ends in speech and the output goes on in speech: vocode both together (the
                 # continuation may lack pitch/style tokens of its own) and cut off the prompt's share.
                 if n_new < MIN_NEW_SPEECH_HUBERT:
                     continue
-                n_prompt = _count_hubert(prompt_speech)
+                n_prompt = count_hubert(prompt[last.start:last.end], lay)
                 audio = self._vocode(prompt_speech + chunk, speaker_id)
                 ratio = n_prompt / max(n_prompt + n_new, 1)
                 outputs.append(GenerationOutput(audio[int(np.ceil(audio.size * ratio)):], ContentType.SPEECH))
@@ -353,3 +339,20 @@ class SpiritLM:
             else:
                 outputs.append(GenerationOutput(self._vocode(chunk, speaker_id), ContentType.SPEECH))
         return outputs
+
+    def _chunks(self, gen: list[int]) -> list[tuple[str, list[int], Modality]]:
+        """(string, ids, modality) per modality chunk of `gen`: markers dropped, neighbouring spans of one
+        modality merged, the whole output stripped of leading/trailing whitespace (as the reference)."""
+        chunks: list[tuple[str, list[int], Modality]] = []
+        for span in split_ids(gen, self.layout):
+            ids = gen[span.start:span.end]
+            piece = self.tokenizer.decode(ids)
+            if chunks and chunks[-1][2] is span.modality:
+                chunks[-1] = (chunks[-1][0] + piece, chunks[-1][1] + ids, span.modality)
+            else:
+                chunks.append((piece, ids, span.modality))
+        if chunks and chunks[0][2] is Modality.TEXT:
+            chunks[0] = (chunks[0][0].lstrip(), *chunks[0][1:])
+        if chunks and chunks[-1][2] is Modality.TEXT:
+            chunks[-1] = (chunks[-1][0].rstrip(), *chunks[-1][1:])
+        return [c for c in chunks if c[0]]

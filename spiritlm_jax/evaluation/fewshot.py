@@ -1,4 +1,4 @@
-"""Few-shot ASR, TTS and intent classification (SPEC.md §7, paper App. B) over any checkpoint.
+"""Few-shot ASR, TTS and intent classification (docs/reference.md, paper App. B) over any checkpoint.
 
     python -m spiritlm_jax.evaluate fewshot --task asr --checkpoint DIR --items test.jsonl \
         --shots-from train.jsonl --shots 10 --out eval/asr
@@ -10,7 +10,8 @@ manifest's folder): asr/tts `{"id", "audio", "text"}` (a TTS test item needs onl
 `{"id", "audio", "intent"}`. Shots are drawn once per run from `--shots-from` with `--seed` (intent:
 balanced over labels, round robin) and reused for every test item; their ids go to shots.json.
 
-Prompts come from `spiritlm_jax.fewshot`. ASR and intent continue in TEXT (greedy by default), TTS in
+Prompts come from `spiritlm_jax.inference.fewshot` (segments for the one prompt builder). ASR and intent
+continue in TEXT (greedy by default), TTS in
 SPEECH; TTS speech is vocoded, written to <out>/audio/<id>.wav and transcribed by a `Transcriber`
 (`--transcriber whisper:DIR` for a local Hugging Face Whisper directory, or `module:factory` for your
 own). Scores: ASR/TTS word and character error rates (jiwer, corpus level, on lower-cased text
@@ -31,11 +32,18 @@ from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from spiritlm_jax.evaluate.report import JsonlCache, fmt_number, write_report
-from spiritlm_jax.fewshot import (
-    DEFAULT_FORMAT, FewShotFormat, asr_prompt, intent_prompt, parse_intent, parse_transcript, strip_end_word,
-    tts_prompt,
+from spiritlm_jax.data.sources import iter_jsonl
+from spiritlm_jax.evaluation.report import JsonlCache, fmt_number, write_report
+from spiritlm_jax.inference import (
+    DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, OutputModality, SpiritLM,
 )
+from spiritlm_jax.inference.fewshot import (
+    DEFAULT_FORMAT, OUTPUT, FewShotFormat, asr_segments, intent_segments, parse_intent, parse_transcript,
+    strip_end_word, tts_segments,
+)
+from spiritlm_jax.model.decode import check_context_length
+from spiritlm_jax.speech.vocoder import write_wav
+from spiritlm_jax.tokens import Prompt, build_prompt
 
 TASKS = ("asr", "tts", "intent")
 FIELDS = {"asr": {"id", "audio", "text"}, "tts": {"id", "audio", "text"}, "intent": {"id", "audio", "intent"}}
@@ -57,8 +65,6 @@ def load_examples(path, task: str, need_audio: bool = True) -> list[Example]:
     """Read a manifest for `task`; errors name the line and the field."""
     if task not in TASKS:
         raise ValueError(f"unknown few-shot task {task!r}; choose from {', '.join(TASKS)}")
-    from spiritlm_jax.data.sources import iter_jsonl
-
     path = Path(path)
     fields, out, seen = FIELDS[task], [], set()
     for where, raw in iter_jsonl(path, "manifest"):
@@ -179,7 +185,7 @@ class FewShotConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     do_sample: bool = False
-    speaker_id: int = 2
+    speaker_id: int = DEFAULT_SPEAKER
     stop_speech: Optional[str] = None  # TTS: a recording of the end word ("stop")
     fmt: FewShotFormat = DEFAULT_FORMAT
 
@@ -194,21 +200,20 @@ class FewShotConfig:
         return self.max_new_tokens or {"asr": 128, "intent": 16, "tts": 400}[self.task]
 
 
-def _prompt(cfg: FewShotConfig, shots: list, item: Example, encode: Callable) -> str:
+def _prompt(lm, cfg: FewShotConfig, shots: list, item: Example, encode: Callable) -> Prompt:
     if cfg.task == "asr":
-        return asr_prompt(shots, encode(item.audio, f"item {item.id} audio"), fmt=cfg.fmt)
-    if cfg.task == "intent":
-        return intent_prompt(shots, encode(item.audio, f"item {item.id} audio"), fmt=cfg.fmt)
-    return tts_prompt(shots, item.text, stop_speech=cfg.stop_speech and encode(cfg.stop_speech, "stop speech"),
-                      fmt=cfg.fmt)
+        segments = asr_segments(shots, encode(item.audio, f"item {item.id} audio"), fmt=cfg.fmt)
+    elif cfg.task == "intent":
+        segments = intent_segments(shots, encode(item.audio, f"item {item.id} audio"), fmt=cfg.fmt)
+    else:
+        segments = tts_segments(shots, item.text, fmt=cfg.fmt,
+                                stop_speech=cfg.stop_speech and encode(cfg.stop_speech, "stop speech"))
+    return build_prompt(lm.tokenizer, segments, OUTPUT[cfg.task])
 
 
 def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg: FewShotConfig,
                 transcriber: Optional[Transcriber] = None, log=print) -> dict:
     """Run (or resume) one few-shot evaluation; returns the report's row for the task."""
-    from spiritlm_jax.generation import GenerationConfig, OutputModality
-    from spiritlm_jax.speech.vocoder import write_wav
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.task == "tts" and transcriber is None:
@@ -247,11 +252,9 @@ def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg:
         batch, prompts = [], []
         for it in todo[start:start + cfg.batch_size]:
             try:
-                p = _prompt(cfg, shots, it, encode)
-                n = len(lm.tokenizer.encode(p))
-                if n + cfg.new_tokens > ctx:
-                    raise ValueError(f"item {it.id}: the prompt has {n} tokens; with {cfg.new_tokens} new tokens "
-                                     f"it exceeds the context of {ctx} (use fewer shots)")
+                p = _prompt(lm, cfg, shots, it, encode)
+                check_context_length(len(p.ids), cfg.new_tokens, ctx, what=f"item {it.id}: the prompt",
+                                     new="new tokens (use fewer shots)")
             except (ValueError, FileNotFoundError) as e:
                 cache.add({"id": it.id, "reference": it.target, "error": str(e)})
                 log(f"  bad item {it.id}: {e}")
@@ -314,31 +317,37 @@ def write_fewshot_report(out, cfg: FewShotConfig, row: dict, name: Optional[str]
                  first_column="task")
 
 
-# ----- CLI (wired into `python -m spiritlm_jax.evaluate fewshot`) ----------------------------------
+# ----- the command (`python -m spiritlm_jax.evaluate fewshot`) -------------------------------------
 
-def add_arguments(ap) -> None:
-    ap.add_argument("--task", required=True, choices=TASKS)
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--variant", default=None, help="base / expressive, for a converted tree holding both")
-    ap.add_argument("--items", required=True, help="test manifest (JSONL)")
-    ap.add_argument("--shots-from", required=True, help="manifest the shots are drawn from (JSONL)")
-    ap.add_argument("--shots", type=int, default=10)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=0, help="0: task default (asr 128, intent 16, tts 400)")
-    ap.add_argument("--sample", action="store_true", help="sample (temperature/top-p) instead of greedy")
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--speaker", type=int, default=2)
-    ap.add_argument("--stop-speech", default=None, help="TTS: a recording of the end word 'stop'")
-    ap.add_argument("--transcriber", default=None, help="TTS: whisper:DIR or package.module:factory")
+@dataclasses.dataclass(frozen=True)
+class FewShotRunConfig:
+    """`python -m spiritlm_jax.evaluate fewshot`: few-shot ASR / TTS / intent over a checkpoint."""
+
+    task: str  # asr, tts or intent
+    checkpoint: str  # training run, converted model directory or converted tree
+    items: str  # test manifest (JSONL)
+    shots_from: str  # manifest the shots are drawn from (JSONL)
+    out: str  # output folder (results.jsonl, report)
+    variant: Optional[str] = None  # base / expressive, for a converted tree holding both
+    shots: int = 10
+    name: Optional[str] = None  # report title
+    seed: int = 0
+    batch_size: int = 8
+    max_new_tokens: int = 0  # 0: task default (asr 128, intent 16, tts 400)
+    sample: bool = False  # sample (temperature/top-p) instead of greedy
+    temperature: float = DEFAULT_TEMPERATURE  # with --sample
+    top_p: float = DEFAULT_TOP_P  # with --sample
+    speaker: int = DEFAULT_SPEAKER
+    stop_speech: Optional[str] = None  # TTS: a recording of the end word 'stop'
+    transcriber: Optional[str] = None  # TTS: whisper:DIR or package.module:factory
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task: invalid choice: {self.task!r} (choose from {', '.join(TASKS)})")
 
 
-def run_cli(args) -> int:
-    from spiritlm_jax.generation import SpiritLM
-
+def run_fewshot_command(args: FewShotRunConfig, progress: Callable = print) -> int:
+    """Load the manifests, the transcriber and the checkpoint, run, write the report."""
     cfg = FewShotConfig(task=args.task, shots=args.shots, seed=args.seed, batch_size=args.batch_size,
                         max_new_tokens=args.max_new_tokens, temperature=args.temperature if args.sample else 1.0,
                         top_p=args.top_p if args.sample else 1.0, do_sample=args.sample, speaker_id=args.speaker,
@@ -347,8 +356,8 @@ def run_cli(args) -> int:
     pool = load_examples(args.shots_from, args.task)
     transcriber = load_transcriber(args.transcriber)
     lm = SpiritLM.from_checkpoint(args.checkpoint, variant=args.variant)
-    row = run_fewshot(lm, items, pool, args.out, cfg, transcriber)
+    row = run_fewshot(lm, items, pool, args.out, cfg, transcriber, log=progress)
     write_fewshot_report(args.out, cfg, row, args.name)
     shown = {k: fmt_number(v) for k, v in row.items()}
-    print(f"{args.task}: {shown}; report: {Path(args.out) / 'report.md'}")
+    progress(f"{args.task}: {shown}; report: {Path(args.out) / 'report.md'}")
     return 0

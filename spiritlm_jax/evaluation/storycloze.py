@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from spiritlm_jax.evaluate.likelihood import Item
+from spiritlm_jax.evaluation.likelihood import Item
 
 CSV_COLUMNS = {  # canonical name -> accepted spellings
     "id": ("InputStoryid", "story_id"),

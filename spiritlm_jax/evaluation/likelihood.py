@@ -23,6 +23,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from spiritlm_jax.data.sources import iter_jsonl
+from spiritlm_jax.evaluation.scoring import score
+from spiritlm_jax.tokens import Modality, Segment, build_prompt
+
 SETTINGS = {"T": ("text", "text"), "S": ("audio", "audio"), "T2S": ("text", "audio"), "S2T": ("audio", "text")}
 ITEM_FIELDS = {"id", "context", "candidates", "label"}
 CONTENT_FIELDS = {"text", "audio"}
@@ -47,8 +51,6 @@ def _check_content(c, where: str, base: Path) -> dict:
 
 def load_items(path: str | Path) -> list[Item]:
     """Read and validate a manifest; errors name the line and the field."""
-    from spiritlm_jax.data.sources import iter_jsonl
-
     path = Path(path)
     items = []
     for where, raw in iter_jsonl(path, "manifest"):
@@ -106,7 +108,8 @@ def read_zerospeech_gold(folder: str | Path, audio_ext: str = ".wav") -> list[It
 
 
 class Encoder:
-    """Turns contents into token ids with the model's tokenizer and speech tokenizer (cached)."""
+    """Turns contents into token ids (marker first, no BOS) with the model's tokenizer and speech
+    tokenizer, through the one prompt builder (cached)."""
 
     def __init__(self, tokenizer, speech_tokenizer=None):
         self.tok, self.speech, self._cache = tokenizer, speech_tokenizer, {}
@@ -117,21 +120,19 @@ class Encoder:
         key = (form, content[form])
         if key not in self._cache:
             if form == "text":
-                self._cache[key] = self.tok.encode("[Text]" + content["text"], bos=False)
+                self._cache[key] = build_prompt(self.tok, [Segment(Modality.TEXT, content["text"])], bos=False).ids
             else:
                 if self.speech is None:
                     raise ValueError("speech settings need a speech tokenizer")
                 units = self.speech.encode_string(content["audio"])
                 if not units:
                     raise ValueError(f"{content['audio']}: no speech units")
-                self._cache[key] = self.tok.encode("[Speech]" + units, bos=False)
+                self._cache[key] = build_prompt(self.tok, [Segment(Modality.SPEECH, units)], bos=False).ids
         return self._cache[key]
 
 
 def score_items(model, params, items: Sequence[Item], encoder: Encoder, setting: str, batch_size: int = 16):
     """Per item: (log-likelihood sums per candidate, token counts) or an error string for bad items."""
-    from spiritlm_jax.evaluate.scoring import score
-
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; use one of {sorted(SETTINGS)}")
     ctx_form, cand_form = SETTINGS[setting]

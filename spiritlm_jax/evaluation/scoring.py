@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.model.decode import bucket
+from spiritlm_jax.model.decode import bucket, check_context_length
 from spiritlm_jax.model.llama import Llama
 
 
@@ -45,8 +45,8 @@ def score(
             raise ValueError(f"pair {i}: the prompt is empty (it needs at least a BOS token)")
         if len(c) == 0:
             raise ValueError(f"pair {i}: the continuation is empty")
-        if len(p) + len(c) > model.cfg.max_seq_len:
-            raise ValueError(f"pair {i}: {len(p) + len(c)} tokens exceed the context of {model.cfg.max_seq_len}")
+        check_context_length(len(p), len(c), model.cfg.max_seq_len, what=f"pair {i}: the prompt",
+                             new="continuation tokens")
     n = len(prompts)
     sums = np.zeros(n, np.float64)
     lens = np.array([len(c) for c in continuations], np.int64)

@@ -1,4 +1,4 @@
-"""Few-shot prompts for ASR, TTS and intent classification in the paper's formats (SPEC.md §7, App. B).
+"""Few-shot prompts for ASR, TTS and intent classification in the paper's formats (docs/reference.md, paper App. B).
 
     ASR     [Speech]<units>[Text]<START Transcript> words <END>   x shots, then [Speech]<units>[Text]<START Transcript>
     TTS     [Text]words stop[Speech]<units><stop units>           x shots, then [Text]words stop[Speech]
@@ -10,6 +10,9 @@ spoken example with the spoken word "stop" (units of a recording of it, when giv
 learns to end its speech the same way; `strip_end_word` removes it from a transcript before scoring.
 The exact separators are fields of `FewShotFormat` (the paper prints the formats, not the bytes).
 Parsers cut a text continuation at the end mark: `parse_transcript`, `parse_intent`.
+
+Each format is a list of prompt segments (`asr_segments`, ...) for the one prompt builder
+(`spiritlm_jax.tokens.build_prompt`, which the evaluation encodes); `asr_prompt` etc. render the string.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import dataclasses
 import re
 from typing import Any, Callable, Optional, Sequence
 
-SpeechLike = Any  # a unit string, a path, bytes, or a 16 kHz float array
+from spiritlm_jax.tokens import Modality, Segment, check_text, is_unit_string, render_prompt
 
-_UNITS = re.compile(r"^(?:\[(?:Hu|Pi|St)\d+\])+$")
+SpeechLike = Any  # a unit string, a path, bytes, or a 16 kHz float array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +38,7 @@ DEFAULT_FORMAT = FewShotFormat()
 
 
 def _as_units(speech: SpeechLike, encode: Optional[Callable[[Any], str]], what: str) -> str:
-    if isinstance(speech, str) and _UNITS.match(speech):
+    if is_unit_string(speech):
         return speech
     if isinstance(speech, str) and speech.startswith("[") and "]" in speech:
         raise ValueError(f"{what}: {speech[:40]!r} is neither a unit string ([Hu..][Pi..][St..] only) nor a path")
@@ -50,46 +53,68 @@ def _as_units(speech: SpeechLike, encode: Optional[Callable[[Any], str]], what: 
 def _check_text(text, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{what}: expected a non-empty string, got {text!r}")
-    if "[Text]" in text or "[Speech]" in text:
-        raise ValueError(f"{what}: text must not contain modality markers: {text[:60]!r}")
-    return text.strip()
+    return check_text(text, what).strip()
 
 
-def asr_prompt(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
-               encode: Optional[Callable[[Any], str]] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
+def _text(s: str) -> Segment:
+    return Segment(Modality.TEXT, s)
+
+
+def _speech(units: str) -> Segment:
+    return Segment(Modality.SPEECH, units)
+
+
+def asr_segments(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
+                 encode: Optional[Callable[[Any], str]] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
     """shots: (speech, transcript) pairs; query: speech. Continue in TEXT and `parse_transcript`."""
-    parts = []
+    segs = []
     for i, (speech, text) in enumerate(shots):
-        parts.append(f"[Speech]{_as_units(speech, encode, f'shot {i} speech')}[Text]{fmt.asr_start}"
-                     f"{_check_text(text, f'shot {i} transcript')}{fmt.asr_end}")
-    parts.append(f"[Speech]{_as_units(query, encode, 'query speech')}[Text]{fmt.asr_start}")
-    return "".join(parts)
+        segs += [_speech(_as_units(speech, encode, f"shot {i} speech")),
+                 _text(f"{fmt.asr_start}{_check_text(text, f'shot {i} transcript')}{fmt.asr_end}")]
+    return segs + [_speech(_as_units(query, encode, "query speech")), _text(fmt.asr_start)]
 
 
-def tts_prompt(shots: Sequence[tuple[str, SpeechLike]], query: str, encode: Optional[Callable[[Any], str]] = None,
-               stop_speech: Optional[SpeechLike] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
-    """shots: (text, speech) pairs; query: text. Continue in SPEECH. `stop_speech` (a recording of the
-    end word, or its units) is appended to every example's speech."""
+def tts_segments(shots: Sequence[tuple[str, SpeechLike]], query: str, encode: Optional[Callable[[Any], str]] = None,
+                 stop_speech: Optional[SpeechLike] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
+    """shots: (text, speech) pairs; query: text. Continue in SPEECH (the builder adds its marker).
+    `stop_speech` (a recording of the end word, or its units) is appended to every example's speech."""
     stop = _as_units(stop_speech, encode, "stop speech") if stop_speech is not None else ""
-    parts = []
+    segs = []
     for i, (text, speech) in enumerate(shots):
-        parts.append(f"[Text]{_check_text(text, f'shot {i} text')} {fmt.tts_end_word}"
-                     f"[Speech]{_as_units(speech, encode, f'shot {i} speech')}{stop}")
-    parts.append(f"[Text]{_check_text(query, 'query text')} {fmt.tts_end_word}[Speech]")
-    return "".join(parts)
+        segs += [_text(f"{_check_text(text, f'shot {i} text')} {fmt.tts_end_word}"),
+                 _speech(_as_units(speech, encode, f"shot {i} speech") + stop)]
+    return segs + [_text(f"{_check_text(query, 'query text')} {fmt.tts_end_word}")]
 
 
-def intent_prompt(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
-                  encode: Optional[Callable[[Any], str]] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
+def intent_segments(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
+                    encode: Optional[Callable[[Any], str]] = None,
+                    fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
     """shots: (speech, intent label) pairs; query: speech. Continue in TEXT and `parse_intent`."""
-    parts = []
+    segs = []
     for i, (speech, label) in enumerate(shots):
         label = _check_text(label, f"shot {i} intent")
         if any(c.isspace() for c in label):
             raise ValueError(f"shot {i} intent: labels are single tokens like 'alarm_set', got {label!r}")
-        parts.append(f"[Speech]{_as_units(speech, encode, f'shot {i} speech')}[Text]{fmt.intent_prefix}{label}")
-    parts.append(f"[Speech]{_as_units(query, encode, 'query speech')}[Text]{fmt.intent_prefix}")
-    return "".join(parts)
+        segs += [_speech(_as_units(speech, encode, f"shot {i} speech")), _text(f"{fmt.intent_prefix}{label}")]
+    return segs + [_speech(_as_units(query, encode, "query speech")), _text(fmt.intent_prefix)]
+
+
+def asr_prompt(shots, query, encode=None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
+    """The ASR prompt string (see `asr_segments`)."""
+    return render_prompt(asr_segments(shots, query, encode, fmt), Modality.TEXT)
+
+
+def tts_prompt(shots, query, encode=None, stop_speech=None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
+    """The TTS prompt string (see `tts_segments`)."""
+    return render_prompt(tts_segments(shots, query, encode, stop_speech, fmt), Modality.SPEECH)
+
+
+def intent_prompt(shots, query, encode=None, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
+    """The intent prompt string (see `intent_segments`)."""
+    return render_prompt(intent_segments(shots, query, encode, fmt), Modality.TEXT)
+
+
+OUTPUT = {"asr": Modality.TEXT, "intent": Modality.TEXT, "tts": Modality.SPEECH}  # each task's output modality
 
 
 def parse_transcript(generated: str, fmt: FewShotFormat = DEFAULT_FORMAT) -> str:
