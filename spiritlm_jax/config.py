@@ -357,7 +357,7 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
                 if i >= len(argv):
                     raise ConfigError(f"option --{name} needs a value")
                 value, i = argv[i], i + 1
-            if _is_list_type(tp) and not value.lstrip().startswith("["):
+            if _is_list_type(tp) and (_is_str_type(_list_item_type(tp)) or not value.lstrip().startswith("[")):
                 lists.setdefault(key, []).append(value)
                 continue
             overrides.append(f"{key}={value}")
@@ -366,10 +366,37 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
         else:
             raise ConfigError(f"unexpected argument {arg!r}: give key=value or --key value (see --help)")
     data: dict[str, Any] = read_yaml(config_path) if config_path is not None else {}
-    data = merge(data, parse_overrides(overrides))
+    raw = [o for o in overrides if _is_str_type(_field_type(cls, o.split("=", 1)[0].strip()))]
+    data = merge(data, parse_overrides([o for o in overrides if o not in raw]))
+    for item in raw:  # a string field keeps its text as typed ("[Text]hi", "a: b", "007")
+        key, value = item.split("=", 1)
+        _set_dotted(data, key.strip(), None if value == "null" and _is_optional(_field_type(cls, key.strip()))
+                    else value)
     for key, values in lists.items():
-        _set_dotted(data, key, [_scalar(v) for v in values])
+        item_tp = _list_item_type(_field_type(cls, key))
+        _set_dotted(data, key, [v if _is_str_type(item_tp) else _scalar(v) for v in values])
     return from_dict(cls, data)
+
+
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _is_str_type(tp: Any) -> bool:
+    """`str` or `Optional[str]` (a field whose command-line value is taken verbatim)."""
+    if tp is str:
+        return True
+    if _is_optional(tp):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        return rest == [str]
+    return False
+
+
+def _list_item_type(tp: Any) -> Any:
+    if _is_optional(tp):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    args = typing.get_args(tp)
+    return args[0] if args else Any
 
 
 def _scalar(raw: str) -> Any:

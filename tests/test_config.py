@@ -80,3 +80,43 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_parse_overrides_nesting():
     assert parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=null"]) == {"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}
+
+
+# --- the one command-line loader (config.parse_cli), used by every CLI ---------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Cli:
+    prompt: Optional[str] = None  # a prompt, taken verbatim
+    name: str = "x"
+    n: int = 1  # how many
+    items: tuple[str, ...] = ()
+    nums: tuple[int, ...] = ()
+    flag: bool = False
+    lr: float = dataclasses.field(default=0.1, metadata={"help": "learning rate"})
+
+
+def test_parse_cli_flag_styles_and_verbatim_strings():
+    from spiritlm_jax.config import parse_cli
+
+    cfg = parse_cli(_Cli, ["--prompt", "[Text]hi[Speech][Hu3]", "name=a: b", "--n", "3", "--items", "007",
+                           "--items", "[x", "--nums", "4", "--flag", "--lr=1e-3"], "prog")
+    assert cfg == _Cli(prompt="[Text]hi[Speech][Hu3]", name="a: b", n=3, items=("007", "[x"), nums=(4,),
+                       flag=True, lr=1e-3)
+    assert parse_cli(_Cli, ["prompt=null", "--no-flag", "items=[a,b]"], "prog") == _Cli(items=("a", "b"))
+
+
+def test_parse_cli_errors_name_the_key_and_help_lists_every_key():
+    from spiritlm_jax.config import HelpRequested, parse_cli
+
+    with pytest.raises(ConfigError, match="--bogus"):
+        parse_cli(_Cli, ["--bogus", "1"], "prog")
+    with pytest.raises(ConfigError, match="n: expected an integer"):
+        parse_cli(_Cli, ["--n", "many"], "prog")
+    with pytest.raises(ConfigError, match="unexpected argument 'stray'"):
+        parse_cli(_Cli, ["stray"], "prog")
+    with pytest.raises(HelpRequested) as e:
+        parse_cli(_Cli, ["--help"], "prog")
+    text = str(e.value)
+    for key in ("prompt", "name", "n", "items", "nums", "flag", "lr"):
+        assert f"  {key} " in text
+    assert "how many" in text and "learning rate" in text and "Optional[str] = null" in text
