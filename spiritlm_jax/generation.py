@@ -181,7 +181,7 @@ class SpiritLM:
             tokenizer = load_tokenizer(data_cfg)
             quantizer = data_cfg.corpus_dir / "quantizer"
             if (quantizer / "centroids.npy").is_file():
-                from spiritlm_jax.data.kmeans import MelUnitTokenizer
+                from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 
                 speech_tokenizer = MelUnitTokenizer(quantizer)
         else:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, build_train_iterator, check_vocab
 from spiritlm_jax.data.prepare import PrepareConfig, check_words, main, prepare
 from spiritlm_jax.data.sources import read_examples

@@ -97,7 +97,7 @@ def load_speech_tokenizer(spec: str):
     if not arg:
         raise ValueError(f"tokenizer {spec!r}: expected KIND:DIR with KIND in mel, base, expressive")
     if kind == "mel":
-        from spiritlm_jax.data.kmeans import MelUnitTokenizer
+        from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 
         return MelUnitTokenizer(Path(__file__).parent / "demo" / "quantizer" if arg == "demo" else arg)
     if kind in ("base", "expressive"):
