@@ -201,7 +201,7 @@ def test_worker_processes_give_the_same_corpus(tmp_path):
     for kind in ("text", "speech", "aligned"):
         assert _all(tmp_path / "w0", kind) == _all(tmp_path / "w2", kind)
     # a tokenizer that fails to load in the workers is an error in the parent, not a hang
-    with pytest.raises(FileNotFoundError, match="no centroids.npy"):
+    with pytest.raises(FileNotFoundError, match="k-means quantizer directory .*none does not exist"):
         prepare(_cfg(tmp_path, out="w_bad", workers=1, tokenizer=f"mel:{tmp_path / 'none'}"))
 
 
