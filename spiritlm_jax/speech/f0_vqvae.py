@@ -1,7 +1,7 @@
 """Pitch units for Spirit LM EXPRESSIVE: F0 (FCPE) -> F0 VQ-VAE encoder -> 64-code codebook, 12.5 Hz.
 
 The encoder is the public speech-resynthesis / Jukebox VQ-VAE one that Spirit LM's f0 tokenizer loads
-from `vqvae_f0_quantizer/{config.yaml, model.pt}` (SPEC.md §4.2). Per level (levels run in a chain,
+from `vqvae_f0_quantizer/{config.yaml, model.pt}` (docs/reference.md). Per level (levels run in a chain,
 level l > 0 taking level l - 1's output; Spirit LM's units are level 0's codes):
 
     for each (stride s, downs d) of the level, d times:

@@ -1,6 +1,6 @@
 """FCPE (Fast Context-based Pitch Estimation) in JAX/Flax: 16 kHz audio -> F0 and voicing at 200 Hz.
 
-The pitch extractor of Spirit LM EXPRESSIVE (SPEC.md §4.2), ported from torchfcpe 0.0.4 (MIT); the
+The pitch extractor of Spirit LM EXPRESSIVE (docs/reference.md), ported from torchfcpe 0.0.4 (MIT); the
 real weights ship inside that package (`torchfcpe/assets/fcpe_c_v001.pt`) and are converted by
 `tools/convert_weights/fcpe_from_torchfcpe.py`. What runs, in order:
 

@@ -1,6 +1,6 @@
 """HuBERT feature quantizers: the released MLP with a CTC blank, and k-means centroids.
 
-MLP (L11_quantizer_500.pt, SPEC.md §4.1): out = vocab + 1 (blank = vocab), mid = upstream_dim - out,
+MLP (L11_quantizer_500.pt, docs/reference.md): out = vocab + 1 (blank = vocab), mid = upstream_dim - out,
 Linear(dim -> dim - mid//4), LeakyReLU(0.01), Linear(-> dim - mid//2), LeakyReLU(0.01),
 Linear(-> out); argmax (the reference's log_softmax does not change it; ties go to the lowest id in
 both). Blank filling as the reference: it repeats `code[blank] = roll(code, 1)[blank]` until no blank

@@ -1,4 +1,4 @@
-"""Style units (EXPRESSIVE): a wav2vec2-base sequence classifier pooled per second (SPEC.md §4.3).
+"""Style units (EXPRESSIVE): a wav2vec2-base sequence classifier pooled per second (docs/reference.md).
 
     waveform -> zero-mean / unit-variance normalisation per utterance, (x - mean) / sqrt(var + 1e-7)
     (what the reference fetches as facebook/wav2vec2-base's Wav2Vec2FeatureExtractor; done here)

@@ -1,4 +1,4 @@
-"""SpeechTokenizer: audio -> Spirit LM unit streams -> one Spirit LM string (SPEC.md §3-§4).
+"""SpeechTokenizer: audio -> Spirit LM unit streams -> one Spirit LM string (docs/reference.md).
 
 BASE: HuBERT layer features -> MLP quantizer units (25 Hz).
 EXPRESSIVE: the same HuBERT units, plus pitch units (FCPE F0 -> F0 VQ-VAE, 12.5 Hz) and style units

@@ -4,7 +4,7 @@
         --quantizer L11_quantizer_500.pt --out DIR [--layer 11]
 
 mhubert_base_25hz.pt: {model_cfg, task_cfg, model_weight, dictionaries_symbols} with fairseq key names
-(SPEC.md §4.1). The conv stack is read from model_cfg["conv_feature_layers"] (parsed, never eval'd);
+(docs/reference.md). The conv stack is read from model_cfg["conv_feature_layers"] (parsed, never eval'd);
 the positional conv is weight-normed over dim 2 (weight_g/weight_v, or torch's parametrizations
 original0/original1) and folded here; model_cfg's required_seq_len_multiple and task_cfg's normalize
 are kept in the config. `label_embs_concat`, `final_proj.*`, `mask_emb` (pre-training heads) are

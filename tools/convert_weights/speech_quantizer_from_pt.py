@@ -2,7 +2,7 @@
 
     python tools/convert_weights/speech_quantizer_from_pt.py --src L11_quantizer_500.pt --out DIR
 
-- The released MLP quantizer (`L11_quantizer_500.pt`, SPEC.md §4.1): {model_cfg{vocab_size, dim,
+- The released MLP quantizer (`L11_quantizer_500.pt`, docs/reference.md): {model_cfg{vocab_size, dim,
   upstream_dim}, model_weight{0.*, 2.*, 4.*}} (an nn.Sequential state dict) -> DIR/quantizer.yaml +
   DIR/params (Orbax {"quantizer": ...}); load with `io.load_component(DIR, MLP_QUANTIZER_SPEC)`.
 - A k-means checkpoint of the reference's KmeansModel: {cluster_centers [K, D], n_clusters}
