@@ -21,7 +21,8 @@ from spiritlm_jax.config import run_cli
 from spiritlm_jax.io import save_component
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import FeatureConfig, feature_extractor
-from spiritlm_jax.speech.kmeans import KMEANS_FILE, KMEANS_SPEC, MAX_UNITS, kmeans_config, train_kmeans
+from spiritlm_jax.speech.kmeans import MAX_UNITS, kmeans_config, train_kmeans
+from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC
 
 PROG = "python -m spiritlm_jax.kmeans"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from spiritlm_jax.io import load_component
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.hubert import STRIDE_640_25HZ
-from spiritlm_jax.io import load_component
 from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, KMeansQuantizer, MLPQuantizer
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from tests.test_hubert import hf_layer, hf_model

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiritlm_jax.speech.kmeans import MelUnitTokenizer, load_kmeans
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare import check_words
 from spiritlm_jax.data.sources import KINDS, read_examples
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.quantizer import load_kmeans
 from spiritlm_jax.tokens import N_UNITS, SpiritTokenizer, TokenLayout
 
 DATA = Path(__file__).parent / "data"
@@ -85,7 +86,8 @@ def test_build_script_on_a_small_subset_is_deterministic(tmp_path):
                 "quantizer/kmeans.yaml", "tokenizer.model"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     # the centroids bit for bit (params/ itself holds Orbax's save timestamps)
-    np.testing.assert_array_equal(load_kmeans(tmp_path / "a" / "quantizer")[0], load_kmeans(tmp_path / "b" / "quantizer")[0])
+    np.testing.assert_array_equal(load_kmeans(tmp_path / "a" / "quantizer")[0],
+                                  load_kmeans(tmp_path / "b" / "quantizer")[0])
     d = tmp_path / "a"
     speech = read_examples(d / "train" / "speech.jsonl.gz")
     aligned = read_examples(d / "train" / "aligned.jsonl.gz")

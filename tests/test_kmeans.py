@@ -8,14 +8,27 @@ import pytest
 
 from spiritlm_jax.io import read_configs, save_component
 from spiritlm_jax.kmeans import main
-from spiritlm_jax.speech.kmeans import (
-    KMEANS_FILE, KMEANS_SPEC, KMeansConfig, MelUnitTokenizer, assign, inertia, kmeans_config, kmeans_plusplus,
-    load_kmeans, train_kmeans,
-)
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import (
-    HOP, SAMPLE_RATE, WINDOW, FeatureConfig, LibrosaFeatures, feature_extractor, log_mel, mfcc, num_frames,
+    HOP,
+    SAMPLE_RATE,
+    WINDOW,
+    FeatureConfig,
+    LibrosaFeatures,
+    feature_extractor,
+    log_mel,
+    mfcc,
+    num_frames,
 )
+from spiritlm_jax.speech.kmeans import (
+    MelUnitTokenizer,
+    assign,
+    inertia,
+    kmeans_config,
+    kmeans_plusplus,
+    train_kmeans,
+)
+from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC, KMeansConfig, load_kmeans
 
 DATA = Path(__file__).parent / "data"
 WAVS = sorted(DATA.glob("*.wav"))

@@ -12,10 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiritlm_jax.speech.quantizer import (
-    KMeansQuantizer, MLPQuantizer, MLPQuantizerConfig, fill_blanks, fill_blanks_batched, mlp_units,
+    KMeansQuantizer,
+    MLPQuantizer,
+    MLPQuantizerConfig,
+    fill_blanks,
+    fill_blanks_batched,
+    mlp_units,
 )
 
 

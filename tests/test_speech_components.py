@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from spiritlm_jax.io import PARAMS_DIR, load_component, save_component, tree_shapes
 from spiritlm_jax.config import save_config
+from spiritlm_jax.io import PARAMS_DIR, load_component, save_component, tree_shapes
 from spiritlm_jax.speech.f0_vqvae import F0_VQVAE_SPEC, F0VQVAEConfig
 from spiritlm_jax.speech.fcpe import FCPE_SPEC, FCPEConfig
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig

@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig
 from spiritlm_jax.buckets import half_octave_bucket
 from spiritlm_jax.io import save_component
+from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig
 from spiritlm_jax.speech.vocoder import FRAME_BUCKET_MIN, VOCODER_SPEC, Vocoder, write_wav
 from spiritlm_jax.tokens import string_to_units, units_to_string
 from tests.test_hifigan import RefCodeGenerator, ref_state_dict, ref_upsample
@@ -108,7 +108,8 @@ def test_lengths_in_a_bucket_do_not_recompile():
     for n in (3, 9, 14):  # with durations: one durations trace, generator buckets of the repeated length
         voc.vocode(rng.integers(0, 501, n))
     assert voc.num_traces["durations"] == 1 and voc.num_traces["generator"] <= 4
-    assert [half_octave_bucket(n, FRAME_BUCKET_MIN) for n in (1, 32, 33, 48, 49, 64, 65, 97, 1000)] == [32, 32, 48, 48, 64, 64, 96, 128, 1024]
+    lengths = (1, 32, 33, 48, 49, 64, 65, 97, 1000)
+    assert [half_octave_bucket(n, FRAME_BUCKET_MIN) for n in lengths] == [32, 32, 48, 48, 64, 64, 96, 128, 1024]
 
 
 def test_errors(base, expressive):

@@ -37,12 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spiritlm_jax.io import save_component  # noqa: E402
-from spiritlm_jax.speech.kmeans import KMEANS_FILE, KMEANS_SPEC, kmeans_config, train_kmeans  # noqa: E402
 from spiritlm_jax.data.prepare import PrepareConfig, prepare  # noqa: E402
 from spiritlm_jax.data.sources import KINDS, read_examples  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from spiritlm_jax.speech.features import FeatureConfig, LibrosaFeatures  # noqa: E402
+from spiritlm_jax.speech.kmeans import kmeans_config, train_kmeans  # noqa: E402
+from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC  # noqa: E402
 
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 SOUNDS = Path("/usr/share/asterisk/sounds/en")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import flax.linen as nn
 import jax

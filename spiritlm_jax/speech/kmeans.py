@@ -35,7 +35,7 @@ import numpy as np
 from spiritlm_jax.buckets import pow2_bucket
 from spiritlm_jax.speech.audio import encode_chunked
 from spiritlm_jax.speech.features import feature_extractor
-from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC, KMeansConfig, load_kmeans
+from spiritlm_jax.speech.quantizer import KMeansConfig, load_kmeans
 from spiritlm_jax.tokens import N_UNITS, units_to_string
 
 MAX_UNITS = N_UNITS["hubert"]  # 501: unit ids must fit the HuBERT token range

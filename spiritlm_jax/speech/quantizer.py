@@ -17,8 +17,8 @@ k-means component directory (speech/kmeans.py: kmeans.yaml + params/).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax

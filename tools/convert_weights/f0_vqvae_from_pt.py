@@ -4,8 +4,8 @@
 
 Reads config.yaml (OmegaConf-style YAML: encoder_params, vq_params, decoder_params, features
 [, speaker_norm]) and model.pt ({"model": state dict}); writes DIR/f0_vqvae.yaml + DIR/params (Orbax),
-loaded with `io.load_component(DIR, F0_VQVAE_SPEC)` or `PitchTokenizer.load`. The decoder (only used to train the VQ-VAE)
-is not imported. Key mapping, Conv1d [out, in, k] -> [k, in, out]:
+loaded with `io.load_component(DIR, F0_VQVAE_SPEC)` or `PitchTokenizer.load`. The decoder (only used
+to train the VQ-VAE) is not imported. Key mapping, Conv1d [out, in, k] -> [k, in, out]:
 
     encoder.level_blocks.{l}.model.{i}.0                     -> level_{l}.down_{i}
     encoder.level_blocks.{l}.model.{i}.1.model.{j}.model.1   -> level_{l}.down_{i}_res_{j}_conv
@@ -31,7 +31,11 @@ from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.f0_vqvae import F0_VQVAE_SPEC, F0VQVAEConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, load_torch_checkpoint, load_torch_file, run_cli,
+    CheckedTensors,
+    ConversionError,
+    load_torch_checkpoint,
+    load_torch_file,
+    run_cli,
 )
 
 ENCODER_KEYS = {"input_emb_width", "output_emb_width", "levels", "downs_t", "strides_t", "width", "depth",

@@ -25,7 +25,13 @@ from spiritlm_jax.config import ConfigError  # noqa: E402
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig  # noqa: E402
 from spiritlm_jax.speech.vocoder import Vocoder  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli, torch_to_numpy)
+    CheckedTensors,
+    ConversionError,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    run_cli,
+    torch_to_numpy,
+)
 
 UNSUPPORTED = {  # config.json features of speech-resynthesis that the Spirit LM vocoders do not use
     "f0": "continuous F0 input", "f0_quant_num_bin": "quantized continuous F0", "embedder_params": "speaker embedder",

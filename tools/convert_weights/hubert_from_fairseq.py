@@ -17,8 +17,8 @@ Output directory (the SpeechTokenizer format): DIR/hubert.yaml (HubertConfig), D
 
 from __future__ import annotations
 
-import dataclasses
 import ast
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,7 +30,11 @@ from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
 from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli,
+    CheckedTensors,
+    ConversionError,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    run_cli,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 

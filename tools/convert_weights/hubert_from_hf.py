@@ -27,7 +27,11 @@ from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
 from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, NamedTensors, fold_weight_norm, run_cli,
+    CheckedTensors,
+    ConversionError,
+    NamedTensors,
+    fold_weight_norm,
+    run_cli,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 

@@ -24,7 +24,11 @@ from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, KMeansQuantizer, MLPQuantizerConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, load_torch_checkpoint, run_cli, torch_to_numpy,
+    CheckedTensors,
+    ConversionError,
+    load_torch_checkpoint,
+    run_cli,
+    torch_to_numpy,
 )
 
 
