@@ -167,11 +167,24 @@ def encode_chunked(audio: AudioInput, run: Callable[[list[np.ndarray]], Sequence
     `chunk_audio`; `run(chunks)` gives one result per chunk, an array [T_i, ...] or a dict of them
     ({stream: units}); the results are concatenated along time. `empty` is the result when no chunk
     is long enough (an array, or a dict with every key)."""
-    chunks = chunk_audio(load_audio(audio, input_sample_rate, channel))
-    parts = list(run(chunks)) if chunks else []
-    if isinstance(empty, dict):
-        return {k: np.concatenate([p[k] for p in parts]) if parts else v for k, v in empty.items()}
-    return np.concatenate(parts) if parts else empty
+    return encode_chunked_batch([load_audio(audio, input_sample_rate, channel)], run, empty)[0]
+
+
+def encode_chunked_batch(wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], Sequence[Any]],
+                         empty: Any) -> list[Any]:
+    """`encode_chunked` of many 16 kHz waveforms with one `run` call over all their chunks (so a
+    batched encoder sees them together); one concatenated result per waveform."""
+    chunks = [chunk_audio(w) for w in wavs_16k]
+    flat = [c for cs in chunks for c in cs]
+    results = list(run(flat)) if flat else []
+    out, i = [], 0
+    for cs in chunks:
+        parts, i = results[i:i + len(cs)], i + len(cs)
+        if isinstance(empty, dict):
+            out.append({k: np.concatenate([p[k] for p in parts]) if parts else v for k, v in empty.items()})
+        else:
+            out.append(np.concatenate(parts) if parts else empty)
+    return out
 
 
 def pad_batch(rows: Sequence[np.ndarray], length: int, dtype=np.float32) -> np.ndarray:
