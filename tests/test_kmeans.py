@@ -241,3 +241,30 @@ def test_hubert_layer_features_plug_in(tmp_path):
                    {KMEANS_FILE: kmeans_config(res, feats.params())})
     tok = MelUnitTokenizer(tmp_path / "q")
     np.testing.assert_array_equal(tok.encode_units(wav)["hubert"], assign(x, res.centroids))
+
+
+def test_old_npy_quantizer_directory_converts_to_the_same_units(tmp_path):
+    """tools/convert_weights/kmeans_from_npy.py: centroids.npy + quantizer.json (the format before the
+    component directories) -> kmeans.yaml + params/, the same centroids bit for bit, so the same units."""
+    import json
+
+    from tools.convert_weights import kmeans_from_npy
+
+    feats = LibrosaFeatures(FeatureConfig())
+    x = np.concatenate([feats(load_audio(p)) for p in WAVS])
+    res = train_kmeans(x, 8, seed=0, batch_size=64, steps=5)
+    old = tmp_path / "old"
+    old.mkdir()
+    np.save(old / "centroids.npy", res.centroids)
+    (old / "quantizer.json").write_text(json.dumps({"k": 8, "dim": 40, "feature_params": feats.params(),
+                                                    "training": {"seed": 0}}))
+    with pytest.raises(FileNotFoundError, match="kmeans_from_npy"):  # the old format names its converter
+        MelUnitTokenizer(old)
+    assert kmeans_from_npy.main(["--src", str(old), "--out", str(tmp_path / "new")]) == 0
+    c, meta = load_kmeans(tmp_path / "new")
+    np.testing.assert_array_equal(c, res.centroids)
+    assert meta.features == feats.params() and meta.training == {"seed": 0}
+    wav = load_audio(WAVS[0])
+    np.testing.assert_array_equal(MelUnitTokenizer(tmp_path / "new").encode_units(wav)["hubert"],
+                                  assign(feats(wav), res.centroids))
+    assert kmeans_from_npy.main(["--src", str(tmp_path / "none"), "--out", str(tmp_path / "n2")]) == 2
