@@ -140,7 +140,7 @@ def test_converter_config_errors(tmp_path):
 
 def test_cli_and_existing_output(tmp_path, capsys):
     _, src = write_release(tmp_path, BASE)
-    assert main(["--dir", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert main(["--src", str(src), "--out", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert main(["--dir", str(src), "--out", str(tmp_path / "out")]) == 2  # params/ exists: not overwritten
+    assert main(["--src", str(src), "--out", str(tmp_path / "out")]) == 2  # params/ exists: not overwritten
     assert "already exists" in capsys.readouterr().err

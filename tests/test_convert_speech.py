@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from spiritlm_jax.io import load_component
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.hubert import STRIDE_640_25HZ
-from spiritlm_jax.speech.quantizer import KMeansQuantizer, MLPQuantizer, load_mlp_quantizer
+from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, KMeansQuantizer, MLPQuantizer
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from tests.test_hubert import hf_layer, hf_model
 from tests.test_quantizer import reference_fill, torch_mlp
@@ -80,7 +81,7 @@ def models():
 def test_fairseq_release_end_to_end(tmp_path, models, parametrized, normalize):
     m, q = models
     hub, quant = write_release(tmp_path, m, q, parametrized, normalize)
-    assert hubert_from_fairseq.main(["--hubert", str(hub), "--quantizer", str(quant), "--out", str(tmp_path / "jax"),
+    assert hubert_from_fairseq.main(["--src", str(hub), "--quantizer", str(quant), "--out", str(tmp_path / "jax"),
                                      "--layer", str(OUT_LAYER)]) == 0
     tok = SpeechTokenizer.load(tmp_path / "jax")
     assert tok.cfg.conv_layers == CONV and tok.cfg.hop == 640 and tok.cfg.normalize_waveform == normalize
@@ -130,15 +131,16 @@ def test_fairseq_errors_name_the_tensor_and_shapes(tmp_path, models):
         hubert_from_fairseq.convert(tmp_path / "trunc.pt", None, tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="nope.pt does not exist"):
         hubert_from_fairseq.convert(tmp_path / "nope.pt", None, tmp_path / "o")
-    assert hubert_from_fairseq.main(["--hubert", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert hubert_from_fairseq.main(["--src", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_quantizer_converter(tmp_path, models):
     _, q = models
     torch.save({"model_cfg": {"vocab_size": 20, "dim": 64, "upstream_dim": 64},
                 "model_weight": {k: v.detach() for k, v in q.state_dict().items()}}, tmp_path / "q.pt")
-    assert speech_quantizer_from_pt.main(["--quantizer", str(tmp_path / "q.pt"), "--out", str(tmp_path / "mlp")]) == 0
-    params, cfg = load_mlp_quantizer(tmp_path / "mlp")
+    assert speech_quantizer_from_pt.main(["--src", str(tmp_path / "q.pt"), "--out", str(tmp_path / "mlp")]) == 0
+    params, cfgs = load_component(tmp_path / "mlp", MLP_QUANTIZER_SPEC)
+    params, cfg = params["quantizer"], cfgs["quantizer.yaml"]
     x = np.random.default_rng(0).normal(size=(9, 64)).astype(np.float32)
     with torch.no_grad():
         assert np.abs(np.asarray(MLPQuantizer(cfg).apply({"params": params}, x)) - q(torch.from_numpy(x)).numpy()).max() <= 1e-4

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiritlm_jax.data.kmeans import MelUnitTokenizer, load_quantizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare import check_words
 from spiritlm_jax.data.sources import KINDS, read_examples
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.quantizer import load_kmeans
 from spiritlm_jax.tokens import N_UNITS, SpiritTokenizer, TokenLayout
 
 DATA = Path(__file__).parent / "data"
@@ -27,9 +28,9 @@ def test_shipped_corpus_loads_with_all_kinds_and_ids_in_range():
     tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
     assert tok.layout == TokenLayout(summary["layout"]["text_vocab_size"], expressive=False)
     assert tok.layout.vocab_size == 1024  # the tiny demo model's vocab_size (configs/tiny_demo.yaml)
-    centroids, meta = load_quantizer(DEMO_CORPUS / "quantizer")
+    centroids, meta = load_kmeans(DEMO_CORPUS / "quantizer")
     k = len(centroids)
-    assert k <= N_UNITS["hubert"] and meta["feature_params"]["type"] == "log_mel"
+    assert k <= N_UNITS["hubert"] and meta.features["type"] == "log_mel"
     for split in ("train", "eval"):
         for kind in KINDS:
             exs = _examples(split, kind)
@@ -82,8 +83,11 @@ def test_build_script_on_a_small_subset_is_deterministic(tmp_path):
         outs.append(corpus)
     assert outs[0] == outs[1]
     for rel in ["train/speech.jsonl.gz", "train/aligned.jsonl.gz", "train/text.jsonl.gz", "eval/text.jsonl.gz",
-                "quantizer/centroids.npy", "tokenizer.model"]:
+                "quantizer/kmeans.yaml", "tokenizer.model"]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    # the centroids bit for bit (params/ itself holds Orbax's save timestamps)
+    np.testing.assert_array_equal(load_kmeans(tmp_path / "a" / "quantizer")[0],
+                                  load_kmeans(tmp_path / "b" / "quantizer")[0])
     d = tmp_path / "a"
     speech = read_examples(d / "train" / "speech.jsonl.gz")
     aligned = read_examples(d / "train" / "aligned.jsonl.gz")

@@ -13,7 +13,7 @@ import pytest
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.evaluation.likelihood import Encoder, Item, accuracy, load_items, read_zerospeech_gold, score_items
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.tokens import SpiritTokenizer
 
 DATA = Path(__file__).parent / "data"

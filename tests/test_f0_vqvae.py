@@ -24,6 +24,7 @@ import torch
 import yaml
 from torch import nn
 
+from spiritlm_jax.io import load_component
 from spiritlm_jax.speech import f0_vqvae as fv
 from spiritlm_jax.speech.audio import load_audio
 from tests.fcpe_reference import bundled_model, converted_bundled, spiritlm_f0
@@ -261,7 +262,8 @@ def test_converter_reproduces_the_reference_files(name, tracks, tmp_path):
     m, cfg, _ = build(name, tracks, seed=3)
     _write_reference_files(tmp_path / "vqvae_f0_quantizer", m, name)
     assert main(["--src", str(tmp_path / "vqvae_f0_quantizer"), "--out", str(tmp_path / "out")]) == 0
-    params, loaded_cfg = fv.load_f0_vqvae(tmp_path / "out")
+    params, cfgs = load_component(tmp_path / "out", fv.F0_VQVAE_SPEC)
+    loaded_cfg = cfgs["f0_vqvae.yaml"]
     assert loaded_cfg == cfg
     f0, vuv = tracks[0]
     with torch.no_grad():
@@ -317,7 +319,7 @@ def test_pitch_tokenizer_matches_the_reference_pipeline(tracks, tmp_path):
         assert len(item["units"]) == (len(wav) // 80 + 1) // 16 == len(ref)
         np.testing.assert_array_equal(item["units"], ref)
     assert len(set(out[1]["units"].tolist())) >= 3
-    np.testing.assert_array_equal(fv.f0_units(wavs[0], tok), out[0]["units"])  # alone = in the batch
+    np.testing.assert_array_equal(tok.f0_units(wavs[0]), out[0]["units"])  # alone = in the batch
     np.testing.assert_array_equal(tok.encode_units(AMFM), out[0]["units"])  # a file, one chunk (< 100 s)
     assert len(tok.f0_units(wavs[0][:1280])) == 1  # the reference's shortest chunk gives one unit
     with pytest.raises(ValueError, match="shorter than one FCPE window"):

@@ -208,7 +208,7 @@ def test_converter_cli_writes_a_directory_the_library_loads(tmp_path, real, spee
         np.testing.assert_array_equal(a, b)
     assert main(["--out", str(tmp_path / "fcpe")]) == 2  # refuses to overwrite
     with pytest.raises(FileNotFoundError, match="not a converted FCPE"):
-        fcpe.load_fcpe(tmp_path)
+        fcpe.F0Extractor.load(tmp_path)
 
 
 def test_converter_names_missing_and_misshaped_tensors(real):

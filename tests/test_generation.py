@@ -13,7 +13,7 @@ from spiritlm_jax.inference.spiritlm import (
     ContentType, GenerationConfig, GenerationInput, OutputModality, SpiritLM, last_speech_start, split_modalities,
 )
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.tokens import Modality, SpiritTokenizer
 
 WAV = Path(__file__).parent / "data" / "agent-loginok.wav"

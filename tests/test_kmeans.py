@@ -1,18 +1,34 @@
-"""k-means unit quantizer (spiritlm_jax/data/kmeans.py) and its frame features (speech/features.py)."""
+"""k-means unit quantizer (spiritlm_jax/speech/kmeans.py, CLI spiritlm_jax/kmeans.py) and its frame features
+(speech/features.py)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spiritlm_jax.data.kmeans import (
-    MelUnitTokenizer, assign, inertia, kmeans_plusplus, load_quantizer, main, save_quantizer, train_kmeans,
-)
+from spiritlm_jax.io import read_configs, save_component
+from spiritlm_jax.kmeans import main
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import (
-    HOP, SAMPLE_RATE, WINDOW, FeatureConfig, LibrosaFeatures, feature_extractor, log_mel, mfcc, num_frames,
+    HOP,
+    SAMPLE_RATE,
+    WINDOW,
+    FeatureConfig,
+    LibrosaFeatures,
+    feature_extractor,
+    log_mel,
+    mfcc,
+    num_frames,
 )
+from spiritlm_jax.speech.kmeans import (
+    MelUnitTokenizer,
+    assign,
+    inertia,
+    kmeans_config,
+    kmeans_plusplus,
+    train_kmeans,
+)
+from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC, KMeansConfig, load_kmeans
 
 DATA = Path(__file__).parent / "data"
 WAVS = sorted(DATA.glob("*.wav"))
@@ -169,10 +185,11 @@ def test_quantizer_dir_and_mel_unit_tokenizer(tmp_path):
     wavs = [load_audio(p) for p in WAVS]
     x = np.concatenate([feats(w) for w in wavs])
     res = train_kmeans(x, 16, seed=0, batch_size=128, steps=20)
-    save_quantizer(tmp_path, res, feats.params(), {"seed": 0})
-    c, meta = load_quantizer(tmp_path)
+    save_component(tmp_path, KMEANS_SPEC, {"centroids": res.centroids},
+                   {KMEANS_FILE: kmeans_config(res, feats.params(), {"seed": 0})})
+    c, meta = load_kmeans(tmp_path)
     np.testing.assert_array_equal(c, res.centroids)
-    assert meta["feature_params"]["type"] == "mfcc" and meta["k"] == 16 and meta["training"]["seed"] == 0
+    assert meta.features["type"] == "mfcc" and meta.k == 16 and meta.training["seed"] == 0
     tok = MelUnitTokenizer(tmp_path)
     one = [tok.encode_units(p)["hubert"] for p in WAVS]
     batch = tok.encode_units_batch(wavs)
@@ -181,11 +198,12 @@ def test_quantizer_dir_and_mel_unit_tokenizer(tmp_path):
         np.testing.assert_array_equal(u, b["hubert"])
         np.testing.assert_array_equal(u, _brute(feats(w), res.centroids)[0])
     assert tok.encode_string(WAVS[0]).startswith("[Hu")
-    with pytest.raises(FileNotFoundError, match="no centroids.npy"):
+    with pytest.raises(FileNotFoundError, match="k-means quantizer directory .*nope does not exist"):
         MelUnitTokenizer(tmp_path / "nope")
-    np.save(tmp_path / "centroids.npy", np.zeros((16, 5), np.float32))
+    save_component(tmp_path / "dim5", KMEANS_SPEC, {"centroids": np.zeros((16, 5), np.float32)},
+                   {KMEANS_FILE: KMeansConfig(k=16, dim=5, features=feats.params())})
     with pytest.raises(ValueError, match="features have dim 13 but centroids 5"):
-        MelUnitTokenizer(tmp_path)
+        MelUnitTokenizer(tmp_path / "dim5")
 
 
 def test_cli_trains_and_reports_skipped_files(tmp_path):
@@ -194,9 +212,9 @@ def test_cli_trains_and_reports_skipped_files(tmp_path):
     out = tmp_path / "q"
     rc = main(["--audio-list", str(lst), "--k", "8", "--out", str(out), "--steps", "10", "--batch-size", "64"])
     assert rc == 3  # trained, one file skipped
-    meta = json.loads((out / "quantizer.json").read_text())
-    assert meta["k"] == 8 and meta["features"] == "log_mel" and meta["training"]["skipped_files"] == 1
-    assert np.load(out / "centroids.npy").shape == (8, 40)
+    meta = read_configs(out, KMEANS_SPEC)[KMEANS_FILE]
+    assert meta.k == 8 and meta.features["type"] == "log_mel" and meta.training["skipped_files"] == 1
+    assert load_kmeans(out)[0].shape == (8, 40)
     assert main(["--audio-list", str(lst), "--k", "600", "--out", str(out)]) == 2
     assert main(["--audio-list", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
 
@@ -207,18 +225,46 @@ def test_hubert_layer_features_plug_in(tmp_path):
     import jax
 
     from spiritlm_jax.speech.hubert import STRIDE_640_25HZ, Hubert, HubertConfig
-    from spiritlm_jax.speech.tokenizer import save_speech_tokenizer
+    from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC
 
     cfg = HubertConfig(conv_layers=tuple((16, k, s) for _, k, s in STRIDE_640_25HZ), hidden=32, num_layers=2,
                        num_heads=2, ffn=64, pos_conv_kernel=8, pos_conv_groups=4, output_layer=2)
     params = Hubert(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 4000), np.float32), np.array([4000]))["params"]
-    ckpt = save_speech_tokenizer(tmp_path / "hubert", {"hubert": params}, cfg, None)
+    ckpt = save_component(tmp_path / "hubert", SPEECH_TOKENIZER_SPEC, {"hubert": params}, {"hubert.yaml": cfg})
     feats = feature_extractor({"type": "hubert", "checkpoint": str(ckpt)})
     assert feats.name == "hubert" and feats.dim == 32 and feats.params()["layer"] == 2
     wav = load_audio(DATA / "agent-loginok.wav")  # one length: one compilation
     x = feats(wav)
     assert x.shape == (num_frames(len(wav)), 32)
     res = train_kmeans(x, 8, steps=10, batch_size=64)
-    save_quantizer(tmp_path / "q", res, feats.params())
+    save_component(tmp_path / "q", KMEANS_SPEC, {"centroids": res.centroids},
+                   {KMEANS_FILE: kmeans_config(res, feats.params())})
     tok = MelUnitTokenizer(tmp_path / "q")
     np.testing.assert_array_equal(tok.encode_units(wav)["hubert"], assign(x, res.centroids))
+
+
+def test_old_npy_quantizer_directory_converts_to_the_same_units(tmp_path):
+    """tools/convert_weights/kmeans_from_npy.py: centroids.npy + quantizer.json (the format before the
+    component directories) -> kmeans.yaml + params/, the same centroids bit for bit, so the same units."""
+    import json
+
+    from tools.convert_weights import kmeans_from_npy
+
+    feats = LibrosaFeatures(FeatureConfig())
+    x = np.concatenate([feats(load_audio(p)) for p in WAVS])
+    res = train_kmeans(x, 8, seed=0, batch_size=64, steps=5)
+    old = tmp_path / "old"
+    old.mkdir()
+    np.save(old / "centroids.npy", res.centroids)
+    (old / "quantizer.json").write_text(json.dumps({"k": 8, "dim": 40, "feature_params": feats.params(),
+                                                    "training": {"seed": 0}}))
+    with pytest.raises(FileNotFoundError, match="kmeans_from_npy"):  # the old format names its converter
+        MelUnitTokenizer(old)
+    assert kmeans_from_npy.main(["--src", str(old), "--out", str(tmp_path / "new")]) == 0
+    c, meta = load_kmeans(tmp_path / "new")
+    np.testing.assert_array_equal(c, res.centroids)
+    assert meta.features == feats.params() and meta.training == {"seed": 0}
+    wav = load_audio(WAVS[0])
+    np.testing.assert_array_equal(MelUnitTokenizer(tmp_path / "new").encode_units(wav)["hubert"],
+                                  assign(feats(wav), res.centroids))
+    assert kmeans_from_npy.main(["--src", str(tmp_path / "none"), "--out", str(tmp_path / "n2")]) == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spiritlm_jax.data.kmeans import MelUnitTokenizer
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, build_train_iterator, check_vocab
 from spiritlm_jax.data.prepare import PrepareConfig, check_words, prepare
 from spiritlm_jax.data.sources import read_examples
@@ -231,7 +231,7 @@ def test_worker_processes_give_the_same_corpus(tmp_path):
     for kind in ("text", "speech", "aligned"):
         assert _all(tmp_path / "w0", kind) == _all(tmp_path / "w2", kind)
     # a tokenizer that fails to load in the workers is an error in the parent, not a hang
-    with pytest.raises(FileNotFoundError, match="no centroids.npy"):
+    with pytest.raises(FileNotFoundError, match="k-means quantizer directory .*none does not exist"):
         prepare(_cfg(tmp_path, out="w_bad", workers=1, tokenizer=f"mel:{tmp_path / 'none'}"))
 
 

@@ -12,10 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiritlm_jax.speech.quantizer import (
-    KMeansQuantizer, MLPQuantizer, MLPQuantizerConfig, fill_blanks, fill_blanks_batched, mlp_units,
+    KMeansQuantizer,
+    MLPQuantizer,
+    MLPQuantizerConfig,
+    fill_blanks,
+    fill_blanks_batched,
+    mlp_units,
 )
 
 
@@ -107,9 +113,9 @@ def test_kmeans_matches_reference_and_round_trips(tmp_path):
     np.testing.assert_array_equal(q(x_btd), ref)
     np.testing.assert_array_equal(q(x_btd[0]), ref[0])
     assert q(np.zeros((0, 16))).shape == (0,)
-    q2 = KMeansQuantizer.load(q.save(tmp_path / "km" / "centroids.npy"))
+    q2 = KMeansQuantizer.load(q.save(tmp_path / "km"))
     np.testing.assert_array_equal(q2.centroids, c_kd)
-    assert KMeansQuantizer.load(tmp_path / "km").n_units == 50  # a directory with centroids.npy
+    assert KMeansQuantizer.load(tmp_path / "km").n_units == 50  # a k-means component directory
 
 
 def test_kmeans_errors(tmp_path):
@@ -119,7 +125,8 @@ def test_kmeans_errors(tmp_path):
         KMeansQuantizer(np.full((2, 2), np.nan))
     with pytest.raises(ValueError, match="dimension 4"):
         KMeansQuantizer(np.zeros((3, 4)))(np.zeros((5, 3)))
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
-        KMeansQuantizer.load(tmp_path / "missing.npy")
-    with pytest.raises(ValueError, match=r"\.npy"):
-        KMeansQuantizer(np.zeros((3, 4))).save(tmp_path / "c.txt")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        KMeansQuantizer.load(tmp_path / "missing")
+    KMeansQuantizer(np.zeros((3, 4))).save(tmp_path / "c")
+    with pytest.raises(FileExistsError, match="already exists"):  # a saved quantizer is never overwritten
+        KMeansQuantizer(np.zeros((3, 4))).save(tmp_path / "c")

@@ -7,8 +7,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from spiritlm_jax.buckets import half_octave_bucket
+from spiritlm_jax.io import save_component
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig
-from spiritlm_jax.speech.vocoder import Vocoder, length_bucket, save_vocoder, write_wav
+from spiritlm_jax.speech.vocoder import FRAME_BUCKET_MIN, VOCODER_SPEC, Vocoder, write_wav
 from spiritlm_jax.tokens import string_to_units, units_to_string
 from tests.test_hifigan import RefCodeGenerator, ref_state_dict, ref_upsample
 from tools.convert_weights.hifigan_from_pt import params_from_state_dict
@@ -106,7 +108,8 @@ def test_lengths_in_a_bucket_do_not_recompile():
     for n in (3, 9, 14):  # with durations: one durations trace, generator buckets of the repeated length
         voc.vocode(rng.integers(0, 501, n))
     assert voc.num_traces["durations"] == 1 and voc.num_traces["generator"] <= 4
-    assert [length_bucket(n) for n in (1, 32, 33, 48, 49, 64, 65, 97, 1000)] == [32, 32, 48, 48, 64, 64, 96, 128, 1024]
+    lengths = (1, 32, 33, 48, 49, 64, 65, 97, 1000)
+    assert [half_octave_bucket(n, FRAME_BUCKET_MIN) for n in lengths] == [32, 32, 48, 48, 64, 64, 96, 128, 1024]
 
 
 def test_errors(base, expressive):
@@ -157,6 +160,9 @@ def test_write_wav_and_directory_round_trip(tmp_path, base):
     with pytest.raises(ValueError, match=r"parameter dict/embedding has shape \(501, 8\), expected \(501, 16\)"):
         Vocoder.load(out)
     with pytest.raises(FileExistsError):
-        save_vocoder(out, voc.params, BASE)
-    with pytest.raises(FileNotFoundError, match="not a converted vocoder directory"):
+        save_component(out, VOCODER_SPEC, voc.params, {"config.yaml": BASE})
+    with pytest.raises(FileNotFoundError, match="converted vocoder directory .*nothing does not exist"):
         Vocoder.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a converted vocoder directory"):
+        Vocoder.load(tmp_path / "empty")

@@ -37,11 +37,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spiritlm_jax.data.kmeans import save_quantizer, train_kmeans  # noqa: E402
 from spiritlm_jax.data.prepare import PrepareConfig, prepare  # noqa: E402
 from spiritlm_jax.data.sources import KINDS, read_examples  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from spiritlm_jax.speech.features import FeatureConfig, LibrosaFeatures  # noqa: E402
+from spiritlm_jax.speech.kmeans import kmeans_config, train_kmeans  # noqa: E402
+from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC  # noqa: E402
 
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
@@ -139,7 +141,7 @@ def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], 
 
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(prompts), min(max_aligned, len(prompts)), replace=False).tolist())
-    feats = LibrosaFeatures(FeatureConfig())  # the defaults: what MelUnitTokenizer rebuilds from quantizer.json
+    feats = LibrosaFeatures(FeatureConfig())  # the defaults: what MelUnitTokenizer rebuilds from kmeans.yaml
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         manifest = []
@@ -169,8 +171,9 @@ def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], 
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        save_quantizer(out / "quantizer", res, feats.params(), {"seed": seed, "steps": kmeans_steps,
-                                                              "files": len(manifest), "source": "demo corpus audio"})
+        training = {"seed": seed, "steps": kmeans_steps, "files": len(manifest), "source": "demo corpus audio"}
+        save_component(out / "quantizer", KMEANS_SPEC, {"centroids": res.centroids},
+                       {KMEANS_FILE: kmeans_config(res, feats.params(), training)})
         sp_model = train_sentencepiece(texts, vocab, out / "tokenizer.model")
 
         # examples through the preparation path (same tokenizer a user would apply)

@@ -165,8 +165,8 @@ class SpiritLM:
             data_cfg = from_dict(TrainConfig, raw).data
             tokenizer = load_tokenizer(data_cfg)
             quantizer = data_cfg.corpus_dir / "quantizer"
-            if (quantizer / "centroids.npy").is_file():
-                from spiritlm_jax.data.kmeans import MelUnitTokenizer
+            if (quantizer / "kmeans.yaml").is_file():  # a k-means quantizer directory
+                from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 
                 speech_tokenizer = MelUnitTokenizer(quantizer)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -159,3 +159,37 @@ def chunk_audio(wav: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS, min_sam
         raise ValueError(f"max_seconds must give at least one sample per chunk and min_samples be >= 0 "
                          f"(got {max_seconds} s at {sample_rate} Hz, min_samples={min_samples})")
     return [wav[i:i + step] for i in range(0, len(wav), step) if len(wav[i:i + step]) >= min_samples]
+
+
+def encode_chunked(audio: AudioInput, run: Callable[[list[np.ndarray]], Sequence[Any]], empty: Any,
+                   input_sample_rate: Optional[int] = None, channel: Optional[int] = None) -> Any:
+    """The reference's "chunk the audio, run, concatenate": `audio` loaded (16 kHz mono) and cut by
+    `chunk_audio`; `run(chunks)` gives one result per chunk, an array [T_i, ...] or a dict of them
+    ({stream: units}); the results are concatenated along time. `empty` is the result when no chunk
+    is long enough (an array, or a dict with every key)."""
+    return encode_chunked_batch([load_audio(audio, input_sample_rate, channel)], run, empty)[0]
+
+
+def encode_chunked_batch(wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], Sequence[Any]],
+                         empty: Any) -> list[Any]:
+    """`encode_chunked` of many 16 kHz waveforms with one `run` call over all their chunks (so a
+    batched encoder sees them together); one concatenated result per waveform."""
+    chunks = [chunk_audio(w) for w in wavs_16k]
+    flat = [c for cs in chunks for c in cs]
+    results = list(run(flat)) if flat else []
+    out, i = [], 0
+    for cs in chunks:
+        parts, i = results[i:i + len(cs)], i + len(cs)
+        if isinstance(empty, dict):
+            out.append({k: np.concatenate([p[k] for p in parts]) if parts else v for k, v in empty.items()})
+        else:
+            out.append(np.concatenate(parts) if parts else empty)
+    return out
+
+
+def pad_batch(rows: Sequence[np.ndarray], length: int, dtype=np.float32) -> np.ndarray:
+    """1-D rows zero-padded into one [len(rows), length] array (length >= the longest row)."""
+    out = np.zeros((len(rows), length), dtype)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out

@@ -1,7 +1,7 @@
 """Pitch units for Spirit LM EXPRESSIVE: F0 (FCPE) -> F0 VQ-VAE encoder -> 64-code codebook, 12.5 Hz.
 
 The encoder is the public speech-resynthesis / Jukebox VQ-VAE one that Spirit LM's f0 tokenizer loads
-from `vqvae_f0_quantizer/{config.yaml, model.pt}` (SPEC.md §4.2). Per level (levels run in a chain,
+from `vqvae_f0_quantizer/{config.yaml, model.pt}` (docs/reference.md). Per level (levels run in a chain,
 level l > 0 taking level l - 1's output; Spirit LM's units are level 0's codes):
 
     for each (stride s, downs d) of the level, d times:
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from pathlib import Path
 from typing import Optional, Union
 
 import flax.linen as nn
@@ -37,7 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.speech.fcpe import F0Options, FCPEConfig, bucket_length, check_waveform, fcpe_f0
+from spiritlm_jax.buckets import quarter_octave_bucket
+from spiritlm_jax.io import ComponentSpec, load_component
+from spiritlm_jax.speech.audio import encode_chunked, pad_batch
+from spiritlm_jax.speech.fcpe import BUCKET_MIN_SAMPLES, FCPE_SPEC, F0Options, FCPEConfig, check_waveform, fcpe_f0
+from spiritlm_jax.speech.layers import Conv1d, mask_time, valid_mask
 
 FEATURES = ("f0_interp,vuv", "f0,vuv", "norm_f0_interp,vuv", "norm_f0,vuv")  # what the reference accepts
 
@@ -117,28 +120,6 @@ class F0VQVAEConfig:
         return [self.dilation_growth_rate ** (i if cyc is None else i % cyc) for i in range(self.depth)]
 
 
-def _valid(lengths_b, t):
-    return (jnp.arange(t)[None, :] < lengths_b[:, None]).astype(jnp.float32)[..., None]
-
-
-class Conv1d(nn.Module):
-    """torch Conv1d (zero padding), NWC; kernel [k, in, out]."""
-
-    features: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-
-    @nn.compact
-    def __call__(self, x_btc):
-        w = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, x_btc.shape[-1], self.features))
-        y = jax.lax.conv_general_dilated(x_btc, w, (self.stride,), [(self.padding, self.padding)],
-                                         rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
-                                         precision=jax.lax.Precision.HIGHEST)
-        return y + self.param("bias", nn.initializers.zeros, (self.features,))
-
-
 class EncoderLevel(nn.Module):
     """One level's EncoderConvBlock: [strided conv + Resnet1D] per down, then a k3 conv."""
 
@@ -150,14 +131,15 @@ class EncoderLevel(nn.Module):
         cfg = self.cfg
         state = int(cfg.m_conv * cfg.width)
         scale = 1.0 / math.sqrt(cfg.depth) if cfg.res_scale else 1.0
+        conv = functools.partial(Conv1d, precision=jax.lax.Precision.HIGHEST)
         for i, (k, s, p) in enumerate(self.cfg.down_convs(self.level)):
-            x_btc = Conv1d(cfg.width, k, s, p, name=f"down_{i}")(x_btc * _valid(n_b, x_btc.shape[1]))
+            x_btc = conv(cfg.width, k, s, p, name=f"down_{i}")(mask_time(x_btc, valid_mask(n_b, x_btc.shape[1])))
             n_b = n_b // s
-            m = _valid(n_b, x_btc.shape[1])
+            m = valid_mask(n_b, x_btc.shape[1])
             for j, dil in enumerate(cfg.dilations()):
-                y = Conv1d(state, 3, 1, dil, dil, name=f"down_{i}_res_{j}_conv")(jax.nn.relu(x_btc) * m)
-                x_btc = x_btc + scale * Conv1d(cfg.width, 1, name=f"down_{i}_res_{j}_proj")(jax.nn.relu(y))
-        out = Conv1d(cfg.output_emb_width, 3, 1, 1, name="out")(x_btc * _valid(n_b, x_btc.shape[1]))
+                y = conv(state, 3, 1, dil, dil, name=f"down_{i}_res_{j}_conv")(mask_time(jax.nn.relu(x_btc), m))
+                x_btc = x_btc + scale * conv(cfg.width, 1, padding=0, name=f"down_{i}_res_{j}_proj")(jax.nn.relu(y))
+        out = conv(cfg.output_emb_width, 3, 1, 1, name="out")(mask_time(x_btc, valid_mask(n_b, x_btc.shape[1])))
         return out, n_b
 
 
@@ -186,7 +168,7 @@ class F0VQVAE(nn.Module):
             if cfg.output_emb_width == 2 * cfg.emb_width:
                 z = z[..., : cfg.emb_width] + z[..., cfg.emb_width:]
             k = self.param(f"codebook_{level}", nn.initializers.normal(1.0), (cfg.l_bins, cfg.emb_width))
-            codes = jnp.where(_valid(n_b, z.shape[1])[..., 0] > 0, nearest_code(z, k), -1)
+            codes = jnp.where(valid_mask(n_b, z.shape[1]), nearest_code(z, k), -1)
             out.append((codes, x_btc, n_b))
         return out
 
@@ -196,7 +178,7 @@ def f0_features(f0_bt, vuv_bt, n_b, cfg: F0VQVAEConfig, f0_mean=None):
     minus `f0_mean` (speaker stats, [B] or scalar) or else the mean F0 over each item's voiced frames
     (0 when it has none, where the reference's mean would be NaN)."""
     f0_bt, vuv_bt = f0_bt.astype(jnp.float32), vuv_bt.astype(jnp.float32)
-    valid = jnp.arange(f0_bt.shape[1])[None, :] < n_b[:, None]
+    valid = valid_mask(n_b, f0_bt.shape[1])
     if cfg.normalize:
         if f0_mean is None:
             voiced = (vuv_bt != 0) & valid
@@ -214,32 +196,16 @@ def encode_f0(params, f0_bt, vuv_bt, n_b, cfg: F0VQVAEConfig, f0_mean=None):
     return codes, n_codes
 
 
-def param_shapes(cfg: F0VQVAEConfig) -> dict:
+def _abstract_params(configs: dict) -> dict:
+    cfg = configs["f0_vqvae.yaml"]
     t = 2 * math.prod(cfg.level_stride(lv) for lv in range(cfg.levels))  # enough frames for every level
     x = jax.ShapeDtypeStruct((1, t, cfg.input_emb_width), jnp.float32)
     return jax.eval_shape(F0VQVAE(cfg).init, jax.random.PRNGKey(0), x)["params"]
 
 
-def save_f0_vqvae(directory, params, cfg: F0VQVAEConfig) -> Path:
-    """DIR/f0_vqvae.yaml (F0VQVAEConfig) + DIR/params (Orbax)."""
-    from spiritlm_jax.checkpoint import save_params_dir
-    from spiritlm_jax.speech.hubert import check_param_shapes
-
-    d = Path(directory).absolute()
-    check_param_shapes(params, param_shapes(cfg), f"F0 VQ-VAE params to save in {d}")
-    return save_params_dir(d, params, {"f0_vqvae.yaml": cfg})
-
-
-def load_f0_vqvae(directory) -> tuple[dict, F0VQVAEConfig]:
-    """(params, config) from a directory written by `save_f0_vqvae`."""
-    from spiritlm_jax.checkpoint import restore_params_dir
-    from spiritlm_jax.speech.hubert import check_param_shapes
-
-    params, cfgs = restore_params_dir(directory, {"f0_vqvae.yaml": F0VQVAEConfig}, "F0 VQ-VAE",
-                                      "make one with tools/convert_weights/f0_vqvae_from_pt.py")
-    cfg = cfgs["f0_vqvae.yaml"]
-    check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against f0_vqvae.yaml)")
-    return params, cfg
+# DIR/f0_vqvae.yaml (F0VQVAEConfig) + DIR/params
+F0_VQVAE_SPEC = ComponentSpec("converted F0 VQ-VAE", {"f0_vqvae.yaml": F0VQVAEConfig}, _abstract_params,
+                              hint="make one with tools/convert_weights/f0_vqvae_from_pt.py")
 
 
 def _pitch_fn(fcpe_params, vq_params, wav_bn, n_b, f0_mean, fcpe_cfg, opts, vq_cfg, t_pad):
@@ -276,11 +242,9 @@ class PitchTokenizer:
 
     @classmethod
     def load(cls, fcpe_dir, vqvae_dir, opts: F0Options = F0Options()) -> "PitchTokenizer":
-        from spiritlm_jax.speech.fcpe import load_fcpe
-
-        fcpe_params, fcpe_cfg = load_fcpe(fcpe_dir)
-        vq_params, vq_cfg = load_f0_vqvae(vqvae_dir)
-        return cls(fcpe_params, fcpe_cfg, vq_params, vq_cfg, opts)
+        fcpe_params, fcpe_cfgs = load_component(fcpe_dir, FCPE_SPEC)
+        vq_params, vq_cfgs = load_component(vqvae_dir, F0_VQVAE_SPEC)
+        return cls(fcpe_params, fcpe_cfgs["fcpe.yaml"], vq_params, vq_cfgs["f0_vqvae.yaml"], opts)
 
     def _fn(self, n_pad: int):
         frames = self.opts.frames(n_pad)
@@ -294,10 +258,8 @@ class PitchTokenizer:
         if not wavs:
             return []
         lengths = [len(w) for w in wavs]
-        n_pad = bucket_length(max(lengths))
-        padded = np.zeros((len(wavs), n_pad), np.float32)
-        for i, w in enumerate(wavs):
-            padded[i, : len(w)] = w
+        n_pad = quarter_octave_bucket(max(lengths), BUCKET_MIN_SAMPLES)
+        padded = pad_batch(wavs, n_pad)
         mean = None if f0_mean is None else jnp.broadcast_to(jnp.asarray(f0_mean, jnp.float32), (len(wavs),))
         codes, n_codes, f0, vuv, frames = (np.asarray(a) for a in self._fn(n_pad)(
             self.fcpe_params, self.vq_params, jnp.asarray(padded), jnp.asarray(lengths, jnp.int32), mean))
@@ -311,12 +273,5 @@ class PitchTokenizer:
     def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
         """Pitch units of a recording, chunked as the reference tokenizer (<= 100 s, chunks under 1280
         samples dropped), concatenated."""
-        from spiritlm_jax.speech.audio import chunk_audio, load_audio
-
-        out = [self.f0_units(c) for c in chunk_audio(load_audio(audio, input_sample_rate))]
-        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
-
-
-def f0_units(wav_16k, tokenizer: PitchTokenizer, f0_mean=None) -> np.ndarray:
-    """Pitch units of one 16 kHz waveform: FCPE -> F0 VQ-VAE, jitted (see PitchTokenizer for lengths)."""
-    return tokenizer.f0_units(wav_16k, f0_mean)
+        return encode_chunked(audio, lambda chunks: [self.f0_units(c) for c in chunks], np.zeros(0, np.int64),
+                              input_sample_rate)

@@ -1,6 +1,6 @@
 """FCPE (Fast Context-based Pitch Estimation) in JAX/Flax: 16 kHz audio -> F0 and voicing at 200 Hz.
 
-The pitch extractor of Spirit LM EXPRESSIVE (SPEC.md §4.2), ported from torchfcpe 0.0.4 (MIT); the
+The pitch extractor of Spirit LM EXPRESSIVE (docs/reference.md), ported from torchfcpe 0.0.4 (MIT); the
 real weights ship inside that package (`torchfcpe/assets/fcpe_c_v001.pt`) and are converted by
 `tools/convert_weights/fcpe_from_torchfcpe.py`. What runs, in order:
 
@@ -33,13 +33,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spiritlm_jax.buckets import quarter_octave_bucket
+from spiritlm_jax.io import ComponentSpec, load_component
+from spiritlm_jax.speech.audio import pad_batch
+from spiritlm_jax.speech.layers import Conv1d, valid_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,29 +167,6 @@ def log_mel(wav_bn: jax.Array, n_b: jax.Array, cfg: FCPEConfig) -> jax.Array:
 
 # ----- network -----------------------------------------------------------------------------------------
 
-def _valid(lengths_b, t):
-    return jnp.arange(t)[None, :] < lengths_b[:, None]
-
-
-def _conv(x_btc, kernel_kio, padding, precision):
-    return jax.lax.conv_general_dilated(x_btc, kernel_kio, (1,), [(padding, padding)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
-
-
-class Conv1d(nn.Module):
-    """Conv1d with 'same' zero padding, NWC; kernel [k, in, out] (torch's [out, in, k] transposed)."""
-
-    features: int
-    kernel: int
-    precision: Optional[jax.lax.Precision] = None
-
-    @nn.compact
-    def __call__(self, x_btc):
-        w = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, x_btc.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        return _conv(x_btc, w, self.kernel // 2, self.precision) + bias
-
-
 class DepthwiseConv1d(nn.Module):
     """Depthwise Conv1d, 'same' zero padding, NWC; kernel [k, 1, C]. Written as a sum of k shifted
     products: XLA's grouped convolution on CPU was ~20x slower for FCPE's k31 x 1024 channels (GPU
@@ -282,13 +263,13 @@ class FCPENet(nn.Module):
         cfg, prec = self.cfg, _precision(self.cfg)
         b, t, _ = mel_btm.shape
         frames_b = jnp.full((b,), t, jnp.int32) if frames_b is None else frames_b
-        valid_bt = _valid(frames_b, t).astype(jnp.float32)
-        x = Conv1d(cfg.hidden_dims, 3, precision=prec, name="input_conv_0")(mel_btm * valid_bt[..., None])
+        valid_bt = valid_mask(frames_b, t).astype(jnp.float32)
+        x = Conv1d(cfg.hidden_dims, 3, padding=1, precision=prec, name="input_conv_0")(mel_btm * valid_bt[..., None])
         scale = self.param("input_norm_scale", nn.initializers.ones, (cfg.hidden_dims,))
         bias = self.param("input_norm_bias", nn.initializers.zeros, (cfg.hidden_dims,))
         x = masked_group_norm(x, valid_bt, 4, scale, bias)
         x = nn.leaky_relu(x, 0.01) * valid_bt[..., None]
-        x = Conv1d(cfg.hidden_dims, 3, precision=prec, name="input_conv_1")(x)
+        x = Conv1d(cfg.hidden_dims, 3, padding=1, precision=prec, name="input_conv_1")(x)
         if cfg.use_harmonic_emb:  # inference uses harmonic index 0
             x = x + self.param("harmonic_emb", nn.initializers.normal(1.0), (9, cfg.hidden_dims))[0]
         for i in range(cfg.n_layers):
@@ -372,7 +353,7 @@ def decode_f0(salience_btc, cents_c, n_b, cfg: FCPEConfig, opts: F0Options, t_ou
     grid; item b has opts.frames(n_b[b]) valid frames (t_out must cover them; slots past are 0)."""
     b, t, _ = salience_btc.shape
     frames_b = cfg.mel_frames(n_b)
-    valid_bt = _valid(frames_b, t)
+    valid_bt = valid_mask(frames_b, t)
     f0 = salience_to_f0(salience_btc, cents_c, opts.threshold, opts.decoder)
     uv = f0 < opts.f0_min
     if opts.interpolate:
@@ -382,7 +363,7 @@ def decode_f0(salience_btc, cents_c, n_b, cfg: FCPEConfig, opts: F0Options, t_ou
     src = nearest_index(out_b, frames_b, t_out)
     f0_out = jnp.take_along_axis(f0, jnp.clip(src, 0, t - 1), axis=1)
     vuv_out = 1.0 - jnp.take_along_axis(uv.astype(jnp.float32), jnp.clip(src, 0, t - 1), axis=1)
-    valid_out = _valid(out_b, t_out)
+    valid_out = valid_mask(out_b, t_out)
     return jnp.where(valid_out, f0_out, 0.0), jnp.where(valid_out, vuv_out, 0.0), out_b
 
 
@@ -395,45 +376,22 @@ def fcpe_f0(params, wav_bn, n_b, cfg: FCPEConfig, opts: F0Options = F0Options())
 
 # ----- params on disk, and a loaded extractor ---------------------------------------------------------
 
-def param_shapes(cfg: FCPEConfig) -> dict:
-    wav = jax.ShapeDtypeStruct((1, cfg.win_size), jnp.float32)
-    n = jax.ShapeDtypeStruct((1,), jnp.int32)
-    return jax.eval_shape(FCPE(cfg).init, jax.random.PRNGKey(0), wav, n)["params"]
-
-
 def init_params(cfg: FCPEConfig, seed: int = 0) -> dict:
     wav = jnp.zeros((1, cfg.win_size), jnp.float32)
     return FCPE(cfg).init(jax.random.PRNGKey(seed), wav, jnp.array([cfg.win_size]))["params"]
 
 
-def save_fcpe(directory, params, cfg: FCPEConfig) -> Path:
-    """DIR/fcpe.yaml (FCPEConfig) + DIR/params (Orbax)."""
-    from spiritlm_jax.checkpoint import save_params_dir
-    from spiritlm_jax.speech.hubert import check_param_shapes
-
-    d = Path(directory).absolute()
-    check_param_shapes(params, param_shapes(cfg), f"FCPE params to save in {d}")
-    return save_params_dir(d, params, {"fcpe.yaml": cfg})
+def _abstract_params(configs: dict) -> dict:
+    cfg = configs["fcpe.yaml"]
+    wav = jax.ShapeDtypeStruct((1, cfg.win_size), jnp.float32)
+    n = jax.ShapeDtypeStruct((1,), jnp.int32)
+    return jax.eval_shape(FCPE(cfg).init, jax.random.PRNGKey(0), wav, n)["params"]
 
 
-def load_fcpe(directory) -> tuple[dict, FCPEConfig]:
-    """(params, config) from a directory written by `save_fcpe` (no torch needed)."""
-    from spiritlm_jax.checkpoint import restore_params_dir
-    from spiritlm_jax.speech.hubert import check_param_shapes
-
-    params, cfgs = restore_params_dir(directory, {"fcpe.yaml": FCPEConfig}, "FCPE model",
-                                      "make one with tools/convert_weights/fcpe_from_torchfcpe.py")
-    cfg = cfgs["fcpe.yaml"]
-    check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against fcpe.yaml)")
-    return params, cfg
-
-
-def bucket_length(n: int, minimum: int = 16384) -> int:
-    """Padded length for n samples: at least `minimum`, rounded up to a multiple of 1/8 of the next
-    power of two (4 buckets per octave: <= 25% padding, at most ~30 compiles from 1 s to 100 s)."""
-    n = max(n, minimum)
-    step = (1 << (n - 1).bit_length()) // 8
-    return -(-n // step) * step
+# DIR/fcpe.yaml (FCPEConfig) + DIR/params: io.save_component(DIR, FCPE_SPEC, params, {"fcpe.yaml": cfg})
+FCPE_SPEC = ComponentSpec("converted FCPE model", {"fcpe.yaml": FCPEConfig}, _abstract_params,
+                          hint="make one with tools/convert_weights/fcpe_from_torchfcpe.py")
+BUCKET_MIN_SAMPLES = 16384  # waveforms are padded to buckets.quarter_octave_bucket(n, BUCKET_MIN_SAMPLES)
 
 
 def check_waveform(wav, cfg: FCPEConfig, name: str = "waveform") -> np.ndarray:
@@ -472,8 +430,9 @@ class F0Extractor:
 
     @classmethod
     def load(cls, directory, opts: F0Options = F0Options()) -> "F0Extractor":
-        params, cfg = load_fcpe(directory)
-        return cls(params, cfg, opts)
+        """From a directory written with FCPE_SPEC (no torch needed)."""
+        params, cfgs = load_component(directory, FCPE_SPEC)
+        return cls(params, cfgs["fcpe.yaml"], opts)
 
     def batch(self, wavs: list) -> list[tuple[np.ndarray, np.ndarray]]:
         """(f0, vuv) per waveform, all run as one padded batch."""
@@ -481,9 +440,7 @@ class F0Extractor:
         if not wavs:
             return []
         lengths = [len(w) for w in wavs]
-        padded = np.zeros((len(wavs), bucket_length(max(lengths))), np.float32)
-        for i, w in enumerate(wavs):
-            padded[i, : len(w)] = w
+        padded = pad_batch(wavs, quarter_octave_bucket(max(lengths), BUCKET_MIN_SAMPLES))
         f0, vuv, frames = (np.asarray(a) for a in self._fn(self.params, jnp.asarray(padded),
                                                            jnp.asarray(lengths, jnp.int32)))
         return [(f0[i, : frames[i]], vuv[i, : frames[i]]) for i in range(len(wavs))]

@@ -19,6 +19,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from spiritlm_jax.speech.tokenizer import SpeechTokenizer
+
 SAMPLE_RATE = 16000
 HOP = 640  # samples per 25 Hz frame
 WINDOW = 720  # receptive field of the 25 Hz HuBERT conv stack
@@ -172,16 +174,12 @@ class LibrosaFeatures:
 class HubertLayerFeatures:
     """Output features of a converted HuBERT checkpoint (spiritlm_jax.speech.tokenizer.SpeechTokenizer
     directory) behind the FrameFeatures interface: layer `layer` (default: the checkpoint's
-    output_layer, 11 for Spirit LM). Imported only when built, so librosa features work without it."""
+    output_layer, 11 for Spirit LM)."""
 
     def __init__(self, checkpoint_dir: str, layer: Optional[int] = None):
-        import dataclasses as dc
-
-        from spiritlm_jax.speech.tokenizer import SpeechTokenizer
-
-        tok = SpeechTokenizer.load(checkpoint_dir)
+        tok = SpeechTokenizer.load(checkpoint_dir, expressive=False)
         if layer is not None and layer != tok.cfg.output_layer:
-            tok = SpeechTokenizer(tok.params, dc.replace(tok.cfg, output_layer=int(layer)), tok.qcfg)
+            tok = SpeechTokenizer(tok.params, dataclasses.replace(tok.cfg, output_layer=int(layer)), tok.qcfg)
         self._tok = tok
         self.checkpoint_dir, self.layer = str(checkpoint_dir), int(tok.cfg.output_layer)
         self.name = "hubert"

@@ -15,6 +15,7 @@ Parameter names follow the official checkpoint keys (`dict`, `f0_dict`, `style_d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional
 
@@ -22,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spiritlm_jax.speech.layers import Conv1d, mask_time, valid_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,28 +115,8 @@ class HifiGanConfig:
         return n * self.embedding_dim
 
 
-def _mask(x_btc, valid_bt):
-    return x_btc * valid_bt[..., None].astype(x_btc.dtype)
-
-
-class Conv1d(nn.Module):
-    """PyTorch-style Conv1d on NWC input: kernel [k, in, out], bias, symmetric padding, dilation."""
-
-    features: int
-    kernel_size: int
-    dilation: int = 1
-    padding: Optional[int] = None  # None: "same" length, (k*d - d) // 2 (the reference's get_padding)
-
-    @nn.compact
-    def __call__(self, x_btc):
-        pad = (self.kernel_size * self.dilation - self.dilation) // 2 if self.padding is None else self.padding
-        k = self.param("kernel", nn.initializers.normal(0.01), (self.kernel_size, x_btc.shape[-1], self.features))
-        b = self.param("bias", nn.initializers.zeros, (self.features,))
-        y = jax.lax.conv_general_dilated(
-            x_btc, k.astype(x_btc.dtype), (1,), [(pad, pad)], rhs_dilation=(self.dilation,),
-            dimension_numbers=("NWC", "WIO", "NWC"),
-        )
-        return y + b.astype(y.dtype)
+# PyTorch Conv1d with the generator's init (normal, std 0.01; converted checkpoints replace it)
+_conv = functools.partial(Conv1d, kernel_init=nn.initializers.normal(0.01))
 
 
 class ConvTranspose1d(nn.Module):
@@ -170,9 +153,9 @@ class ResBlock(nn.Module):
         c = x_btc.shape[-1]
         for i, d in enumerate(self.dilations):
             h = nn.leaky_relu(x_btc, 0.1)
-            h = _mask(Conv1d(c, self.kernel_size, d, name=f"convs1_{i}")(h), valid_bt)
+            h = mask_time(_conv(c, self.kernel_size, dilation=d, name=f"convs1_{i}")(h), valid_bt)
             h = nn.leaky_relu(h, 0.1)
-            h = _mask(Conv1d(c, self.kernel_size, 1, name=f"convs2_{i}")(h), valid_bt)
+            h = mask_time(_conv(c, self.kernel_size, name=f"convs2_{i}")(h), valid_bt)
             x_btc = x_btc + h
         return x_btc
 
@@ -185,21 +168,21 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, x_btc, valid_bt):
         cfg = self.cfg
-        x_btc = Conv1d(cfg.upsample_initial_channel, 7, padding=3, name="conv_pre")(_mask(x_btc, valid_bt))
-        x_btc = _mask(x_btc, valid_bt)
+        x_btc = _conv(cfg.upsample_initial_channel, 7, padding=3, name="conv_pre")(mask_time(x_btc, valid_bt))
+        x_btc = mask_time(x_btc, valid_bt)
         n_k = len(cfg.resblock_kernel_sizes)
         for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
             x_btc = nn.leaky_relu(x_btc, 0.1)
             x_btc = ConvTranspose1d(cfg.upsample_initial_channel // 2 ** (i + 1), k, u, name=f"ups_{i}")(x_btc)
             valid_bt = jnp.repeat(valid_bt, u, axis=1)
-            x_btc = _mask(x_btc, valid_bt)
+            x_btc = mask_time(x_btc, valid_bt)
             acc = None
             for j, (rk, rd) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)):
                 r = ResBlock(rk, tuple(rd), name=f"resblocks_{i * n_k + j}")(x_btc, valid_bt)
                 acc = r if acc is None else acc + r
             x_btc = acc / n_k
         x_btc = nn.leaky_relu(x_btc, 0.01)  # the reference's F.leaky_relu default slope
-        x_btc = Conv1d(1, 7, padding=3, name="conv_post")(x_btc)
+        x_btc = _conv(1, 7, padding=3, name="conv_post")(x_btc)
         return jnp.tanh(x_btc[..., 0]) * valid_bt
 
 
@@ -212,9 +195,9 @@ class DurationPredictor(nn.Module):
     @nn.compact
     def __call__(self, x_btc, valid_bt):
         k = self.kernel_size
-        h = nn.relu(Conv1d(self.hidden, k, padding=(k - 1) // 2, name="conv1")(_mask(x_btc, valid_bt)))
+        h = nn.relu(_conv(self.hidden, k, padding=(k - 1) // 2, name="conv1")(mask_time(x_btc, valid_bt)))
         h = nn.LayerNorm(epsilon=1e-5, name="ln1")(h)
-        h = nn.relu(Conv1d(self.hidden, k, padding=1, name="conv2")(_mask(h, valid_bt)))
+        h = nn.relu(_conv(self.hidden, k, padding=1, name="conv2")(mask_time(h, valid_bt)))
         h = nn.LayerNorm(epsilon=1e-5, name="ln2")(h)
         return nn.Dense(1, name="proj")(h)[..., 0]
 
@@ -229,7 +212,7 @@ def predict_durations(params, cfg: HifiGanConfig, units_bt, lengths_b):
     if cfg.dur_predictor_params is None:
         raise ValueError("this vocoder has no duration predictor (dur_predictor_params is None)")
     d = cfg.dur_predictor_params
-    valid_bt = jnp.arange(units_bt.shape[1])[None] < lengths_b[:, None]
+    valid_bt = valid_mask(lengths_b, units_bt.shape[1])
     emb_btc = jnp.take(params["dict"]["embedding"], units_bt, axis=0)
     log_dur = DurationPredictor(d.var_pred_hidden_dim, d.var_pred_kernel_size).apply(
         {"params": params["dur_predictor"]}, emb_btc, valid_bt)
@@ -277,7 +260,7 @@ class CodeGenerator(nn.Module):
     def __call__(self, units_bt, lengths_b, pitch_bt=None, style_bt=None, speaker_b=None, global_style_b=None,
                  dur_pred: bool = False, max_frames: Optional[int] = None):
         cfg = self.cfg
-        valid_bt = jnp.arange(units_bt.shape[1])[None] < lengths_b[:, None]
+        valid_bt = valid_mask(lengths_b, units_bt.shape[1])
         e = cfg.embedding_dim
         unit_btc = nn.Embed(cfg.num_embeddings, e, name="dict")(units_bt)
         streams = [unit_btc]

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from spiritlm_jax.speech.layers import conv1d, valid_mask
+
 STANDARD_50HZ = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 STRIDE_640_25HZ = STANDARD_50HZ + ((512, 2, 2),)  # 8 convs; total stride 640 (25 Hz at 16 kHz)
 
@@ -79,15 +81,6 @@ class HubertConfig:
         return n_samples
 
 
-def _conv(x_btc, kernel_kio, stride=1, padding=0, groups=1):
-    return jax.lax.conv_general_dilated(x_btc, kernel_kio.astype(x_btc.dtype), (stride,), [(padding, padding)],
-                                        dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=groups)
-
-
-def _valid(lengths_b, t):
-    return jnp.arange(t)[None] < lengths_b[:, None]
-
-
 class FeatureExtractor(nn.Module):
     """wav [B, N] -> conv features [B, T, C] and valid frames [B]."""
 
@@ -100,11 +93,11 @@ class FeatureExtractor(nn.Module):
         n_b, c_in = valid_samples_b, 1
         for i, (c, k, s) in enumerate(self.cfg.conv_layers):
             w = self.param(f"conv_{i}", nn.initializers.he_normal(), (k, c_in, c))
-            x = _conv(x, w, stride=s)
+            x = conv1d(x, w, stride=s)
             n_b = (n_b - k) // s + 1
             if i == 0:  # GroupNorm(c groups of 1 channel) = per-channel norm over each item's valid time, fp32
                 x32 = x.astype(jnp.float32)
-                m = _valid(n_b, x.shape[1])[..., None].astype(jnp.float32)
+                m = valid_mask(n_b, x.shape[1])[..., None].astype(jnp.float32)
                 cnt = jnp.maximum(m.sum(1, keepdims=True), 1.0)
                 mean = (x32 * m).sum(1, keepdims=True) / cnt
                 var = (((x32 - mean) * m) ** 2).sum(1, keepdims=True) / cnt
@@ -180,7 +173,7 @@ class Hubert(nn.Module):
         if valid_samples_b.shape != wav_bn.shape[:1]:
             raise ValueError(f"valid_samples must be [{wav_bn.shape[0]}], got shape {valid_samples_b.shape}")
         dt = jnp.dtype(cfg.dtype)
-        wav_valid_bn = _valid(valid_samples_b, wav_bn.shape[1])
+        wav_valid_bn = valid_mask(valid_samples_b, wav_bn.shape[1])
         wav_bn = jnp.where(wav_valid_bn, wav_bn.astype(jnp.float32), 0.0)
         if cfg.normalize_waveform:  # F.layer_norm(wav, wav.shape) over each item's valid samples
             cnt = jnp.maximum(valid_samples_b, 1)[:, None].astype(jnp.float32)
@@ -189,14 +182,14 @@ class Hubert(nn.Module):
             wav_bn = jnp.where(wav_valid_bn, (wav_bn - mean) * jax.lax.rsqrt(var + 1e-5), 0.0)
 
         x_btc, n_b = FeatureExtractor(cfg, name="feature_extractor")(wav_bn, valid_samples_b)
-        valid_bt = _valid(n_b, x_btc.shape[1])
+        valid_bt = valid_mask(n_b, x_btc.shape[1])
         x_btc = nn.LayerNorm(cfg.layer_norm_eps, dtype=dt, name="layer_norm")(x_btc)
         x_btd = nn.Dense(cfg.hidden, dtype=dt, name="post_extract_proj")(x_btc)
         x_btd = x_btd * valid_bt[..., None].astype(dt)  # padded frames are zeros for the positional conv
         k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
         w = self.param("pos_conv", nn.initializers.lecun_normal(), (k, cfg.hidden // g, cfg.hidden))
         pos_bias = self.param("pos_conv_bias", nn.initializers.zeros, (cfg.hidden,))
-        pos_btd = _conv(x_btd, w, padding=k // 2, groups=g) + pos_bias.astype(dt)
+        pos_btd = conv1d(x_btd, w, padding=k // 2, groups=g) + pos_bias.astype(dt)
         if k % 2 == 0:  # fairseq SamePad: an even kernel yields one extra frame
             pos_btd = pos_btd[:, :-1]
         x_btd = nn.LayerNorm(cfg.layer_norm_eps, dtype=dt, name="encoder_layer_norm")(
@@ -210,18 +203,3 @@ class Hubert(nn.Module):
             x_btd = EncoderLayer(cfg, name=f"layers_{i}")(x_btd, valid_bt)
         return x_btd[:, :t], n_b
 
-
-def param_shapes(cfg: HubertConfig) -> dict:
-    """The parameter tree `Hubert(cfg)` expects, as ShapeDtypeStructs (nothing is computed)."""
-    wav = jax.ShapeDtypeStruct((1, cfg.receptive_field), jnp.float32)
-    return jax.eval_shape(Hubert(cfg).init, jax.random.PRNGKey(0), wav)["params"]
-
-
-def check_param_shapes(params, expected, where: str) -> None:
-    """ValueError naming the first parameter whose presence or shape differs from `expected`."""
-    got = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-    for name in sorted(set(got) | set(want)):
-        if got.get(name) != want.get(name):
-            raise ValueError(f"{where}: parameter {name} has shape {got.get(name, 'missing')}, "
-                             f"expected {want.get(name, 'none (unexpected parameter)')}")

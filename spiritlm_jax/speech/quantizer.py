@@ -1,6 +1,6 @@
 """HuBERT feature quantizers: the released MLP with a CTC blank, and k-means centroids.
 
-MLP (L11_quantizer_500.pt, SPEC.md §4.1): out = vocab + 1 (blank = vocab), mid = upstream_dim - out,
+MLP (L11_quantizer_500.pt, docs/reference.md): out = vocab + 1 (blank = vocab), mid = upstream_dim - out,
 Linear(dim -> dim - mid//4), LeakyReLU(0.01), Linear(-> dim - mid//2), LeakyReLU(0.01),
 Linear(-> out); argmax (the reference's log_softmax does not change it; ties go to the lowest id in
 both). Blank filling as the reference: it repeats `code[blank] = roll(code, 1)[blank]` until no blank
@@ -10,18 +10,23 @@ after 10000 rounds, which only matters for runs of >= 10000 blanks: 400 s at 25 
 100 s chunks the tokenizer feeds it). The reference runs it per chunk of audio; so do we.
 
 k-means (the reference's KmeansModel, for users with k-means checkpoints): nearest centre by
-squared Euclidean distance |x|^2 - 2 x.c + |c|^2, lowest index on ties. Centroids [K, D] saved as .npy.
+squared Euclidean distance |x|^2 - 2 x.c + |c|^2, lowest index on ties. Centroids [K, D] saved as a
+k-means component directory (speech/kmeans.py: kmeans.yaml + params/).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.io import ComponentSpec, load_component, save_component
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +104,46 @@ def nearest_centroid(x_nd: jax.Array, centroids_kd: jax.Array) -> jax.Array:
 _nearest_jit = jax.jit(nearest_centroid)
 
 
+KMEANS_FILE = "kmeans.yaml"
+UNITS_NOTE = "k-means cluster indices used as [Hu] ids; NOT the released HuBERT units"
+
+
+@dataclasses.dataclass(frozen=True)
+class KMeansConfig:
+    """kmeans.yaml of a k-means quantizer directory (params/ holds {"centroids": float32 [k, dim]})."""
+
+    k: int = 100  # clusters: unit ids 0..k-1
+    dim: int = 40  # feature dimension
+    # the frame features clustered, to rebuild them (speech.features.feature_extractor): a FeatureConfig
+    # dict ({"type": "log_mel", ...}) or {"type": "hubert", "checkpoint": DIR, "layer": 11}; {} = given by the caller
+    features: dict[str, Any] = dataclasses.field(default_factory=dict)
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)  # summary of the run that made them
+    units: str = UNITS_NOTE
+
+    def __post_init__(self):
+        if self.k < 1 or self.dim < 1:
+            raise ValueError(f"k-means needs k >= 1 and dim >= 1, got k={self.k}, dim={self.dim}")
+
+
+def _kmeans_abstract_params(configs: dict) -> dict:
+    cfg = configs[KMEANS_FILE]
+    return {"centroids": jax.ShapeDtypeStruct((cfg.k, cfg.dim), jnp.float32)}
+
+
+KMEANS_SPEC = ComponentSpec("k-means quantizer", {KMEANS_FILE: KMeansConfig}, _kmeans_abstract_params,
+                            hint="train one with python -m spiritlm_jax.kmeans (an old centroids.npy + "
+                                 "quantizer.json directory converts with tools/convert_weights/kmeans_from_npy.py)")
+
+
+def load_kmeans(directory) -> tuple[np.ndarray, KMeansConfig]:
+    """(centroids float32 [k, dim], config) of a k-means quantizer directory, checked finite."""
+    params, cfgs = load_component(directory, KMEANS_SPEC)
+    c = np.asarray(params["centroids"], np.float32)
+    if not np.all(np.isfinite(c)):
+        raise ValueError(f"{directory}: centroids contain NaN or inf")
+    return c, cfgs[KMEANS_FILE]
+
+
 class KMeansQuantizer:
     """Nearest-centroid units for HuBERT features: `KMeansQuantizer(centroids)(feats[..., D])`."""
 
@@ -114,28 +159,17 @@ class KMeansQuantizer:
     def n_units(self) -> int:
         return self.centroids.shape[0]
 
-    def save(self, path) -> Path:
-        """Write the centroids as a float32 .npy file ([K, D])."""
-        path = Path(path)
-        if path.suffix != ".npy":
-            raise ValueError(f"{path}: centroids are saved as .npy")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, self.centroids)
-        return path
+    def save(self, directory) -> Path:
+        """Write a k-means component directory (kmeans.yaml + params/, speech.kmeans.KMEANS_SPEC)."""
+        k, d = self.centroids.shape
+        return save_component(directory, KMEANS_SPEC, {"centroids": self.centroids},
+                              {KMEANS_FILE: KMeansConfig(k=k, dim=d)})
 
     @classmethod
-    def load(cls, path) -> "KMeansQuantizer":
-        """From a .npy file, or a directory holding centroids.npy (the k-means trainer's output)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / "centroids.npy"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist (expected a [K, D] centroids .npy)")
-        try:
-            c = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise ValueError(f"{path} is not a numeric .npy array: {e}") from None
-        return cls(c)
+    def load(cls, directory) -> "KMeansQuantizer":
+        """From a k-means component directory (what `save`, the converter and `python -m spiritlm_jax.kmeans`
+        write); its feature settings are not used here: the caller gives the features."""
+        return cls(load_kmeans(directory)[0])
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
         """Features [..., D] -> int64 units [...]."""
@@ -146,29 +180,19 @@ class KMeansQuantizer:
         n = flat.shape[0]
         if n == 0:
             return np.zeros(x.shape[:-1], np.int64)
-        padded = np.zeros((max(64, 1 << (n - 1).bit_length()), flat.shape[1]), np.float32)  # few compilations
+        padded = np.zeros((pow2_bucket(n, minimum=64), flat.shape[1]), np.float32)  # few compilations
         padded[:n] = flat
         units = np.asarray(_nearest_jit(padded, self.centroids))[:n]
         return units.astype(np.int64).reshape(x.shape[:-1])
 
 
-def save_mlp_quantizer(directory, params, cfg: MLPQuantizerConfig) -> Path:
-    """DIR/quantizer.yaml (the config) + DIR/params (Orbax: {"quantizer": params})."""
-    from spiritlm_jax.checkpoint import save_params_dir
+def _mlp_abstract_params(configs: dict) -> dict:
+    cfg = configs["quantizer.yaml"]
+    x = jax.ShapeDtypeStruct((1, cfg.dim), jnp.float32)
+    return {"quantizer": jax.eval_shape(MLPQuantizer(cfg).init, jax.random.PRNGKey(0), x)["params"]}
 
-    return save_params_dir(directory, {"quantizer": params}, {"quantizer.yaml": cfg})
 
-
-def load_mlp_quantizer(directory) -> tuple[dict, MLPQuantizerConfig]:
-    """(params, config) from a directory written by `save_mlp_quantizer`."""
-    from spiritlm_jax.checkpoint import restore_params_dir
-
-    d = Path(directory).absolute()
-    params, cfgs = restore_params_dir(d, {"quantizer.yaml": MLPQuantizerConfig}, "MLP quantizer")
-    cfg, params = cfgs["quantizer.yaml"], params["quantizer"]
-    w1, w2, w3 = cfg.widths
-    for name, shape in (("linear_0", (cfg.dim, w1)), ("linear_2", (w1, w2)), ("linear_4", (w2, w3))):
-        if tuple(params[name]["kernel"].shape) != shape:
-            raise ValueError(f"{d}: {name}.kernel has shape {tuple(params[name]['kernel'].shape)}, "
-                             f"expected {shape} from quantizer.yaml")
-    return params, cfg
+# A standalone MLP quantizer: DIR/quantizer.yaml (MLPQuantizerConfig) + DIR/params ({"quantizer": ...})
+MLP_QUANTIZER_SPEC = ComponentSpec("converted MLP quantizer", {"quantizer.yaml": MLPQuantizerConfig},
+                                   _mlp_abstract_params,
+                                   hint="make one with tools/convert_weights/speech_quantizer_from_pt.py")

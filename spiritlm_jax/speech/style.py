@@ -1,4 +1,4 @@
-"""Style units (EXPRESSIVE): a wav2vec2-base sequence classifier pooled per second (SPEC.md §4.3).
+"""Style units (EXPRESSIVE): a wav2vec2-base sequence classifier pooled per second (docs/reference.md).
 
     waveform -> zero-mean / unit-variance normalisation per utterance, (x - mean) / sqrt(var + 1e-7)
     (what the reference fetches as facebook/wav2vec2-base's Wav2Vec2FeatureExtractor; done here)
@@ -14,7 +14,6 @@ normalisation statistics and pooling use each item's valid samples/frames only.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Optional
 
 import flax.linen as nn
@@ -22,7 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig, check_param_shapes
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.io import ComponentSpec, load_component
+from spiritlm_jax.speech.audio import encode_chunked, pad_batch
+from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig
+from spiritlm_jax.speech.layers import valid_mask
 
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 
@@ -50,7 +53,7 @@ def normalize(wav: np.ndarray) -> np.ndarray:
 
 def normalize_batch(wav_bn: jax.Array, n_b: jax.Array) -> jax.Array:
     """`normalize` of each item of a zero-padded batch over its valid samples; padding stays 0."""
-    valid_bn = jnp.arange(wav_bn.shape[1])[None] < n_b[:, None]
+    valid_bn = valid_mask(n_b, wav_bn.shape[1])
     cnt_b1 = jnp.maximum(n_b, 1)[:, None].astype(jnp.float32)
     wav_bn = jnp.where(valid_bn, wav_bn.astype(jnp.float32), 0.0)
     mean_b1 = wav_bn.sum(1, keepdims=True) / cnt_b1
@@ -74,7 +77,7 @@ class StyleEncoder(nn.Module):
         b, t, p = h_btp.shape
         c = -(-t // cfg.pool_size)
         pad = c * cfg.pool_size - t
-        valid_bt = (jnp.arange(t)[None] < frames_b[:, None]).astype(h_btp.dtype)
+        valid_bt = valid_mask(frames_b, t).astype(h_btp.dtype)
         sums_bcp = jnp.pad(h_btp * valid_bt[..., None], ((0, 0), (0, pad), (0, 0))).reshape(b, c, cfg.pool_size, p).sum(2)
         counts_bc = jnp.pad(valid_bt, ((0, 0), (0, pad))).reshape(b, c, cfg.pool_size).sum(-1)
         pooled_bcp = sums_bcp / jnp.maximum(counts_bc, 1.0)[..., None]
@@ -82,18 +85,15 @@ class StyleEncoder(nn.Module):
         return nn.Dense(cfg.num_labels, name="classifier")(pooled_bcp), n_chunks_b
 
 
-def param_shapes(cfg: StyleConfig) -> dict:
+def _abstract_params(configs: dict) -> dict:
+    cfg = configs["style.yaml"]
     wav = jax.ShapeDtypeStruct((1, cfg.encoder.receptive_field), jnp.float32)
     return jax.eval_shape(StyleEncoder(cfg).init, jax.random.PRNGKey(0), wav)["params"]
 
 
-def save_style_encoder(directory, params, cfg: StyleConfig) -> Path:
-    """DIR/style.yaml (StyleConfig) + DIR/params (Orbax)."""
-    from spiritlm_jax.checkpoint import save_params_dir
-
-    d = Path(directory).absolute()
-    check_param_shapes(params, param_shapes(cfg), f"style encoder params to save in {d}")
-    return save_params_dir(d, params, {"style.yaml": cfg})
+# DIR/style.yaml (StyleConfig) + DIR/params
+STYLE_SPEC = ComponentSpec("converted style encoder", {"style.yaml": StyleConfig}, _abstract_params,
+                           hint="make one with tools/convert_weights/style_from_hf.py")
 
 
 class StyleTokenizer:
@@ -107,13 +107,8 @@ class StyleTokenizer:
 
     @classmethod
     def load(cls, directory) -> "StyleTokenizer":
-        from spiritlm_jax.checkpoint import restore_params_dir
-
-        params, cfgs = restore_params_dir(directory, {"style.yaml": StyleConfig}, "style encoder",
-                                          "make one with tools/convert_weights/style_from_hf.py")
-        cfg = cfgs["style.yaml"]
-        check_param_shapes(params, param_shapes(cfg), f"{Path(directory).absolute()}/params (against style.yaml)")
-        return cls(params, cfg)
+        params, cfgs = load_component(directory, STYLE_SPEC)
+        return cls(params, cfgs["style.yaml"])
 
     def logits(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Per-second logits [units, labels] for each 16 kHz waveform, run as one padded batch."""
@@ -123,16 +118,12 @@ class StyleTokenizer:
         if min(lengths) < self.cfg.encoder.receptive_field:
             raise ValueError(f"a waveform of {min(lengths)} samples is shorter than one wav2vec2 frame "
                              f"({self.cfg.encoder.receptive_field} samples)")
-        batch = np.zeros((len(wavs), max(1024, 1 << (max(lengths) - 1).bit_length())), np.float32)
-        for i, w in enumerate(wavs):
-            batch[i, : len(w)] = w
+        batch = pad_batch(wavs, pow2_bucket(max(lengths), minimum=1024))
         logits, units = self._fn(self.params, jnp.asarray(batch), jnp.asarray(lengths, jnp.int32))
         logits, units = np.asarray(logits), np.asarray(units)
         return [logits[i, : units[i]] for i in range(len(wavs))]
 
     def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
         """Style units (int64, one per started second of each chunk) of one recording."""
-        from spiritlm_jax.speech.audio import chunk_audio, load_audio
-
-        out = [self.logits([c])[0].argmax(-1) for c in chunk_audio(load_audio(audio, input_sample_rate))]
-        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+        return encode_chunked(audio, lambda chunks: [self.logits([c])[0].argmax(-1).astype(np.int64) for c in chunks],
+                              np.zeros(0, np.int64), input_sample_rate)

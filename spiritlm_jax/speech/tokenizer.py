@@ -1,4 +1,4 @@
-"""SpeechTokenizer: audio -> Spirit LM unit streams -> one Spirit LM string (SPEC.md §3-§4).
+"""SpeechTokenizer: audio -> Spirit LM unit streams -> one Spirit LM string (docs/reference.md).
 
 BASE: HuBERT layer features -> MLP quantizer units (25 Hz).
 EXPRESSIVE: the same HuBERT units, plus pitch units (FCPE F0 -> F0 VQ-VAE, 12.5 Hz) and style units
@@ -11,9 +11,10 @@ EXPRESSIVE: the same HuBERT units, plus pitch units (FCPE F0 -> F0 VQ-VAE, 12.5 
 Audio is loaded once and chunked as the reference (<= 100 s, chunks under 1280 samples dropped); every
 stream runs on each chunk and the per-chunk units are concatenated, as the reference does. Each chunk
 is padded to a power-of-two bucket of samples so new lengths recompile only per bucket.
-Directory format: hubert.yaml, quantizer.yaml (optional), params/ (Orbax {"hubert", "quantizer"});
-EXPRESSIVE adds fcpe/ (FCPE), f0_vqvae/ (F0 VQ-VAE) and style/ (style encoder), each in its own
-converted format (tools/convert_weights/spiritlm_checkpoints.py writes all of them).
+Directory format (`SPEECH_TOKENIZER_SPEC`, spiritlm_jax.io): hubert.yaml, quantizer.yaml (optional),
+params/ (Orbax {"hubert", "quantizer"}); EXPRESSIVE adds fcpe/ (FCPE_SPEC), f0_vqvae/ (F0_VQVAE_SPEC)
+and style/ (STYLE_SPEC), each a component directory of its own
+(tools/convert_weights/spiritlm_checkpoints.py writes all of them).
 """
 
 from __future__ import annotations
@@ -26,20 +27,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.speech.audio import chunk_audio, load_audio
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.io import ComponentSpec, load_component
+from spiritlm_jax.speech.audio import encode_chunked, pad_batch
+from spiritlm_jax.speech.f0_vqvae import PitchTokenizer
 from spiritlm_jax.speech.hubert import Hubert, HubertConfig
-from spiritlm_jax.speech.quantizer import MLPQuantizer, MLPQuantizerConfig, mlp_units
+from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, MLPQuantizer, MLPQuantizerConfig, mlp_units
+from spiritlm_jax.speech.style import StyleTokenizer
 from spiritlm_jax.tokens import units_to_string
 
 PITCH_DIRS = ("fcpe", "f0_vqvae")
 STYLE_DIR = "style"
 
 
-def save_speech_tokenizer(directory, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig]) -> Path:
-    """DIR/hubert.yaml (+ quantizer.yaml) + DIR/params (Orbax {"hubert"[, "quantizer"]})."""
-    from spiritlm_jax.checkpoint import save_params_dir
+def _abstract_params(configs: dict) -> dict:
+    cfg, qcfg = configs["hubert.yaml"], configs.get("quantizer.yaml")
+    wav = jax.ShapeDtypeStruct((1, cfg.receptive_field), jnp.float32)
+    params = {"hubert": jax.eval_shape(Hubert(cfg).init, jax.random.PRNGKey(0), wav)["params"]}
+    if qcfg is not None:
+        params.update(MLP_QUANTIZER_SPEC.abstract_params({"quantizer.yaml": qcfg}))
+    return params
 
-    return save_params_dir(directory, params, {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
+
+# The HuBERT part of a speech tokenizer directory: DIR/hubert.yaml (+ quantizer.yaml) + DIR/params
+# ({"hubert"[, "quantizer"]}); the EXPRESSIVE parts are component directories inside it (fcpe/, ...).
+SPEECH_TOKENIZER_SPEC = ComponentSpec("converted speech tokenizer",
+                                      {"hubert.yaml": HubertConfig, "quantizer.yaml": MLPQuantizerConfig},
+                                      _abstract_params, optional=("quantizer.yaml",),
+                                      hint="make one with tools/convert_weights/hubert_from_fairseq.py")
 
 
 @functools.partial(jax.jit, static_argnames=("hubert", "quantizer"))
@@ -69,12 +84,8 @@ class SpeechTokenizer:
     def load(cls, directory, expressive: Optional[bool] = None) -> "SpeechTokenizer":
         """`expressive=None` loads pitch and style when the directory has them (all of fcpe/,
         f0_vqvae/, style/); True requires them; False loads HuBERT only (for a BASE model)."""
-        from spiritlm_jax.checkpoint import restore_params_dir
-
         d = Path(directory).absolute()
-        params, cfgs = restore_params_dir(d, {"hubert.yaml": HubertConfig, "quantizer.yaml": MLPQuantizerConfig},
-                                          "speech tokenizer", "make one with tools/convert_weights/hubert_from_fairseq.py",
-                                          optional=("quantizer.yaml",))
+        params, cfgs = load_component(d, SPEECH_TOKENIZER_SPEC)
         cfg, qcfg = cfgs["hubert.yaml"], cfgs["quantizer.yaml"]
         parts = (*PITCH_DIRS, STYLE_DIR)
         missing = [p for p in parts if not (d / p).is_dir()]
@@ -84,19 +95,13 @@ class SpeechTokenizer:
                                     "tools/convert_weights/spiritlm_checkpoints.py)")
         pitch = style = None
         if expressive is True or (expressive is None and not missing):
-            from spiritlm_jax.speech.f0_vqvae import PitchTokenizer
-            from spiritlm_jax.speech.style import StyleTokenizer
-
             pitch = PitchTokenizer.load(d / "fcpe", d / "f0_vqvae")
             style = StyleTokenizer.load(d / STYLE_DIR)
         return cls(params, cfg, qcfg, pitch, style)
 
     def _hubert_batch(self, wavs: list[np.ndarray]):
         """(features [T_i, D], logits [T_i, V+1] or None) per waveform, as one padded jitted batch."""
-        n_max = max(len(w) for w in wavs)
-        padded = np.zeros((len(wavs), max(1 << (n_max - 1).bit_length(), 1024)), np.float32)
-        for i, w in enumerate(wavs):
-            padded[i, : len(w)] = w
+        padded = pad_batch(wavs, pow2_bucket(max(len(w) for w in wavs), minimum=1024))
         feats, logits, frames = _features_and_logits(self.hubert, self.quantizer, self.params,
                                                      jnp.asarray(padded), jnp.asarray([len(w) for w in wavs]))
         feats, frames = np.asarray(feats), np.asarray(frames)
@@ -105,9 +110,8 @@ class SpeechTokenizer:
 
     def features(self, audio, input_sample_rate=None, channel=None) -> np.ndarray:
         """Layer-`output_layer` features [T, D] of all chunks, concatenated."""
-        wav = load_audio(audio, input_sample_rate, channel)
-        chunks = [f for group in _groups(chunk_audio(wav)) for f, _ in self._hubert_batch(group)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.cfg.hidden), np.float32)
+        return encode_chunked(audio, lambda chunks: [f for g in _groups(chunks) for f, _ in self._hubert_batch(g)],
+                              np.zeros((0, self.cfg.hidden), np.float32), input_sample_rate, channel)
 
     def encode_units_batch(self, wavs_16k) -> list[dict[str, np.ndarray]]:
         """Unit streams of many 16 kHz waveforms (each one reference chunk: <= 100 s), run as padded
@@ -132,9 +136,9 @@ class SpeechTokenizer:
         """{"hubert": int64 [T]} (BASE), plus "pitch" and "style" (EXPRESSIVE): each stream's units of
         every chunk, concatenated, as the reference. `channel` picks one channel of a stereo input
         (default: average)."""
-        parts = self.encode_units_batch(chunk_audio(load_audio(audio, input_sample_rate, channel)))
-        keys = ("hubert", "pitch", "style") if self.expressive else ("hubert",)
-        return {k: np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, np.int64) for k in keys}
+        streams = ("hubert", "pitch", "style") if self.expressive else ("hubert",)
+        return encode_chunked(audio, self.encode_units_batch, {s: np.zeros(0, np.int64) for s in streams},
+                              input_sample_rate, channel)
 
     def encode_string(self, audio, input_sample_rate=None, channel=None) -> str:
         return units_to_string(**self.encode_units(audio, input_sample_rate, channel))

@@ -6,14 +6,14 @@
     write_wav("out.wav", audio)
 
 Two jitted stages, both on bucketed shapes so that new lengths compile only when they reach a new
-bucket (`length_bucket`: 32, 48, 64, 96, 128, ... frames; batch sizes 1, 2, 4, ..., max_batch):
+bucket (`buckets.half_octave_bucket`: 32, 48, 64, 96, 128, ... frames; batch sizes 1, 2, 4, ..., max_batch):
 durations (when the duration predictor is on) on the unit bucket, then the streams are repeated on the
 host and the generator runs on the bucket of the repeated length, so no work is spent on a guessed
 upper bound. `num_traces` counts how often each stage was traced (compiled).
 
-Directory format (`save_vocoder` / `Vocoder.load`): config.yaml (HifiGanConfig), params/ (Orbax
-StandardCheckpointer), speakers.txt / styles.txt when the source had them. Stored shapes are checked
-against config.yaml before restoring.
+Directory format (`VOCODER_SPEC`, `Vocoder.save` / `Vocoder.load`): config.yaml (HifiGanConfig), params/
+(Orbax StandardCheckpointer), speakers.txt / styles.txt when the source had them. Stored shapes are
+checked against config.yaml before restoring (spiritlm_jax.io).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Optional, Sequence, Union
 import jax
 import numpy as np
 
-from spiritlm_jax.checkpoint import restore_params_dir, save_params_dir, tree_shapes
+from spiritlm_jax.buckets import half_octave_bucket, pow2_bucket
+from spiritlm_jax.io import ComponentSpec, load_component, save_component
 from spiritlm_jax.speech.hifigan import CodeGenerator, HifiGanConfig, init_params, predict_durations, upsample_stream
 from spiritlm_jax.tokens import string_to_units
 
@@ -34,20 +35,16 @@ DEFAULT_SPEAKER = 2  # the reference's default_speaker for both released vocoder
 DEFAULT_STYLE = 8  # the reference's BASE default style ("conv-default")
 
 
-def length_bucket(n: int, minimum: int = 32) -> int:
-    """Smallest of minimum * {1, 1.5, 2, 3, 4, 6, ...} (powers of two and their 1.5x) that is >= n:
-    at most 50% padding, two compilations per doubling of the length."""
-    b = minimum
-    while True:
-        if n <= b:
-            return b
-        if n <= b * 3 // 2:
-            return b * 3 // 2
-        b *= 2
+FRAME_BUCKET_MIN = 32  # unit frames are padded to buckets.half_octave_bucket(n, FRAME_BUCKET_MIN)
 
 
-def batch_bucket(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
+def _abstract_params(configs: dict) -> dict:
+    return jax.eval_shape(lambda: init_params(configs["config.yaml"]))
+
+
+# DIR/config.yaml (HifiGanConfig) + DIR/params; Vocoder.save adds speakers.txt / styles.txt
+VOCODER_SPEC = ComponentSpec("converted vocoder", {"config.yaml": HifiGanConfig}, _abstract_params,
+                             hint="make one with tools/convert_weights/hifigan_from_pt.py")
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int = 16000) -> None:
@@ -58,33 +55,6 @@ def write_wav(path, audio: np.ndarray, sample_rate: int = 16000) -> None:
     if audio.ndim != 1:
         raise ValueError(f"write_wav expects mono audio [samples], got shape {audio.shape}")
     sf.write(str(path), audio, sample_rate, subtype="PCM_16")
-
-
-def expected_shapes(cfg: HifiGanConfig) -> dict[str, tuple[int, ...]]:
-    return tree_shapes(jax.eval_shape(lambda: init_params(cfg)))
-
-
-def _check_shapes(found: dict, cfg: HifiGanConfig, what: str) -> None:
-    expected = expected_shapes(cfg)
-    for key in sorted(expected.keys() | found.keys()):
-        if key not in found:
-            raise ValueError(f"{what}: missing parameter {key} (expected shape {expected[key]})")
-        if key not in expected:
-            raise ValueError(f"{what}: unexpected parameter {key} (shape {tuple(found[key])}) for this config")
-        if tuple(found[key]) != tuple(expected[key]):
-            raise ValueError(f"{what}: parameter {key} has shape {tuple(found[key])}, expected {expected[key]}")
-
-
-def save_vocoder(directory, params, cfg: HifiGanConfig, speakers: Optional[Sequence[str]] = None,
-                 styles: Optional[Sequence[str]] = None) -> Path:
-    """Write params (Orbax) + config.yaml (+ speakers.txt / styles.txt); shapes are checked first."""
-    directory = Path(directory).absolute()
-    _check_shapes(tree_shapes(params), cfg, f"params to save in {directory}")
-    save_params_dir(directory, params, {"config.yaml": cfg})
-    for name, items in (("speakers.txt", speakers), ("styles.txt", styles)):
-        if items is not None:
-            (directory / name).write_text("".join(f"{s}\n" for s in items))
-    return directory
 
 
 def _read_list(path: Path) -> Optional[list[str]]:
@@ -112,7 +82,7 @@ class Vocoder:
                  styles: Optional[list[str]] = None, max_batch: int = 8):
         self.params, self.cfg, self.model = params, cfg, CodeGenerator(cfg)
         self.speakers, self.styles = speakers, styles
-        self.max_batch = batch_bucket(max_batch)
+        self.max_batch = pow2_bucket(max_batch)
         self.num_traces: collections.Counter = collections.Counter()  # "durations" / "generator"
         self._durations = jax.jit(self._durations_impl)
         self._generate = jax.jit(self._generate_impl)
@@ -121,14 +91,16 @@ class Vocoder:
     @classmethod
     def load(cls, directory, **kwargs) -> "Vocoder":
         d = Path(directory).absolute()
-        params, cfgs = restore_params_dir(d, {"config.yaml": HifiGanConfig}, "vocoder directory",
-                                          "make one with tools/convert_weights/hifigan_from_pt.py")
-        cfg = cfgs["config.yaml"]
-        _check_shapes(tree_shapes(params), cfg, f"{d / 'params'} vs {d / 'config.yaml'}")
-        return cls(params, cfg, _read_list(d / "speakers.txt"), _read_list(d / "styles.txt"), **kwargs)
+        params, cfgs = load_component(d, VOCODER_SPEC)
+        return cls(params, cfgs["config.yaml"], _read_list(d / "speakers.txt"), _read_list(d / "styles.txt"), **kwargs)
 
     def save(self, directory) -> Path:
-        return save_vocoder(directory, self.params, self.cfg, self.speakers, self.styles)
+        """params/ + config.yaml (VOCODER_SPEC, shapes checked first) + speakers.txt / styles.txt."""
+        d = save_component(directory, VOCODER_SPEC, self.params, {"config.yaml": self.cfg})
+        for name, items in (("speakers.txt", self.speakers), ("styles.txt", self.styles)):
+            if items is not None:
+                (d / name).write_text("".join(f"{s}\n" for s in items))
+        return d
 
     # ----- jitted stages (traced once per bucket) ----------------------------------------------
     def _durations_impl(self, params, units_bt, lengths_b):
@@ -234,7 +206,7 @@ class Vocoder:
         frames: list[dict] = [None] * n
         needs_dur = [i for i in range(n) if prepared[i][1]]
         for group in self._groups(needs_dur, [len(prepared[i][0]["hubert"]) for i in range(n)]):
-            t = length_bucket(max(len(prepared[i][0]["hubert"]) for i in group))
+            t = half_octave_bucket(max(len(prepared[i][0]["hubert"]) for i in group), FRAME_BUCKET_MIN)
             units, lengths = self._pad([prepared[i][0]["hubert"] for i in group], t)
             dur = np.asarray(self._durations(self.params, units, lengths))
             for row, i in enumerate(group):
@@ -246,7 +218,7 @@ class Vocoder:
                 frames[i] = prepared[i][0]
         out: list[np.ndarray] = [None] * n
         for group in self._groups(list(range(n)), [len(f["hubert"]) for f in frames]):
-            t = length_bucket(max(len(frames[i]["hubert"]) for i in group))
+            t = half_octave_bucket(max(len(frames[i]["hubert"]) for i in group), FRAME_BUCKET_MIN)
             units, lengths = self._pad([frames[i]["hubert"] for i in group], t)
             pitch = self._pad([frames[i]["pitch"] for i in group], t)[0] if cfg.num_f0_tokens else None
             sty = self._pad([frames[i]["style"] for i in group], t)[0] if cfg.num_style_tokens else None
@@ -268,7 +240,7 @@ class Vocoder:
 
     def _pad(self, rows: list[np.ndarray], t: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows -> [batch bucket, t] int32 (zeros after each row and in the padding rows) and lengths."""
-        b = batch_bucket(len(rows))
+        b = pow2_bucket(len(rows))
         out = np.zeros((b, t), np.int32)
         lengths = np.zeros(b, np.int32)
         for r, a in enumerate(rows):

@@ -4,8 +4,8 @@
 
 Reads config.yaml (OmegaConf-style YAML: encoder_params, vq_params, decoder_params, features
 [, speaker_norm]) and model.pt ({"model": state dict}); writes DIR/f0_vqvae.yaml + DIR/params (Orbax),
-loaded by `spiritlm_jax.speech.f0_vqvae.load_f0_vqvae`. The decoder (only used to train the VQ-VAE)
-is not imported. Key mapping, Conv1d [out, in, k] -> [k, in, out]:
+loaded with `io.load_component(DIR, F0_VQVAE_SPEC)` or `PitchTokenizer.load`. The decoder (only used
+to train the VQ-VAE) is not imported. Key mapping, Conv1d [out, in, k] -> [k, in, out]:
 
     encoder.level_blocks.{l}.model.{i}.0                     -> level_{l}.down_{i}
     encoder.level_blocks.{l}.model.{i}.1.model.{j}.model.1   -> level_{l}.down_{i}_res_{j}_conv
@@ -19,7 +19,7 @@ loads it with weights_only=False) for a file you trust that holds other objects.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,9 +27,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.speech.f0_vqvae import F0VQVAEConfig, save_f0_vqvae  # noqa: E402
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
+from spiritlm_jax.speech.f0_vqvae import F0_VQVAE_SPEC, F0VQVAEConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, load_torch_checkpoint, load_torch_file, run_cli,
+    CheckedTensors,
+    ConversionError,
+    load_torch_checkpoint,
+    load_torch_file,
+    run_cli,
 )
 
 ENCODER_KEYS = {"input_emb_width", "output_emb_width", "levels", "downs_t", "strides_t", "width", "depth",
@@ -133,18 +139,21 @@ def load_quantizer(src, trust_pickle: bool = False) -> tuple[F0VQVAEConfig, dict
 
 def convert(src, out_dir, trust_pickle: bool = False) -> Path:
     cfg, params = load_quantizer(src, trust_pickle)
-    return save_f0_vqvae(out_dir, params, cfg)
+    return save_component(out_dir, F0_VQVAE_SPEC, params, {"f0_vqvae.yaml": cfg})
+
+
+PROG = "python tools/convert_weights/f0_vqvae_from_pt.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # vqvae_f0_quantizer directory (config.yaml + model.pt) or its model.pt
+    out: str  # output F0 VQ-VAE directory (must not hold params/ yet)
+    trust_pickle: bool = False  # allow non-tensor objects in model.pt (trusted files only)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", required=True,
-                    help="vqvae_f0_quantizer directory (config.yaml + model.pt) or its model.pt")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--trust-pickle", action="store_true",
-                    help="allow non-tensor objects in model.pt (trusted files only)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.src, args.out, args.trust_pickle))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.trust_pickle)), __doc__)
 
 
 if __name__ == "__main__":

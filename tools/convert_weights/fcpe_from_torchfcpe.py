@@ -1,10 +1,10 @@
 """Import an FCPE checkpoint of torchfcpe (by default the one it ships: assets/fcpe_c_v001.pt, MIT).
 
-    python tools/convert_weights/fcpe_from_torchfcpe.py --out DIR [--pt fcpe_c_v001.pt]
+    python tools/convert_weights/fcpe_from_torchfcpe.py --out DIR [--src fcpe_c_v001.pt]
 
 The checkpoint is {"model": state dict, "config_dict": {"mel": ..., "model": ...}, ...}; it becomes
 DIR/fcpe.yaml (FCPEConfig) + DIR/params (Orbax), loaded without torch by
-`spiritlm_jax.speech.fcpe.load_fcpe` / `F0Extractor.load`. torchfcpe itself is not imported (its
+`F0Extractor.load` (or `io.load_component(DIR, FCPE_SPEC)`). torchfcpe itself is not imported (its
 module imports torchaudio), only the file is read. Key mapping (torch -> Flax, under "net" unless
 noted; Conv1d [out, in, k] -> [k, in, out], Linear [out, in] -> [in, out]):
 
@@ -24,18 +24,25 @@ noted; Conv1d [out, in, k] -> [k, in, out], Linear [out, in] -> [in, out]):
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.speech.fcpe import FCPEConfig, save_fcpe  # noqa: E402
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
+from spiritlm_jax.speech.fcpe import FCPE_SPEC, FCPEConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli,
+    CheckedTensors,
+    ConversionError,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    run_cli,
 )
 
 
@@ -145,15 +152,21 @@ def load_checkpoint(pt_path) -> tuple[FCPEConfig, dict]:
 
 def convert(pt_path, out_dir) -> Path:
     cfg, params = load_checkpoint(pt_path)
-    return save_fcpe(out_dir, params, cfg)
+    return save_component(out_dir, FCPE_SPEC, params, {"fcpe.yaml": cfg})
+
+
+PROG = "python tools/convert_weights/fcpe_from_torchfcpe.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    out: str  # output FCPE directory (must not hold params/ yet)
+    src: Optional[str] = None  # torchfcpe checkpoint (default: the one torchfcpe ships)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pt", default=None, help="torchfcpe checkpoint (default: the one torchfcpe ships)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.pt or bundled_checkpoint(), args.out))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src or bundled_checkpoint(), a.out)),
+                          __doc__)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
 """Import an official Spirit LM / speech-resynthesis HiFi-GAN vocoder (generator.pt + config.json).
 
-    python tools/convert_weights/hifigan_from_pt.py --dir checkpoints/speech_tokenizer/hifigan_spiritlm_base --out DIR
+    python tools/convert_weights/hifigan_from_pt.py --src checkpoints/speech_tokenizer/hifigan_spiritlm_base --out DIR
 
 Reads `generator.pt` (state dict under key "generator"; weight-normed convs stored as
 weight_g/weight_v are folded, w = g * v / ||v|| over all axes but 0, as torch's weight_norm(dim=0)),
 `config.json` and `speakers.txt`/`styles.txt` when present. Writes DIR/config.yaml (HifiGanConfig),
-DIR/params (Orbax) and the speaker/style lists (spiritlm_jax.speech.vocoder.save_vocoder). A missing,
+DIR/params (Orbax) and the speaker/style lists (`Vocoder.save`, spiritlm_jax.speech.vocoder.VOCODER_SPEC). A missing,
 unexpected or mis-shaped tensor is an error naming the file, the key and both shapes.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -20,10 +20,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.config import ConfigError  # noqa: E402
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig  # noqa: E402
+from spiritlm_jax.speech.vocoder import Vocoder  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli, torch_to_numpy)
+    CheckedTensors,
+    ConversionError,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    run_cli,
+    torch_to_numpy,
+)
 
 UNSUPPORTED = {  # config.json features of speech-resynthesis that the Spirit LM vocoders do not use
     "f0": "continuous F0 input", "f0_quant_num_bin": "quantized continuous F0", "embedder_params": "speaker embedder",
@@ -146,8 +154,6 @@ def params_from_state_dict(sd: dict, cfg: HifiGanConfig, source: str = "generato
 
 def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
     """generator.pt + config.json (+ speakers.txt, styles.txt) in `src_dir` -> a vocoder directory."""
-    from spiritlm_jax.speech.vocoder import save_vocoder
-
     src = Path(src_dir)
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src / 'config.json'} does not exist")
@@ -167,15 +173,20 @@ def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
     for name, n, on in (("speakers", cfg.num_speakers, cfg.multispkr), ("styles", cfg.num_styles, cfg.multistyle)):
         if on and lists[name] is not None and len(lists[name]) > n:
             raise ConversionError(f"{src / (name + '.txt')} lists {len(lists[name])} {name} but the model has {n}")
-    return save_vocoder(out_dir, params, cfg, lists["speakers"], lists["styles"])
+    return Vocoder(params, cfg, lists["speakers"], lists["styles"]).save(out_dir)
+
+
+PROG = "python tools/convert_weights/hifigan_from_pt.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # folder with generator.pt and config.json (+ speakers.txt, styles.txt)
+    out: str  # output vocoder directory (must not hold params/ yet)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dir", required=True, help="folder with generator.pt and config.json")
-    ap.add_argument("--out", required=True, help="output vocoder directory (must not hold params/ yet)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.dir, args.out))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Import the official HuBERT units tokenizer: mhubert_base_25hz.pt (+ L11_quantizer_500.pt).
 
-    python tools/convert_weights/hubert_from_fairseq.py --hubert mhubert_base_25hz.pt \
+    python tools/convert_weights/hubert_from_fairseq.py --src mhubert_base_25hz.pt \
         --quantizer L11_quantizer_500.pt --out DIR [--layer 11]
 
 mhubert_base_25hz.pt: {model_cfg, task_cfg, model_weight, dictionaries_symbols} with fairseq key names
-(SPEC.md §4.1). The conv stack is read from model_cfg["conv_feature_layers"] (parsed, never eval'd);
+(docs/reference.md). The conv stack is read from model_cfg["conv_feature_layers"] (parsed, never eval'd);
 the positional conv is weight-normed over dim 2 (weight_g/weight_v, or torch's parametrizations
 original0/original1) and folded here; model_cfg's required_seq_len_multiple and task_cfg's normalize
 are kept in the config. `label_embs_concat`, `final_proj.*`, `mask_emb` (pre-training heads) are
@@ -17,16 +17,24 @@ Output directory (the SpeechTokenizer format): DIR/hubert.yaml (HubertConfig), D
 
 from __future__ import annotations
 
-import argparse
 import ast
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
+from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, fold_weight_norm, load_torch_checkpoint, run_cli,
+    CheckedTensors,
+    ConversionError,
+    fold_weight_norm,
+    load_torch_checkpoint,
+    run_cli,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
@@ -125,8 +133,6 @@ def hubert_params(sd: dict, cfg: HubertConfig, source: str = "model_weight") -> 
 
 
 def convert(hubert_pt, quantizer_pt, out_dir, output_layer: int = 11) -> Path:
-    from spiritlm_jax.speech.tokenizer import save_speech_tokenizer
-
     ck = load_torch_checkpoint(hubert_pt)
     if "model_weight" not in ck or "model_cfg" not in ck:
         raise ConversionError(f"{hubert_pt}: expected a dict with 'model_cfg' and 'model_weight', got keys {sorted(ck)}")
@@ -137,17 +143,24 @@ def convert(hubert_pt, quantizer_pt, out_dir, output_layer: int = 11) -> Path:
         qcfg, params["quantizer"] = mlp_quantizer_params(load_quantizer_checkpoint(quantizer_pt), str(quantizer_pt))
         if qcfg.dim != cfg.hidden:
             raise ConversionError(f"{quantizer_pt}: quantizer dim {qcfg.dim} does not match HuBERT width {cfg.hidden}")
-    return save_speech_tokenizer(out_dir, params, cfg, qcfg)
+    return save_component(out_dir, SPEECH_TOKENIZER_SPEC, params,
+                          {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
+
+
+PROG = "python tools/convert_weights/hubert_from_fairseq.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # mhubert_base_25hz.pt
+    out: str  # output speech tokenizer directory (must not hold params/ yet)
+    quantizer: Optional[str] = None  # L11_quantizer_500.pt
+    layer: int = 11  # output layer (1-based); later layers are not run
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hubert", required=True, help="mhubert_base_25hz.pt")
-    ap.add_argument("--quantizer", default=None, help="L11_quantizer_500.pt")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--layer", type=int, default=11, help="output layer (1-based); later layers are not run")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.hubert, args.quantizer, args.out, args.layer))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.quantizer, a.out, a.layer)),
+                          __doc__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Transformers HubertModel / Wav2Vec2 encoder weights -> our HuBERT parameter tree.
 
-    python tools/convert_weights/hubert_from_hf.py --hf-dir DIR --out DIR [--layer 11] \
+    python tools/convert_weights/hubert_from_hf.py --src HF_DIR --out DIR [--layer 11] \
         [--quantizer L11_quantizer_500.pt]
 
 Used for a transformers HubertModel directory (config.json + model.safetensors or pytorch_model.bin),
@@ -14,17 +14,26 @@ directory (hubert.yaml [+ quantizer.yaml] + params/, Orbax).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
+from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, NamedTensors, fold_weight_norm, run_cli,
+    CheckedTensors,
+    ConversionError,
+    NamedTensors,
+    fold_weight_norm,
+    run_cli,
 )
+from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
 __all__ = ["ConversionError", "convert", "hubert_config_from_hf", "params_from_hf_state_dict", "read_hf_dir"]
 
@@ -106,9 +115,6 @@ def read_hf_dir(hf_dir) -> tuple[dict, dict]:
 
 
 def convert(hf_dir, out_dir, output_layer: int = 11, quantizer_pt=None) -> Path:
-    from spiritlm_jax.speech.tokenizer import save_speech_tokenizer
-    from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params
-
     hf, sd = read_hf_dir(hf_dir)
     cfg = hubert_config_from_hf(hf, output_layer, f"{hf_dir}/config.json")
     params = {"hubert": params_from_hf_state_dict(sd, cfg, source=str(hf_dir))}
@@ -117,17 +123,24 @@ def convert(hf_dir, out_dir, output_layer: int = 11, quantizer_pt=None) -> Path:
         qcfg, params["quantizer"] = mlp_quantizer_params(load_quantizer_checkpoint(quantizer_pt), str(quantizer_pt))
         if qcfg.dim != cfg.hidden:
             raise ConversionError(f"{quantizer_pt}: quantizer dim {qcfg.dim} does not match HuBERT width {cfg.hidden}")
-    return save_speech_tokenizer(out_dir, params, cfg, qcfg)
+    return save_component(out_dir, SPEECH_TOKENIZER_SPEC, params,
+                          {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
+
+
+PROG = "python tools/convert_weights/hubert_from_hf.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # transformers HubertModel directory (config.json + model.safetensors or pytorch_model.bin)
+    out: str  # output speech tokenizer directory (must not hold params/ yet)
+    layer: int = 11  # output layer (1-based); later layers are not run
+    quantizer: Optional[str] = None  # an MLP quantizer .pt (L11_quantizer_500.pt layout)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hf-dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--layer", type=int, default=11, help="output layer (1-based); later layers are not run")
-    ap.add_argument("--quantizer", default=None, help="an MLP quantizer .pt (L11_quantizer_500.pt layout)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.hf_dir, args.out, args.layer, args.quantizer))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.layer, a.quantizer)),
+                          __doc__)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """Import a HuBERT unit quantizer checkpoint of the reference code.
 
-    python tools/convert_weights/speech_quantizer_from_pt.py --quantizer L11_quantizer_500.pt --out DIR
+    python tools/convert_weights/speech_quantizer_from_pt.py --src L11_quantizer_500.pt --out DIR
 
-- The released MLP quantizer (`L11_quantizer_500.pt`, SPEC.md §4.1): {model_cfg{vocab_size, dim,
+- The released MLP quantizer (`L11_quantizer_500.pt`, docs/reference.md): {model_cfg{vocab_size, dim,
   upstream_dim}, model_weight{0.*, 2.*, 4.*}} (an nn.Sequential state dict) -> DIR/quantizer.yaml +
-  DIR/params (Orbax {"quantizer": ...}); load with `spiritlm_jax.speech.quantizer.load_mlp_quantizer`.
+  DIR/params (Orbax {"quantizer": ...}); load with `io.load_component(DIR, MLP_QUANTIZER_SPEC)`.
 - A k-means checkpoint of the reference's KmeansModel: {cluster_centers [K, D], n_clusters}
-  -> DIR/centroids.npy; load with `KMeansQuantizer.load(DIR)`.
+  -> a k-means component directory (kmeans.yaml + params/); load with `KMeansQuantizer.load(DIR)`.
 To convert HuBERT and the quantizer into one speech-tokenizer directory use hubert_from_fairseq.py.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,9 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.speech.quantizer import KMeansQuantizer, MLPQuantizerConfig, save_mlp_quantizer  # noqa: E402
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
+from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, KMeansQuantizer, MLPQuantizerConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
-    CheckedTensors, ConversionError, load_torch_checkpoint, run_cli, torch_to_numpy,
+    CheckedTensors,
+    ConversionError,
+    load_torch_checkpoint,
+    run_cli,
+    torch_to_numpy,
 )
 
 
@@ -70,19 +76,22 @@ def kmeans_centroids(ckpt: dict, source: str = "k-means") -> np.ndarray:
 def convert(quantizer_pt, out_dir) -> Path:
     ckpt = load_quantizer_checkpoint(quantizer_pt)
     if "cluster_centers" in ckpt:
-        out = Path(out_dir)
-        KMeansQuantizer(kmeans_centroids(ckpt, str(quantizer_pt))).save(out / "centroids.npy")
-        return out
+        return KMeansQuantizer(kmeans_centroids(ckpt, str(quantizer_pt))).save(out_dir)
     cfg, params = mlp_quantizer_params(ckpt, str(quantizer_pt))
-    return save_mlp_quantizer(out_dir, params, cfg)
+    return save_component(out_dir, MLP_QUANTIZER_SPEC, {"quantizer": params}, {"quantizer.yaml": cfg})
+
+
+PROG = "python tools/convert_weights/speech_quantizer_from_pt.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # L11_quantizer_500.pt, or a k-means .pt
+    out: str  # output directory (must not hold params/ yet)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quantizer", required=True, help="L11_quantizer_500.pt, or a k-means .pt")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.quantizer, args.out))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Import the style encoder (`style_encoder_w2v2/{config.json, pytorch_model.bin}`, a transformers
 Wav2Vec2ForSequenceClassification) into DIR/style.yaml (StyleConfig) + DIR/params (Orbax).
 
-    python tools/convert_weights/style_from_hf.py --hf-dir style_encoder_w2v2 --out DIR
+    python tools/convert_weights/style_from_hf.py --src style_encoder_w2v2 --out DIR
 
 The wav2vec2 encoder goes through hubert_from_hf (same architecture, all layers kept); projector and
 classifier are Dense layers. Missing, extra or mis-shaped tensors are errors naming them.
@@ -9,13 +9,15 @@ classifier are Dense layers. Missing, extra or mis-shaped tensors are errors nam
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.speech.style import StyleConfig  # noqa: E402
+from spiritlm_jax import config  # noqa: E402
+from spiritlm_jax.io import save_component  # noqa: E402
+from spiritlm_jax.speech.style import STYLE_SPEC, StyleConfig  # noqa: E402
 from tools.convert_weights.common import CheckedTensors, ConversionError, run_cli  # noqa: E402
 from tools.convert_weights.hubert_from_hf import hubert_config_from_hf, params_from_hf_state_dict, read_hf_dir  # noqa: E402
 
@@ -40,19 +42,22 @@ def style_params(sd: dict, cfg: StyleConfig, source: str = "state dict") -> dict
 
 
 def convert(hf_dir, out_dir) -> Path:
-    from spiritlm_jax.speech.style import save_style_encoder
-
     hf, sd = read_hf_dir(hf_dir)
     cfg = style_config_from_hf(hf, f"{hf_dir}/config.json")
-    return save_style_encoder(out_dir, style_params(sd, cfg, str(hf_dir)), cfg)
+    return save_component(out_dir, STYLE_SPEC, style_params(sd, cfg, str(hf_dir)), {"style.yaml": cfg})
+
+
+PROG = "python tools/convert_weights/style_from_hf.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    src: str  # style_encoder_w2v2 directory (transformers Wav2Vec2ForSequenceClassification)
+    out: str  # output style encoder directory (must not hold params/ yet)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hf-dir", required=True)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.hf_dir, args.out))
+    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
 
 
 if __name__ == "__main__":

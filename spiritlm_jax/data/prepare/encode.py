@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from spiritlm_jax.data.kmeans import MelUnitTokenizer  # the one import of the log-mel tokenizer
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import check_words

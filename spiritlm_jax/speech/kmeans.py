@@ -2,7 +2,8 @@
 
     result = train_kmeans(features_nd, k=100, seed=0)        # KMeansResult: centroids [k, D], inertia, ...
     units_n = assign(features_nd, result.centroids)          # nearest centroid per frame
-    save_quantizer(out_dir, result, features.params())       # centroids.npy + quantizer.json
+    save_component(out_dir, KMEANS_SPEC, {"centroids": result.centroids},  # kmeans.yaml + params/
+                   {KMEANS_FILE: kmeans_config(result, features.params())})
     tok = MelUnitTokenizer(out_dir)                           # audio -> {"hubert": 25 Hz unit ids}
 
 Training: k-means++ (or uniform random) initialisation on a sample, then mini-batch updates with
@@ -17,17 +18,13 @@ default, or layer features of a converted HuBERT checkpoint (`--hubert-checkpoin
 centroids give are cluster indices, usable as [Hu0]..[Hu{k-1}] ids (k <= 501), NOT the released
 HuBERT units.
 
-CLI: python -m spiritlm_jax.data.kmeans --audio-list files.txt --k 100 --out DIR [--features mfcc]
-Exit status: 0 ok, 2 bad arguments or no usable audio, 3 trained but some audio files were skipped.
+CLI (trains and saves a quantizer directory): python -m spiritlm_jax.kmeans --help
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,7 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.tokens import N_UNITS
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.speech.audio import encode_chunked
+from spiritlm_jax.speech.features import feature_extractor
+from spiritlm_jax.speech.quantizer import KMeansConfig, load_kmeans
+from spiritlm_jax.tokens import N_UNITS, units_to_string
 
 MAX_UNITS = N_UNITS["hubert"]  # 501: unit ids must fit the HuBERT token range
 INIT_METHODS = ("k-means++", "random")
@@ -53,11 +54,6 @@ def _nearest(x_nd, c_kd):
     return jnp.argmin(d_nk, 1), jnp.min(d_nk, 1)
 
 
-def _bucket(n: int, chunk: int) -> int:
-    """Padded row count: a power of two >= 256 (few compilations for variable-length inputs)."""
-    return min(chunk, max(256, 1 << (max(n, 1) - 1).bit_length()))
-
-
 def _nearest_chunks(x_nd: np.ndarray, c_kd, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     x_nd = np.asarray(x_nd, np.float32)
     c_kd = jnp.asarray(c_kd, jnp.float32)
@@ -66,7 +62,7 @@ def _nearest_chunks(x_nd: np.ndarray, c_kd, chunk: int = 65536) -> tuple[np.ndar
     ids, d2 = [], []
     for i in range(0, len(x_nd), chunk):
         part = x_nd[i:i + chunk]
-        padded = np.zeros((_bucket(len(part), chunk), x_nd.shape[1]), np.float32)
+        padded = np.zeros((pow2_bucket(len(part), 256, chunk), x_nd.shape[1]), np.float32)  # few compilations
         padded[: len(part)] = part
         j, d = _nearest(jnp.asarray(padded), c_kd)
         ids.append(np.asarray(j)[: len(part)])
@@ -235,45 +231,18 @@ def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096
 
 
 # ---------------------------------------------------------------------------------------------------
-# Quantizer directory: centroids.npy + quantizer.json
+# Quantizer directory: the k-means component (speech.quantizer.KMEANS_SPEC: kmeans.yaml + params/)
 
-def save_quantizer(out_dir: str | Path, result: KMeansResult | np.ndarray, feature_params: dict,
-                   training: Optional[dict] = None) -> Path:
-    """Write `centroids.npy` and `quantizer.json` (k, dim, feature type and parameters, training
-    summary). `features`/`n_mels` at the top level keep older readers working."""
+def kmeans_config(result: KMeansResult | np.ndarray, feature_params: dict, training: Optional[dict] = None
+                  ) -> KMeansConfig:
+    """The kmeans.yaml of trained centroids: k, dim, the feature parameters and a training summary."""
     centroids = result.centroids if isinstance(result, KMeansResult) else np.asarray(result, np.float32)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "centroids.npy", centroids.astype(np.float32))
-    meta = {
-        "k": int(centroids.shape[0]), "dim": int(centroids.shape[1]),
-        "features": feature_params.get("type", "log_mel"), "feature_params": feature_params,
-        "frame_rate_hz": 25, "hop": 640, "sample_rate": 16000,
-        "units": "k-means cluster indices used as [Hu] ids; NOT the released HuBERT units",
-    }
-    if "n_mels" in feature_params:
-        meta["n_mels"] = feature_params["n_mels"]
+    summary = dict(training or {})
     if isinstance(result, KMeansResult):
-        meta["training"] = {"rows": result.n_rows, "inertia_per_row": result.inertia_per_row,
-                            "reseeded": result.reseeded, **(training or {})}
-    elif training:
-        meta["training"] = training
-    (out / "quantizer.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return out
-
-
-def load_quantizer(quantizer_dir: str | Path) -> tuple[np.ndarray, dict]:
-    """(centroids [k, D], metadata) from a directory written by save_quantizer."""
-    d = Path(quantizer_dir)
-    if not (d / "centroids.npy").is_file():
-        raise FileNotFoundError(f"{d} has no centroids.npy (train one with python -m spiritlm_jax.data.kmeans)")
-    centroids = np.load(d / "centroids.npy")
-    if centroids.ndim != 2 or not np.all(np.isfinite(centroids)):
-        raise ValueError(f"{d / 'centroids.npy'}: expected finite centroids of shape [k, D], got {centroids.shape}")
-    meta = json.loads((d / "quantizer.json").read_text()) if (d / "quantizer.json").is_file() else {}
-    if "feature_params" not in meta:  # older quantizer.json: log-mel with n_mels = D
-        meta["feature_params"] = {"type": meta.get("features", "log_mel"), "n_mels": int(centroids.shape[1])}
-    return centroids.astype(np.float32), meta
+        summary = {"rows": result.n_rows, "inertia_per_row": result.inertia_per_row,
+                   "reseeded": result.reseeded, **summary}
+    return KMeansConfig(k=int(centroids.shape[0]), dim=int(centroids.shape[1]), features=dict(feature_params),
+                        training=summary)
 
 
 class MelUnitTokenizer:
@@ -285,16 +254,16 @@ class MelUnitTokenizer:
     `encode_units_batch(wavs_16k)` which quantizes the frames of many utterances in one call."""
 
     def __init__(self, quantizer_dir: str | Path):
-        from spiritlm_jax.speech.features import feature_extractor
-
         self.quantizer_dir = Path(quantizer_dir)
-        self.centroids, self.meta = load_quantizer(quantizer_dir)
+        self.centroids, self.config = load_kmeans(quantizer_dir)
         if len(self.centroids) > MAX_UNITS:
             raise ValueError(f"{quantizer_dir}: {len(self.centroids)} centroids, but unit ids must be < {MAX_UNITS}")
-        self.features = feature_extractor(self.meta["feature_params"])
+        if not self.config.features:
+            raise ValueError(f"{quantizer_dir}: kmeans.yaml names no features (centroids for caller-given features)")
+        self.features = feature_extractor(self.config.features)
         if self.features.dim != self.centroids.shape[1]:
             raise ValueError(f"{quantizer_dir}: features have dim {self.features.dim} but centroids "
-                             f"{self.centroids.shape[1]} ({self.meta['feature_params']})")
+                             f"{self.centroids.shape[1]} ({self.config.features})")
         self._cj = jnp.asarray(self.centroids)
 
     def describe(self) -> str:
@@ -311,101 +280,7 @@ class MelUnitTokenizer:
         return out
 
     def encode_units(self, audio, input_sample_rate=None) -> dict[str, np.ndarray]:
-        from spiritlm_jax.speech.audio import chunk_audio, load_audio
-
-        chunks = chunk_audio(load_audio(audio, input_sample_rate))
-        units = [u["hubert"] for u in self.encode_units_batch(chunks)]
-        return {"hubert": np.concatenate(units) if units else np.zeros(0, np.int64)}
+        return encode_chunked(audio, self.encode_units_batch, {"hubert": np.zeros(0, np.int64)}, input_sample_rate)
 
     def encode_string(self, audio, input_sample_rate=None) -> str:
-        from spiritlm_jax.tokens import units_to_string
-
         return units_to_string(**self.encode_units(audio, input_sample_rate))
-
-
-# ---------------------------------------------------------------------------------------------------
-# CLI
-
-def _read_list(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--audio-list {p} does not exist")
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-def _feature_params(args) -> dict:
-    if args.hubert_checkpoint:
-        return {"type": "hubert", "checkpoint": args.hubert_checkpoint, "layer": args.layer}
-    from spiritlm_jax.speech.features import FeatureConfig
-
-    return FeatureConfig(kind=args.features, n_mels=args.n_mels, n_mfcc=args.n_mfcc, deltas=args.deltas,
-                         fmax=args.fmax, cmvn=not args.no_cmvn).to_dict()
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m spiritlm_jax.data.kmeans", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--audio-list", required=True, help="text file with one audio path per line")
-    ap.add_argument("--out", required=True, help="output directory (centroids.npy, quantizer.json)")
-    ap.add_argument("--k", type=int, default=100, help=f"clusters (unit ids 0..k-1; at most {MAX_UNITS})")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", choices=INIT_METHODS, default="k-means++")
-    ap.add_argument("--steps", type=int, default=300, help="mini-batch steps")
-    ap.add_argument("--batch-size", type=int, default=4096)
-    ap.add_argument("--lloyd-steps", type=int, default=3, help="full-batch refinement steps after the mini-batches")
-    ap.add_argument("--max-frames", type=int, default=2_000_000, help="subsample (seeded) to at most this many frames")
-    ap.add_argument("--features", choices=("log_mel", "mfcc"), default="log_mel")
-    ap.add_argument("--n-mels", type=int, default=40)
-    ap.add_argument("--n-mfcc", type=int, default=13)
-    ap.add_argument("--deltas", action="store_true", help="MFCC + deltas + delta-deltas")
-    ap.add_argument("--fmax", type=float, default=None, help="highest mel frequency in Hz (default 8000)")
-    ap.add_argument("--no-cmvn", action="store_true", help="no per-utterance mean/variance normalisation")
-    ap.add_argument("--hubert-checkpoint", default=None, help="converted HuBERT dir: cluster its layer features")
-    ap.add_argument("--layer", type=int, default=None, help="HuBERT layer clustered (default: the checkpoint's, 11)")
-    args = ap.parse_args(argv)
-    try:
-        if not 1 <= args.k <= MAX_UNITS:
-            raise ValueError(f"--k must be between 1 and {MAX_UNITS} (unit ids index [Hu0]..[Hu500]), got {args.k}")
-        from spiritlm_jax.speech.audio import load_audio
-        from spiritlm_jax.speech.features import feature_extractor
-
-        params = _feature_params(args)
-        feats_fn = feature_extractor(params)
-        paths = _read_list(args.audio_list)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    from tqdm import tqdm
-
-    feats, bad = [], []
-    for path in tqdm(paths, desc=f"{feats_fn.name} features", unit="file"):
-        try:
-            f = feats_fn(load_audio(path))
-            if len(f) == 0:
-                raise ValueError(f"{path}: too short for one 25 Hz frame")
-            feats.append(f)
-        except (ValueError, FileNotFoundError) as e:
-            bad.append(path)
-            print(f"skipping {path}: {e}", file=sys.stderr)
-    if not feats:
-        print("error: no usable audio in --audio-list", file=sys.stderr)
-        return 2
-    x = np.concatenate(feats)
-    if len(x) > args.max_frames:
-        x = x[np.sort(np.random.default_rng(args.seed).choice(len(x), args.max_frames, replace=False))]
-    try:
-        res = train_kmeans(x, args.k, seed=args.seed, batch_size=args.batch_size, steps=args.steps,
-                           lloyd_steps=args.lloyd_steps, init=args.init, progress=True)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_quantizer(args.out, res, feats_fn.params(), {"files": len(feats), "skipped_files": len(bad), "seed": args.seed,
-                                           "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
-                                           "lloyd_steps": args.lloyd_steps})
-    print(f"wrote {args.out}/centroids.npy ({args.k} x {x.shape[1]}) from {len(x)} frames of {len(feats)} files; "
-          f"inertia/frame {res.inertia_per_row:.4g}; skipped {len(bad)} files")
-    return 3 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
