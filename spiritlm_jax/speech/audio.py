@@ -180,8 +180,8 @@ def encode_chunked_batch(wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.
     out, i = [], 0
     for cs in chunks:
         parts, i = results[i:i + len(cs)], i + len(cs)
-        if isinstance(empty, dict):
-            out.append({k: np.concatenate([p[k] for p in parts]) if parts else v for k, v in empty.items()})
+        if isinstance(empty, dict):  # streams of the parts (all of them); `empty` when no chunk survived
+            out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else dict(empty))
         else:
             out.append(np.concatenate(parts) if parts else empty)
     return out

@@ -16,7 +16,7 @@ from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import check_words
 from spiritlm_jax.data.prepare.plan import Unit
 from spiritlm_jax.data.prepare.shards import write_shard
-from spiritlm_jax.speech.audio import MIN_CHUNK_SAMPLES, SAMPLE_RATE, chunk_audio, load_audio
+from spiritlm_jax.speech.audio import MIN_CHUNK_SAMPLES, SAMPLE_RATE, encode_chunked_batch, load_audio
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from spiritlm_jax.tokens import merge_units
 
@@ -49,17 +49,7 @@ def encode_batch(tok, wavs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     has it, else one `encode_units` call per recording."""
     if not hasattr(tok, "encode_units_batch"):
         return [{k: np.asarray(v) for k, v in tok.encode_units(w).items() if v is not None} for w in wavs]
-    chunks = [chunk_audio(w) for w in wavs]
-    flat = tok.encode_units_batch([c for cs in chunks for c in cs])
-    out, i = [], 0
-    for cs in chunks:
-        parts = flat[i:i + len(cs)]
-        i += len(cs)
-        if not parts:
-            out.append({"hubert": np.zeros(0, np.int64)})
-            continue
-        out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
-    return out
+    return encode_chunked_batch(wavs, tok.encode_units_batch, empty={"hubert": np.zeros(0, np.int64)})
 
 
 class UnitWorker:
