@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.model.config import LlamaConfig
-from spiritlm_jax.model.decode import SamplingConfig, _decode, bucket, generate_tokens
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.model.decode import PROMPT_BUCKET_MIN, SamplingConfig, _decode, generate_tokens
 from spiritlm_jax.model.llama import Llama, init_params
 
 CFG = LlamaConfig(vocab_size=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, dtype="float32",
@@ -86,7 +87,7 @@ def test_no_recompilation_within_a_bucket(mp):
     for prompt in ([4, 5], [1] * 9, [2] * 16):  # all within the 16-token bucket
         generate_tokens(model, params, [prompt], SamplingConfig(do_sample=True, temperature=0.7, max_new_tokens=7))
     assert _decode._cache_size() == size
-    assert bucket(17) == 32
+    assert pow2_bucket(17, PROMPT_BUCKET_MIN) == 32
 
 
 def test_errors(mp):

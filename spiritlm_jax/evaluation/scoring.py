@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from spiritlm_jax.model.decode import bucket, check_context_length
+from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.model.decode import PROMPT_BUCKET_MIN, check_context_length
 from spiritlm_jax.model.llama import Llama
 
 
@@ -53,7 +54,7 @@ def score(
     order = np.argsort([len(p) + len(c) for p, c in zip(prompts, continuations)])  # similar lengths together
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
-        t = bucket(max(len(prompts[i]) + len(continuations[i]) for i in idx))
+        t = pow2_bucket(max(len(prompts[i]) + len(continuations[i]) for i in idx), PROMPT_BUCKET_MIN)
         tokens = np.zeros((batch_size, t), np.int32)
         seg = np.zeros((batch_size, t), np.int32)
         for row, i in enumerate(idx):

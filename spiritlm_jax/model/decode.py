@@ -17,9 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from spiritlm_jax.buckets import pow2_bucket
 from spiritlm_jax.model.llama import Llama, init_cache
 
 NEG_INF = -1e30
+PROMPT_BUCKET_MIN = 16  # prompt (and scored sequence) lengths are padded to buckets.pow2_bucket(n, 16)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,11 +53,6 @@ def check_context_length(n_prompt: int, n_new: int, max_seq_len: int, what: str 
     if n_prompt + n_new > max_seq_len:
         raise ValueError(f"{what} of {n_prompt} tokens + {n_new} {new} exceeds the model's context of "
                          f"{max_seq_len} tokens")
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-    """Smallest power of two >= n (and >= minimum): the static lengths we compile for."""
-    return max(minimum, 1 << max(n - 1, 0).bit_length())
 
 
 def _filter_logits(logits_bv, top_k, top_p):
@@ -147,8 +144,8 @@ def generate_tokens(
         raise ValueError("every prompt needs at least one token")
     v = model.cfg.vocab_size
     longest = max(len(p) for p in prompts)
-    p_len = bucket(longest)
-    n_new = bucket(sampling.max_new_tokens, minimum=8)
+    p_len = pow2_bucket(longest, PROMPT_BUCKET_MIN)
+    n_new = pow2_bucket(sampling.max_new_tokens, 8)
     check_context_length(longest, sampling.max_new_tokens, model.cfg.max_seq_len)
     for i, p in enumerate(prompts):
         bad = [t for t in p if not 0 <= t < v]
