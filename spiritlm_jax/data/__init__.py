@@ -6,7 +6,7 @@ Public API of the input side (see docs/data.md):
 - pipeline: `DataConfig`, `build_train_iterator`, `build_eval_batches`, `example_dataset`, `check_vocab`,
   `load_tokenizer`
 
-Corpus preparation (the prepare/ package) and the unit quantizer (kmeans.py) live beside these modules.
+Corpus preparation lives in the prepare/ package; the k-means unit quantizer is in spiritlm_jax.speech.kmeans.
 """
 
 from spiritlm_jax.data.interleave import KIND_IDS, Encoded, encode_example, example_rng, interleave, plan_spans, windows

@@ -34,7 +34,7 @@ from spiritlm_jax.speech.f0_vqvae import PitchTokenizer
 from spiritlm_jax.speech.hubert import Hubert, HubertConfig
 from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, MLPQuantizer, MLPQuantizerConfig, mlp_units
 from spiritlm_jax.speech.style import StyleTokenizer
-from spiritlm_jax.tokens import units_to_string
+from spiritlm_jax.tokens import STREAMS, units_to_string
 
 PITCH_DIRS = ("fcpe", "f0_vqvae")
 STYLE_DIR = "style"
@@ -136,7 +136,7 @@ class SpeechTokenizer:
         """{"hubert": int64 [T]} (BASE), plus "pitch" and "style" (EXPRESSIVE): each stream's units of
         every chunk, concatenated, as the reference. `channel` picks one channel of a stereo input
         (default: average)."""
-        streams = ("hubert", "pitch", "style") if self.expressive else ("hubert",)
+        streams = STREAMS if self.expressive else ("hubert",)
         return encode_chunked(audio, self.encode_units_batch, {s: np.zeros(0, np.int64) for s in streams},
                               input_sample_rate, channel)
 

@@ -28,7 +28,7 @@ import numpy as np
 from spiritlm_jax.buckets import half_octave_bucket, pow2_bucket
 from spiritlm_jax.io import ComponentSpec, load_component, save_component
 from spiritlm_jax.speech.hifigan import CodeGenerator, HifiGanConfig, init_params, predict_durations, upsample_stream
-from spiritlm_jax.tokens import string_to_units
+from spiritlm_jax.tokens import STREAMS, string_to_units
 
 Units = Union[str, dict, Sequence[int], np.ndarray]
 DEFAULT_SPEAKER = 2  # the reference's default_speaker for both released vocoders
@@ -132,7 +132,7 @@ class Vocoder:
         if isinstance(item, str):
             u = string_to_units(item)
         elif isinstance(item, dict):
-            unknown = set(item) - {"hubert", "pitch", "style"}
+            unknown = set(item) - set(STREAMS)
             if unknown:
                 raise ValueError(f"unit dict keys must be hubert/pitch/style, got {sorted(unknown)}")
             u = dict(item)

@@ -18,7 +18,7 @@ from spiritlm_jax.data.prepare.plan import Unit
 from spiritlm_jax.data.prepare.shards import write_shard
 from spiritlm_jax.speech.audio import MIN_CHUNK_SAMPLES, SAMPLE_RATE, encode_chunked_batch, load_audio
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
-from spiritlm_jax.tokens import merge_units
+from spiritlm_jax.tokens import STREAMS, merge_units
 
 
 def load_speech_tokenizer(spec: str):
@@ -77,7 +77,7 @@ class UnitWorker:
             if exs:
                 shards[kind] = str(write_shard(out, kind, unit.name, exs, self.cfg.format).relative_to(out))
         streams = sorted({k for kind in ("speech", "aligned") for ex in examples.get(kind, [])
-                          for k in ("hubert", "pitch", "style") if k in ex})
+                          for k in STREAMS if k in ex})
         return {"unit": unit.name, "shards": shards, "stats": stats, "bad": bad, "streams": streams,
                 "units": describe_tokenizer(self.tok, self.cfg.tokenizer) if self.tok is not None else None,
                 "seconds": time.perf_counter() - t0, "files": len(unit.items)}
@@ -112,7 +112,7 @@ class UnitWorker:
                 if "words" in e:
                     ex["text"] = e.get("text") or " ".join(w[0] for w in e["words"])
                     ex["words"] = [[w[0], float(w[1]), float(w[2])] for w in e["words"]]
-                for k in ("hubert", "pitch", "style"):
+                for k in STREAMS:
                     if units.get(k) is not None:
                         ex[k] = np.asarray(units[k]).astype(int).tolist()
                 ex["_seconds"] = len(wav) / SAMPLE_RATE
