@@ -60,10 +60,17 @@ def save_bundle(directory: str | Path, params, cfg: LlamaConfig, tokenizer_src: 
 
 def write_bundle_manifest(directory: str | Path, expressive: Optional[bool] = None, lm: str = ".",
                           speech_tokenizer: Optional[str] = None, vocoder: Optional[str] = None) -> BundleManifest:
-    """bundle.yaml for the files now in `directory` (tokenizer files at its root). Without a
-    tokenizer.model the declared `expressive` (default BASE) is recorded."""
+    """bundle.yaml for the files now in `directory` (tokenizer files at its root). Without a readable
+    tokenizer.model (none, or one SentencePiece cannot read) the declared `expressive` (default BASE)
+    is recorded, with a warning for an unreadable one."""
     d = Path(directory)
-    expr = decide_expressive(d, expressive) if (d / "tokenizer.model").is_file() else bool(expressive)
+    expr = bool(expressive)
+    if (d / "tokenizer.model").is_file():
+        try:
+            expr = decide_expressive(d, expressive)
+        except ValueError as e:
+            print(f"warning: {d}: the text tokenizer cannot be read as a Spirit LM tokenizer ({e}); "
+                  f"bundle.yaml records expressive={expr}", file=sys.stderr)
     manifest = BundleManifest(expressive=expr, lm=lm, tokenizer=".", speech_tokenizer=speech_tokenizer,
                               vocoder=vocoder)
     write_manifest(d, manifest)
