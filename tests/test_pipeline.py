@@ -83,7 +83,8 @@ def test_packing_invariants(corpus):
         assert sorted(b) == sorted(BATCH_KEYS)
         assert all(v.shape == (4, 64) and v.dtype == np.int32 for v in b.values())
         for r in range(4):
-            seg, pos, tok, tgt, kind = (b[k][r] for k in ("segment_ids", "positions", "tokens", "targets", "loss_groups"))
+            seg, pos, tok, tgt, kind = (b[k][r]
+                                        for k in ("segment_ids", "positions", "tokens", "targets", "loss_groups"))
             n_real = int((seg > 0).sum())
             assert (seg[:n_real] > 0).all() and (seg[n_real:] == 0).all()  # padding only at the end
             assert seg[0] == 1 and set(np.diff(seg[:n_real])) <= {0, 1}  # 1..n, in order

@@ -232,3 +232,13 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
                           "please enter", "--output-modality", "text", "--greedy", "--max-new-tokens", "4"],
                          cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     assert cli.returncode == 0, cli.stdout
+
+
+def test_help_lists_every_key(capsys):
+    from spiritlm_jax.config import describe_keys
+    from spiritlm_jax.train import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(key in out for key, *_ in describe_keys(TrainConfig))
+    assert "data.corpus" in out and "checkpoint.every" in out and "mesh.fsdp" in out

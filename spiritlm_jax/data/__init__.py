@@ -19,8 +19,9 @@ from spiritlm_jax.data.pipeline import (
 from spiritlm_jax.data.sources import KINDS, ExampleSource, read_examples, shard_files, write_array_record, write_jsonl
 
 __all__ = [
-    "BATCH_KEYS", "KINDS", "LOSS_GROUPS", "LOSS_GROUP_IDS", "DataConfig", "Encoded", "ExampleSource", "build_eval_batches",
-    "build_iterator", "build_train_iterator", "check_vocab", "encode_example", "example_dataset", "example_rng",
+    "BATCH_KEYS", "KINDS", "LOSS_GROUPS", "LOSS_GROUP_IDS", "DataConfig", "Encoded", "ExampleSource",
+    "build_eval_batches", "build_iterator", "build_train_iterator", "check_vocab", "encode_example", "example_dataset",
+    "example_rng",
     "interleave", "load_tokenizer", "plan_spans", "read_examples", "shard_files", "windows", "write_array_record",
     "write_jsonl",
 ]

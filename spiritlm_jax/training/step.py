@@ -5,8 +5,8 @@ shardings come from the parameters' logical axis names (optax keeps the flax `Pa
 its moment trees, so the optimizer state is sharded exactly like the parameters).
 
 Batches are dicts of [B, T] int32 arrays (data/batch.py): tokens, targets (-1 = no target),
-segment_ids, positions, loss_groups (ids in LOSS_GROUPS: 0 text, 1 speech, 2 interleaved). Gradient accumulation splits B into `grad_accum`
-micro-batches and sums token losses before dividing by the total target count, so accumulated and
+segment_ids, positions, loss_groups (ids in LOSS_GROUPS: 0 text, 1 speech, 2 interleaved). Gradient
+accumulation splits B into `grad_accum` micro-batches and sums token losses before dividing by the total target count, so accumulated and
 full-batch steps compute the same update.
 """
 

@@ -1,6 +1,7 @@
 """Import a LLaMA-architecture GGUF file (llama.cpp format, any quantisation gguf can dequantise).
 
-    python tools/convert_weights/llama_from_gguf.py --src FILE.gguf --out DIR [--dtype float32|bfloat16] [--no-tokenizer]
+    python tools/convert_weights/llama_from_gguf.py --src FILE.gguf --out DIR [--dtype float32|bfloat16]
+        [--no-tokenizer]
 
 Weights are dequantised to fp32 (then stored as --dtype). The tokenizer vocabulary inside the GGUF is
 written as Hugging Face tokenizer files by transformers' GGUF tokenizer reader (--no-tokenizer skips
