@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from spiritlm_jax.data.batch import LOSS_GROUP_IDS
 from spiritlm_jax.data.interleave import (
     Encoded, encode_example, example_rng, interleave, plan_spans, windows,
 )
