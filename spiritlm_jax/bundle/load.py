@@ -85,8 +85,10 @@ def resolve_bundle_dir(path: str | Path, variant: Optional[str] = None) -> Path:
     if (path / MANIFEST).is_file():
         return path
     if not (path / TREE_MANIFEST).is_file():
+        hint = ("; a run trained before bundles gets one by re-running its train command (it resumes at its "
+                "last step)") if (path / "checkpoints").is_dir() else ""
         raise FileNotFoundError(f"{path} has no {MANIFEST}: give a training run, a converted model directory "
-                                "or a converted reference tree (tools/convert_weights)")
+                                f"or a converted reference tree (tools/convert_weights){hint}")
     summary = json.loads((path / TREE_MANIFEST).read_text()).get("components", {})
     models = sorted(path / e["output"] for name, e in summary.items()
                     if name.startswith("lm_") and e.get("status") in ("converted", "exists")
