@@ -53,7 +53,7 @@ def jax_train(cfg: LlamaConfig, batch: int, seq: int, iters: int) -> float:
     tokens = rng.integers(0, cfg.vocab_size, (batch, seq + 1), dtype=np.int32)
     b = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((batch, seq), np.int32),
          "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
-         "kinds": np.zeros((batch, seq), np.int32)}
+         "loss_groups": np.zeros((batch, seq), np.int32)}
     with activation_sharding(mesh):
         holder = [init_state(model, tx, jax.random.PRNGKey(0), shardings)]
         step = jit_train_step(make_train_step(model, tx, lr_schedule(ocfg, 1000)), shardings, mesh)

@@ -63,11 +63,12 @@ def main() -> None:
         shapes = jax.eval_shape(lambda: nn.unbox(_boxed_state(model, tx, jax.random.PRNGKey(0), 8)))
         abstract = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh)
         b = args.per_device_batch * n
+        from spiritlm_jax.data.batch import BATCH_KEYS
         from spiritlm_jax.model.sharding import batch_sharding
 
         bsh = batch_sharding(mesh)
         batch = {k: jax.ShapeDtypeStruct((b, args.seq), jnp.int32, sharding=bsh)
-                 for k in ("tokens", "targets", "segment_ids", "positions", "kinds")}
+                 for k in BATCH_KEYS}
         with activation_sharding(mesh):
             step = jit_train_step(make_train_step(model, tx, lr_schedule(ocfg, 1000)), sh, mesh)
             compiled = step.lower(abstract, batch).compile()

@@ -16,11 +16,12 @@ import torch
 import yaml
 from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
 
-from spiritlm_jax.checkpoint import load_extra, load_model, save_model
-from spiritlm_jax.model import init_cache, load_pretrained
+from spiritlm_jax.bundle import load_extra, load_lm, load_pretrained, read_manifest, save_lm
+from spiritlm_jax.model import init_cache
 from tools.convert_weights import llama_from_hf
 from tools.convert_weights.llama_from_gguf import load_gguf, unpermute_rope
-from tools.convert_weights.llama_from_hf import ConversionError, convert, llama_config_from_hf
+from tools.convert_weights.common import ConversionError
+from tools.convert_weights.llama_from_hf import convert, llama_config_from_hf
 from tools.convert_weights.llama_to_hf import export
 
 TOL = 1e-4
@@ -128,6 +129,7 @@ def test_export_round_trip(tmp_path):
     (tmp_path / "hf" / "tokenizer.model").write_bytes(b"sentencepiece stand-in")
     convert(tmp_path / "hf", tmp_path / "jax", progress=False)
     assert load_extra(tmp_path / "jax")["hf_config"]["vocab_size"] == 32768
+    assert read_manifest(tmp_path / "jax").expressive is False  # unreadable stand-in tokenizer: BASE declared
     export(tmp_path / "jax", tmp_path / "back", dtype="float32", max_shard_gb=0.001)  # force sharding
     assert (tmp_path / "back" / "model.safetensors.index.json").is_file()
     assert not list((tmp_path / "back").glob("*.tmp"))
@@ -237,12 +239,12 @@ def model_dir(tmp_path_factory):
 def test_load_onto_a_mesh_and_cast(model_dir):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-    cfg, ref = load_model(model_dir)
+    cfg, ref = load_lm(model_dir)
     mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "tensor"))
     # shard every parameter's last axis over "tensor" where it divides, else replicate
     shardings = jax.tree.map(
         lambda x: NamedSharding(mesh, P(*([None] * (x.ndim - 1)), "tensor") if x.shape[-1] % 4 == 0 else P()), ref)
-    _, params = load_model(model_dir, shardings=shardings)
+    _, params = load_lm(model_dir, shardings=shardings)
     assert params["lm_head"]["kernel"].sharding == shardings["lm_head"]["kernel"]
     assert params["lm_head"]["kernel"].sharding.spec == P(None, "tensor")
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)))
@@ -250,7 +252,7 @@ def test_load_onto_a_mesh_and_cast(model_dir):
     assert model.cfg.param_dtype == "bfloat16" and bf["embed"]["embedding"].dtype == jnp.bfloat16
     assert np.array_equal(np.asarray(bf["embed"]["embedding"]), np.asarray(ref["embed"]["embedding"].astype(jnp.bfloat16)))
     with pytest.raises(ValueError, match="structure"):
-        load_model(model_dir, shardings={"embed": None})
+        load_lm(model_dir, shardings={"embed": None})
 
 
 def test_config_params_mismatch_names_key_and_shapes(model_dir, tmp_path):
@@ -262,14 +264,14 @@ def test_config_params_mismatch_names_key_and_shapes(model_dir, tmp_path):
     raw["d_ff"] = 96
     (d / "config.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"layers/mlp/down/kernel has shape \(2, 112, 48\), expected \(2, 96, 48\)"):
-        load_model(d)
+        load_lm(d)
     raw["d_ff"], raw["tie_embeddings"] = 112, True
     (d / "config.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ValueError, match=r"unexpected parameter lm_head/kernel \(shape \(48, 32768\)\)"):
-        load_model(d)
+        load_lm(d)
     (d / "config.yaml").unlink()
     with pytest.raises(FileNotFoundError, match="config.yaml"):
-        load_model(d)
+        load_lm(d)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_pretrained(tmp_path / "nothing")
     with pytest.raises(ValueError, match="shape fields"):
@@ -279,11 +281,11 @@ def test_config_params_mismatch_names_key_and_shapes(model_dir, tmp_path):
 
 
 def test_save_model_checks_shapes_and_refuses_overwrite(model_dir, tmp_path):
-    cfg, params = load_model(model_dir)
+    cfg, params = load_lm(model_dir)
     params = jax.tree.map(np.asarray, params)
     params["layers"]["attn"]["q"]["kernel"] = params["layers"]["attn"]["q"]["kernel"][:, :, :3]
     with pytest.raises(ValueError, match=r"layers/attn/q/kernel has shape \(2, 48, 3, 8\), expected \(2, 48, 6, 8\)"):
-        save_model(tmp_path / "x", params, cfg)
+        save_lm(tmp_path / "x", params, cfg)
     with pytest.raises(FileExistsError, match="already exists"):
         convert(model_dir.parent / "hf", model_dir, progress=False)
 
@@ -334,5 +336,10 @@ def test_missing_files_and_unsupported_config(tmp_path, capsys):
         with pytest.raises(ConversionError, match=message):
             llama_config_from_hf(hf)
     # the command line reports the error (exit 2) instead of a traceback
-    assert llama_from_hf.main(["--hf-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert llama_from_hf.main(["--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "nope has no config.json" in capsys.readouterr().err
+    assert llama_from_hf.main(["--hf-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2  # old flag
+    assert "unknown option --hf-dir" in capsys.readouterr().err
+    assert llama_from_hf.main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert all(k in help_text for k in ("src", "out", "dtype", "expressive"))

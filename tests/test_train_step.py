@@ -28,8 +28,9 @@ def _batches(n, b=8, t=16, seed=0):
         targets = np.roll(tokens, -1, 1)
         targets[:, t // 2 - 1] = -1  # no target across the document boundary
         targets[:, -1] = -1
-        kinds = rng.integers(0, 3, (b, 1)).repeat(t, 1).astype(np.int32)
-        out.append(dict(tokens=tokens, targets=targets.astype(np.int32), segment_ids=seg, positions=pos, kinds=kinds))
+        loss_groups = rng.integers(0, 3, (b, 1)).repeat(t, 1).astype(np.int32)
+        out.append(dict(tokens=tokens, targets=targets.astype(np.int32), segment_ids=seg, positions=pos,
+                        loss_groups=loss_groups))
     return out
 
 

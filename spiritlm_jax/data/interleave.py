@@ -36,9 +36,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from spiritlm_jax.data.batch import LOSS_GROUP_IDS
 from spiritlm_jax.tokens import RATES, STREAMS, Modality, SpiritTokenizer, merge_units
 
-KIND_IDS = {"text": 0, "speech": 1, "aligned": 2}  # per-token loss bookkeeping: text, speech, interleaved
 TEXT, SPEECH = Modality.TEXT, Modality.SPEECH
 
 
@@ -51,10 +51,10 @@ class Span(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    """Token ids of one example and the per-token kind id (KIND_IDS of the example's kind)."""
+    """Token ids of one example and the per-token loss group id (LOSS_GROUP_IDS of the example's kind)."""
 
     tokens: np.ndarray  # [n] int32
-    kinds: np.ndarray  # [n] int32
+    loss_groups: np.ndarray  # [n] int32
 
 
 def example_rng(seed: int, epoch: int, index: int, kind: int = 0) -> np.random.Generator:
@@ -160,7 +160,7 @@ def _text_ids(tok: SpiritTokenizer, text: str) -> list[int]:
 
 def encode_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30),
                    speech_span=(5, 15)) -> Encoded:
-    """Example -> Encoded(tokens, kinds) with BOS ... EOS. ValueError on malformed input."""
+    """Example -> Encoded(tokens, loss_groups) with BOS ... EOS. ValueError on malformed input."""
     if not isinstance(ex, dict):
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
     kind = ex.get("kind")
@@ -184,10 +184,10 @@ def encode_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, tex
             else:
                 body += [layout.speech_marker_id] + _unit_ids(tok, content)
     else:
-        raise ValueError(f"example kind {kind!r} is not one of {sorted(KIND_IDS)}")
+        raise ValueError(f"example kind {kind!r} is not one of {sorted(LOSS_GROUP_IDS)}")
     ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
     tokens = np.asarray(ids, np.int32)
-    return Encoded(tokens, np.full(tokens.shape, KIND_IDS[kind], np.int32))
+    return Encoded(tokens, np.full(tokens.shape, LOSS_GROUP_IDS[kind], np.int32))
 
 
 def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] = None) -> list[Encoded]:
@@ -202,7 +202,7 @@ def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] =
     if n <= seq_len:
         return [enc]
     if speech_prefix is None:
-        return [Encoded(enc.tokens[i:i + seq_len], enc.kinds[i:i + seq_len]) for i in range(0, n, seq_len)]
+        return [Encoded(enc.tokens[i:i + seq_len], enc.loss_groups[i:i + seq_len]) for i in range(0, n, seq_len)]
     p = len(speech_prefix)
     if list(enc.tokens[:p]) != list(speech_prefix):
         raise ValueError("windows: the example does not start with the given prefix")
@@ -213,5 +213,5 @@ def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] =
     out = []
     for i in range(0, len(body), step):
         toks = np.concatenate([prefix, body[i:i + step]])
-        out.append(Encoded(toks, np.full(toks.shape, enc.kinds[0], np.int32)))
+        out.append(Encoded(toks, np.full(toks.shape, enc.loss_groups[0], np.int32)))
     return out

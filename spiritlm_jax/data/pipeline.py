@@ -16,8 +16,8 @@ Stages (process p of P; every stage is a public `grain` dataset, so the iterator
 
 A batch is a dict of [batch_size, seq_len] int32 arrays: tokens; targets (next token within the
 same segment, -1 at a segment's last token and on padding); segment_ids (1..n per row, 0 padding);
-positions (restart at 0 per segment); kinds (0 text, 1 speech, 2 interleaved; 0 on padding, which
-has no target). Each process yields its local rows; the trainer assembles the global batch
+positions (restart at 0 per segment); loss_groups (0 text, 1 speech, 2 interleaved; 0 on padding,
+which has no target): see data/batch.py. Each process yields its local rows; the trainer assembles the global batch
 [P * batch_size, seq_len] with `jax.make_array_from_process_local_data` (process p's rows land on its
 own devices' slice of the batch axis), see training/loop.py.
 
@@ -38,18 +38,20 @@ from typing import Any, Optional
 import grain
 import numpy as np
 
+from spiritlm_jax.bundle.text_tokenizer import load_text_tokenizer
 from spiritlm_jax.config import ConfigError
-from spiritlm_jax.data.interleave import KIND_IDS, Encoded, encode_example, example_rng, windows
+from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
+from spiritlm_jax.data.interleave import Encoded, encode_example, example_rng, windows
 from spiritlm_jax.data.sources import KINDS, ExampleSource, shard_files
 
 DEMO_CORPUS = Path(__file__).parent / "demo"
-BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "kinds")
+CORPUS_QUANTIZER = "quantizer"  # a corpus' own k-means speech tokenizer (the demo corpus has one)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     corpus: str = "demo"  # a prepared corpus directory (sources.py layouts); "demo" = the embedded corpus
-    tokenizer: Optional[str] = None  # SentencePiece model; default <corpus>/tokenizer.model
+    tokenizer: Optional[str] = None  # tokenizer directory or SentencePiece model; default <corpus>/tokenizer.model
     expressive: bool = False  # layout with pitch and style tokens (else pitch/style streams are ignored)
     weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # text, speech, aligned (interleaved)
     seq_len: int = 256
@@ -84,17 +86,29 @@ class DataConfig:
 
     @property
     def tokenizer_path(self) -> Path:
+        """The tokenizer directory or SentencePiece model (default: the corpus directory's tokenizer.model)."""
         return Path(self.tokenizer) if self.tokenizer else self.corpus_dir / "tokenizer.model"
 
 
 def load_tokenizer(cfg: DataConfig):
-    """The SpiritTokenizer of the config (expressive layout when cfg.expressive)."""
-    from spiritlm_jax.tokens import SpiritTokenizer, TokenLayout
+    """The SpiritTokenizer of the config, found and loaded as a bundle's (bundle.load_text_tokenizer):
+    the EXPRESSIVE layout when cfg.expressive, else the BASE one."""
+    return load_text_tokenizer(cfg.tokenizer_path, expressive=cfg.expressive)
 
-    tok = SpiritTokenizer(cfg.tokenizer_path)
-    if cfg.expressive and not tok.layout.expressive:
-        tok = SpiritTokenizer(cfg.tokenizer_path, layout=TokenLayout(tok.layout.text_vocab_size, True))
-    return tok
+
+def corpus_speech_tokenizer(cfg: DataConfig) -> Optional[Path]:
+    """The speech tokenizer directory the corpus was prepared with, when known: the corpus' own
+    `quantizer/` (k-means), else the directory named by corpus.json's units.tokenizer ("KIND:DIR")."""
+    own = cfg.corpus_dir / CORPUS_QUANTIZER
+    if own.is_dir():
+        return own
+    summary = cfg.corpus_dir / "corpus.json"
+    spec = (json.loads(summary.read_text()).get("units") or {}).get("tokenizer") if summary.is_file() else None
+    if not isinstance(spec, str) or ":" not in spec:
+        return None
+    arg = spec.partition(":")[2]
+    path = DEMO_CORPUS / CORPUS_QUANTIZER if arg == "demo" else Path(arg)
+    return path if path.is_dir() else None
 
 
 def check_vocab(cfg: DataConfig, model_vocab_size: int) -> None:
@@ -138,7 +152,7 @@ class _KindStream:
 
     def __init__(self, cfg: DataConfig, tok, source: ExampleSource, kind: str, start: int, stop: int):
         self.cfg, self.tok, self.source, self.kind = cfg, tok, source, kind
-        self.kind_id = KIND_IDS[kind]
+        self.kind_id = LOSS_GROUP_IDS[kind]
         self.start, self.n = start, stop - start
         self.speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + [tok.layout.speech_marker_id]
 
@@ -187,13 +201,13 @@ def example_dataset(cfg: DataConfig, split: str = "train", process_index: int = 
 
 def pack_row(windows_: list[Encoded], seq_len: int) -> dict[str, np.ndarray]:
     """One row from consecutive windows (total length <= seq_len): tokens, targets, segment ids,
-    positions, kinds; padding is 0 with target -1."""
+    positions, loss_groups; padding is 0 with target -1."""
     row = {k: np.zeros(seq_len, np.int32) for k in BATCH_KEYS}
     used = 0
     for seg, w in enumerate(windows_, 1):
         n = len(w.tokens)
         row["tokens"][used:used + n] = w.tokens
-        row["kinds"][used:used + n] = w.kinds
+        row["loss_groups"][used:used + n] = w.loss_groups
         row["segment_ids"][used:used + n] = seg
         row["positions"][used:used + n] = np.arange(n)
         used += n

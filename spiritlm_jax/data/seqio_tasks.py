@@ -59,7 +59,8 @@ except ImportError as e:  # the optional extra is not installed
 
 import numpy as np
 
-from spiritlm_jax.data.interleave import KIND_IDS, TEXT, _streams, example_rng, interleave, stream_kinds
+from spiritlm_jax.data.batch import LOSS_GROUP_IDS
+from spiritlm_jax.data.interleave import TEXT, _streams, example_rng, interleave, stream_kinds
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, load_tokenizer
 from spiritlm_jax.data.sources import ExampleSource, shard_files
 from spiritlm_jax.tokens import SPEECH_MARKER, TEXT_MARKER, TOKEN_PATTERN_ASCII, SpiritTokenizer, merge_units
@@ -294,7 +295,7 @@ def render_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, tex
     if kind == "aligned":
         return "".join(TEXT_MARKER + content if span.modality == TEXT else SPEECH_MARKER + _units_string(content)
                        for span, content in interleave(ex, rng, text_span, speech_span, kinds))
-    raise ValueError(f"example kind {kind!r} is not one of {sorted(KIND_IDS)}")
+    raise ValueError(f"example kind {kind!r} is not one of {sorted(LOSS_GROUP_IDS)}")
 
 
 class SpiritCorpusSource(seqio.DataSource):
@@ -338,7 +339,7 @@ class SpiritCorpusSource(seqio.DataSource):
         ex = src[index]
         if ex.get("kind") != self.kind:
             raise ValueError(f"{src.describe(index)}: example of kind {ex.get('kind')!r} in the {self.kind!r} shards")
-        rng = example_rng(self.seed, 0, index, KIND_IDS[self.kind])
+        rng = example_rng(self.seed, 0, index, LOSS_GROUP_IDS[self.kind])
         try:
             return render_example(ex, self.tok, rng, self.text_span, self.speech_span), str(ex.get("id", ""))
         except (ValueError, KeyError, TypeError) as e:
@@ -352,7 +353,7 @@ class SpiritCorpusSource(seqio.DataSource):
         n = len(src)
         p, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
         start, stop = n * p // count, n * (p + 1) // count
-        kind_id = KIND_IDS[self.kind]
+        kind_id = LOSS_GROUP_IDS[self.kind]
         seed = None if seed is None else int(seed)
 
         def generate():  # chunks of examples: from_generator costs ~1 ms per element it yields

@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import sys
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from spiritlm_jax.bundle import load_bundle
 from spiritlm_jax.model.decode import SamplingConfig, check_context_length, generate_tokens
 from spiritlm_jax.speech.vocoder import DEFAULT_SPEAKER
 from spiritlm_jax.tokens import (
@@ -90,35 +90,6 @@ class GenerationOutput:
     content_type: ContentType
 
 
-TREE_MANIFEST = "spiritlm_tree.json"  # written by tools/convert_weights/spiritlm_checkpoints.py
-
-
-def _resolve_model_dir(path, variant: Optional[str]):
-    """(model directory, converted-tree root or None) for a model/run directory or a tree root."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (path / "config.yaml").is_file():
-        return path, (path.parent if (path.parent / TREE_MANIFEST).is_file() else None)
-    if not (path / TREE_MANIFEST).is_file():
-        raise FileNotFoundError(f"{path} has no config.yaml: give a training run, a converted model directory "
-                                "or a converted reference tree")
-    models = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
-    if variant is not None:
-        models = [p for p in models if variant.lower() in p.name.lower()]
-    if not models:
-        which = f" matching variant={variant!r}" if variant is not None else ""
-        raise ValueError(f"{path} is a converted tree without a language model{which}")
-    if len(models) > 1:
-        raise ValueError(f"{path} is a converted tree with language models {', '.join(p.name for p in models)}; "
-                         "pass variant='base' or 'expressive' (or the model's folder)")
-    return models[0], path
-
-
-def _first_dir(candidates, marker: str):
-    for d in candidates:
-        if d is not None and (d / marker).is_file():
-            return d
-    return None
 
 
 class SpiritLM:
@@ -138,64 +109,17 @@ class SpiritLM:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, vocoder: Optional[str | os.PathLike] = None,
                         variant: Optional[str] = None, **numerics) -> "SpiritLM":
-        """Load an LM with what turns content into tokens and back.
+        """Load an LM with what turns content into tokens and back: a thin call of
+        `spiritlm_jax.bundle.load_bundle`.
 
-        `path` is a training run directory (config.yaml + checkpoints/: tokenizer and unit tokenizer
-        from its corpus), a model directory (config.yaml + params/ + tokenizer.model, e.g. converted
+        `path` is a bundle: a training run directory, a converted model directory (e.g. converted
         weights), or the root of a converted reference tree (tools/convert_weights/
         spiritlm_checkpoints.py), where `variant` ("base" / "expressive") picks the LM when it holds
-        both. The speech tokenizer is `<model>/speech_tokenizer` or the tree's `speech_tokenizer/`
-        (with pitch and style for an EXPRESSIVE model); the vocoder is `vocoder` when given, else
-        `<model>/vocoder`, else the tree's `vocoder/{base,expressive}`.
+        both. Its bundle.yaml says whether it is EXPRESSIVE and where its speech tokenizer and vocoder
+        are; `vocoder` (a vocoder directory) replaces the bundle's.
         `numerics` override dtype/attention of the LM (e.g. dtype="float32")."""
-        from pathlib import Path
-
-        from spiritlm_jax.config import from_dict, read_yaml
-        from spiritlm_jax.model import load_pretrained
-        from spiritlm_jax.tokens import SpiritTokenizer
-
-        path, root = _resolve_model_dir(Path(path), variant)
-        model, params = load_pretrained(path, **numerics)
-        raw = read_yaml(path / "config.yaml")
-        speech_tokenizer = None
-        if "data" in raw:  # a training run
-            from spiritlm_jax.data.pipeline import load_tokenizer
-            from spiritlm_jax.train import TrainConfig
-
-            data_cfg = from_dict(TrainConfig, raw).data
-            tokenizer = load_tokenizer(data_cfg)
-            quantizer = data_cfg.corpus_dir / "quantizer"
-            if (quantizer / "kmeans.yaml").is_file():  # a k-means quantizer directory
-                from spiritlm_jax.speech.kmeans import MelUnitTokenizer
-
-                speech_tokenizer = MelUnitTokenizer(quantizer)
-        else:
-            from spiritlm_jax.tokens import TokenLayout
-
-            tokenizer = SpiritTokenizer.from_dir(path)
-            if TokenLayout(tokenizer.layout.text_vocab_size, True).vocab_size == model.cfg.vocab_size:
-                tokenizer = SpiritTokenizer.from_dir(path, expressive=True)  # EXPRESSIVE-sized embedding
-        expressive = tokenizer.layout.expressive
-        st_dir = _first_dir([path / "speech_tokenizer", root and root / "speech_tokenizer"], "hubert.yaml")
-        if st_dir is not None:  # a converted HuBERT tokenizer wins over a corpus's unit tokenizer
-            from spiritlm_jax.speech.tokenizer import SpeechTokenizer
-
-            from spiritlm_jax.speech.tokenizer import PITCH_DIRS, STYLE_DIR
-
-            missing = [p for p in (*PITCH_DIRS, STYLE_DIR) if not (st_dir / p).is_dir()]
-            if expressive and missing:
-                print(f"warning: EXPRESSIVE model, but {st_dir} has no {', '.join(missing)}; speech inputs get "
-                      "HuBERT units only", file=sys.stderr)
-            speech_tokenizer = SpeechTokenizer.load(st_dir, expressive=expressive and not missing)
-        voc = None
-        kind = "expressive" if expressive else "base"
-        vocoder_dir = Path(vocoder) if vocoder is not None else _first_dir(
-            [path / "vocoder", root and root / "vocoder" / kind], "config.yaml")
-        if vocoder_dir is not None:
-            from spiritlm_jax.speech.vocoder import Vocoder
-
-            voc = Vocoder.load(vocoder_dir)
-        return cls(model, params, tokenizer, speech_tokenizer=speech_tokenizer, vocoder=voc)
+        b = load_bundle(path, variant=variant, vocoder=vocoder, **numerics)
+        return cls(b.model, b.params, b.tokenizer, speech_tokenizer=b.speech_tokenizer, vocoder=b.vocoder)
 
     # ----- prompts -------------------------------------------------------------------------
     def encode_speech(self, audio, what: str = "speech") -> str:

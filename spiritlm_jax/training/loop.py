@@ -1,24 +1,35 @@
-"""The training loop: mesh, state (fresh, imported or resumed), data, steps, eval, checkpoints, logs."""
+"""The training loop: `run(cfg)` sets up the mesh, the run directory and the state (fresh, imported
+or resumed), then steps; each job below is one function (state set-up, eval, save, logging)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
-from spiritlm_jax.config import ConfigError, save_config
+from spiritlm_jax.bundle.lm import load_lm
+from spiritlm_jax.config import ConfigError
+from spiritlm_jax.data.batch import LOSS_GROUPS
+from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
 from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
 from spiritlm_jax.training import checkpoints as ckpt
+from spiritlm_jax.training.config import TrainConfig
+from spiritlm_jax.training.distributed import maybe_initialize_distributed
 from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from spiritlm_jax.training.optim import lr_schedule, make_optimizer
+from spiritlm_jax.training.run_dir import write_run_dir
 from spiritlm_jax.training.step import (
-    init_state, jit_eval_step, jit_train_step, kind_losses, make_eval_step, make_train_step,
+    init_state, jit_eval_step, jit_train_step, loss_group_losses, make_eval_step, make_train_step,
     state_from_params, state_shardings,
 )
 
@@ -34,11 +45,24 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def _imported_params(cfg, shardings_params):
-    """Load a converted model, check its architecture, grow its vocabulary to cfg.model.vocab_size."""
-    from spiritlm_jax.checkpoint import load_model
+# ----- set-up ---------------------------------------------------------------------------------
 
-    src_cfg, params = load_model(cfg.init.checkpoint)
+def _make_mesh(cfg: TrainConfig):
+    """The device mesh, after checking that the global batch divides over it."""
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    dp = mesh.shape["data"] * mesh.shape["fsdp"]
+    global_batch = cfg.data.batch_size * jax.process_count()
+    if global_batch % (dp * cfg.optim.grad_accum):
+        raise ConfigError(
+            f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) must divide by "
+            f"data x fsdp = {dp} times optim.grad_accum = {cfg.optim.grad_accum}"
+        )
+    return mesh, global_batch
+
+
+def _imported_params(cfg: TrainConfig, shardings_params):
+    """Load a converted model, check its architecture, grow its vocabulary to cfg.model.vocab_size."""
+    src_cfg, params = load_lm(cfg.init.checkpoint)
     for f in ARCH_FIELDS:
         if getattr(src_cfg, f) != getattr(cfg.model, f):
             raise ConfigError(
@@ -52,137 +76,184 @@ def _imported_params(cfg, shardings_params):
     return jax.device_put(params, shardings_params)
 
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one run share (built by `_set_up`)."""
+
+    cfg: TrainConfig
+    out_dir: Path
+    mesh: Any
+    global_batch: int
+    model: Llama
+    tx: Any
+    shardings: Any
+    mngr: Any
+    data_iter: Any
+    is_main: bool
+
+
+def _set_up(cfg: TrainConfig) -> _Run:
+    """Distributed init, config checks (before any compilation), mesh, run directory, optimizer,
+    checkpoint manager and data iterator."""
+    maybe_initialize_distributed(cfg.distributed)
+    check_vocab(cfg.data, cfg.model.vocab_size)
+    mesh, global_batch = _make_mesh(cfg)
+    out_dir = Path(cfg.out_dir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        write_run_dir(cfg, out_dir)
+    model = Llama(cfg.model)
+    tx = make_optimizer(cfg.optim, cfg.steps)
+    mngr = ckpt.manager(out_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
+    return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter,
+                is_main)
+
+
+def _initial_state(r: _Run):
+    """(state, start step): resumed from the latest checkpoint, imported from init.checkpoint, or fresh.
+    An import is loaded and grown outside the mesh context; the rest runs inside it."""
+    cfg = r.cfg
+    latest = r.mngr.latest_step() if cfg.checkpoint.resume else None
+    imported = _imported_params(cfg, r.shardings["params"]) if latest is None and cfg.init.checkpoint else None
+    with activation_sharding(r.mesh):
+        if latest is not None:
+            shapes = jax.eval_shape(lambda: init_state(r.model, r.tx, jax.random.PRNGKey(0), r.shardings))
+            state, data_state, _ = ckpt.restore(r.mngr, latest, ckpt.abstract_like(shapes, r.shardings))
+            r.data_iter.set_state(data_state)
+            _log(f"resumed from {r.out_dir / 'checkpoints'} at step {int(latest)}")
+            return state, int(latest)
+        if imported is not None:
+            _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
+            return state_from_params(imported, r.tx, r.shardings), 0
+        return init_state(r.model, r.tx, jax.random.PRNGKey(cfg.init.seed), r.shardings), 0
+
+
+# ----- steps, eval, save --------------------------------------------------------------------------
+
 def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
     """Assemble the global batch from each process's local rows (multi-host safe)."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
 def _evaluate(eval_fn, params, batches, sharding) -> dict[str, float]:
-    tot = {"nll_sum": 0.0, "count": 0.0, "kind_nll_sum": np.zeros(3), "kind_count": np.zeros(3)}
+    n = len(LOSS_GROUPS)
+    tot = {"nll_sum": 0.0, "count": 0.0, "group_nll_sum": np.zeros(n), "group_count": np.zeros(n)}
     for b in batches:
         s = jax.device_get(eval_fn(params, _global_batch(b, sharding)))
         for k in tot:
             tot[k] = tot[k] + np.asarray(s[k])
     out = {"eval_loss": float(tot["nll_sum"]) / max(float(tot["count"]), 1.0)}
-    out.update({f"eval_{k}": v for k, v in kind_losses(tot["kind_nll_sum"], tot["kind_count"]).items()})
+    out.update({f"eval_{k}": v for k, v in loss_group_losses(tot["group_nll_sum"], tot["group_count"]).items()})
     return out
 
 
-def run(cfg) -> dict:
-    """Train according to `cfg` (a TrainConfig). Returns a summary dict (also printed)."""
-    from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
-    from spiritlm_jax.train import maybe_initialize_distributed
+def _stop_on_non_finite(r: _Run, loss: float, step: int) -> None:
+    if math.isfinite(loss):
+        return
+    r.mngr.wait_until_finished()
+    good = r.mngr.latest_step()
+    raise TrainingStopped(
+        f"loss is {loss} at step {step}; nothing was saved for this step. "
+        f"Last good checkpoint: {r.out_dir / 'checkpoints' / str(good) if good is not None else 'none'}. "
+        "Lower optim.lr, raise optim.warmup_steps or check the data."
+    )
 
-    maybe_initialize_distributed(cfg.distributed)
-    check_vocab(cfg.data, cfg.model.vocab_size)  # config errors before any compilation
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    global_batch = cfg.data.batch_size * jax.process_count()
-    if global_batch % (dp * cfg.optim.grad_accum):
-        raise ConfigError(
-            f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) must divide by "
-            f"data x fsdp = {dp} times optim.grad_accum = {cfg.optim.grad_accum}"
-        )
-    out_dir = Path(cfg.out_dir)
-    is_main = jax.process_index() == 0
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
 
-    model = Llama(cfg.model)
-    tx = make_optimizer(cfg.optim, cfg.steps)
-    schedule = lr_schedule(cfg.optim, cfg.steps)
-    shardings = state_shardings(model, tx, mesh)
-    mngr = ckpt.manager(out_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
+def _is_due(done: int, every: int, last: int) -> bool:
+    return bool(every) and (done % every == 0 or done == last)
 
-    start_step = 0
-    latest = mngr.latest_step() if cfg.checkpoint.resume else None
-    imported = None
-    if latest is None and cfg.init.checkpoint:  # load and grow outside the mesh context, then place
-        imported = _imported_params(cfg, shardings["params"])
-    with activation_sharding(mesh):
-        if latest is not None:
-            shapes = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0), shardings))
-            state, data_state, _ = ckpt.restore(mngr, latest, ckpt.abstract_like(shapes, shardings))
-            data_iter.set_state(data_state)
-            start_step = int(latest)
-            _log(f"resumed from {out_dir / 'checkpoints'} at step {start_step}")
-        elif imported is not None:
-            state = state_from_params(imported, tx, shardings)
-            _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
-        else:
-            state = init_state(model, tx, jax.random.PRNGKey(cfg.init.seed), shardings)
 
-        train_step = jit_train_step(make_train_step(model, tx, schedule, cfg.optim.grad_accum), shardings, mesh)
-        eval_step = jit_eval_step(make_eval_step(model), shardings, mesh)
-        bsh = batch_sharding(mesh)
-        eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())
+# ----- logging ------------------------------------------------------------------------------------
 
-        writer = MetricsWriter(out_dir, enabled=is_main)
-        n_params = cfg.model.num_params()
-        flops_tok = train_flops_per_token(cfg.model, cfg.data.seq_len)
-        peak = device_peak_flops()
-        _log(f"model: {n_params / 1e6:.2f}M parameters; mesh data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} "
-             f"tensor={mesh.shape['tensor']}; global batch {global_batch} x {cfg.data.seq_len} tokens")
+class _Logger:
+    """Metrics records (metrics.jsonl + TensorBoard on process 0), throughput/MFU, the progress bar."""
 
-        bar = None
-        if is_main and cfg.progress:
-            from tqdm import tqdm
+    def __init__(self, r: _Run, start_step: int):
+        cfg = r.cfg
+        self.writer = MetricsWriter(r.out_dir, enabled=r.is_main)
+        self.flops_tok = train_flops_per_token(cfg.model, cfg.data.seq_len)
+        self.peak = device_peak_flops()
+        _log(f"model: {cfg.model.num_params() / 1e6:.2f}M parameters; mesh data={r.mesh.shape['data']} "
+             f"fsdp={r.mesh.shape['fsdp']} tensor={r.mesh.shape['tensor']}; global batch {r.global_batch} x "
+             f"{cfg.data.seq_len} tokens")
+        self.bar: Optional[tqdm] = None
+        if r.is_main and cfg.progress:
+            self.bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True,
+                            mininterval=0.5 if sys.stderr.isatty() else 30.0)
+        self.t_last, self.tokens_since, self.first_loss, self.last = time.perf_counter(), 0.0, None, {}
 
-            import sys
+    def step(self, m: dict, loss: float) -> None:
+        self.first_loss = loss if self.first_loss is None else self.first_loss
+        self.tokens_since += float(m["tokens"])
+        if self.bar is not None:
+            self.bar.update(1)
 
-            bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True,
-                       mininterval=0.5 if sys.stderr.isatty() else 30.0)
-        t_last, tokens_since, first_loss, last = time.perf_counter(), 0.0, None, {}
-        for step in range(start_step, cfg.steps):
-            local = next(data_iter)
-            state, m = train_step(state, _global_batch(local, bsh))
-            m = jax.device_get(m)
-            loss = float(m["loss"])
-            if not math.isfinite(loss):
-                mngr.wait_until_finished()
-                good = mngr.latest_step()
-                raise TrainingStopped(
-                    f"loss is {loss} at step {step + 1}; nothing was saved for this step. "
-                    f"Last good checkpoint: {out_dir / 'checkpoints' / str(good) if good is not None else 'none'}. "
-                    "Lower optim.lr, raise optim.warmup_steps or check the data."
-                )
-            first_loss = loss if first_loss is None else first_loss
-            tokens_since += float(m["tokens"])
-            done = step + 1
-            if bar is not None:
-                bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                dt = time.perf_counter() - t_last
-                tps = tokens_since / max(dt, 1e-9)
-                rec = {"loss": loss, "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps}
-                rec.update(kind_losses(m["kind_nll_sum"], m["kind_count"]))
-                if peak:
-                    rec["mfu"] = flops_tok * tps / (peak * jax.device_count())
-                writer.write(done, rec)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
-                t_last, tokens_since, last = time.perf_counter(), 0.0, rec
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps) and eval_batches:
-                ev = _evaluate(eval_step, state["params"], eval_batches, bsh)
-                writer.write(done, ev)
-                last = {**last, **ev}
-            if done % cfg.checkpoint.every == 0 or done == cfg.steps:
-                ckpt.save(mngr, done, state, data_iter.get_state(), cfg)
-        if bar is not None:
-            bar.close()
-        mngr.wait_until_finished()
-        writer.close()
+    def record(self, done: int, m: dict, loss: float) -> None:
+        tps = self.tokens_since / max(time.perf_counter() - self.t_last, 1e-9)
+        rec = {"loss": loss, "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]), "tokens_per_s": tps}
+        rec.update(loss_group_losses(m["group_nll_sum"], m["group_count"]))
+        if self.peak:
+            rec["mfu"] = self.flops_tok * tps / (self.peak * jax.device_count())
+        self.writer.write(done, rec)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+        self.t_last, self.tokens_since, self.last = time.perf_counter(), 0.0, rec
 
-    summary = {"steps": cfg.steps, "first_loss": first_loss, "final": last,
-               "checkpoint": str((out_dir / "checkpoints").absolute()), "metrics": str((out_dir / "metrics.jsonl").absolute())}
-    if is_main:
+    def record_eval(self, done: int, ev: dict) -> None:
+        self.writer.write(done, ev)
+        self.last = {**self.last, **ev}
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.writer.close()
+
+
+def _summary(r: _Run, log: _Logger) -> dict:
+    """summary.json, and the closing lines on process 0."""
+    first, last, out_dir = log.first_loss, log.last, r.out_dir
+    summary = {"steps": r.cfg.steps, "first_loss": first, "final": last,
+               "checkpoint": str((out_dir / "checkpoints").absolute()),
+               "metrics": str((out_dir / "metrics.jsonl").absolute())}
+    if r.is_main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        fl = f"{first_loss:.3f}" if first_loss is not None else "n/a"
+        fl = f"{first:.3f}" if first is not None else "n/a"
         ll = f"{last.get('loss', float('nan')):.3f}"
         _log(f"loss {fl} -> {ll}" + (f" (eval {last['eval_loss']:.3f})" if "eval_loss" in last else ""))
         _log(f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
              f"(tensorboard --logdir {out_dir / 'tensorboard'})")
         _log(f"generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text \"[Text]hello\"")
     return summary
+
+
+# ----- the run ------------------------------------------------------------------------------------
+
+def run(cfg: TrainConfig) -> dict:
+    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json)."""
+    r = _set_up(cfg)
+    state, start_step = _initial_state(r)
+    with activation_sharding(r.mesh):
+        schedule = lr_schedule(cfg.optim, cfg.steps)
+        train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings,
+                                    r.mesh)
+        eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh)
+        bsh = batch_sharding(r.mesh)
+        eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())
+        log = _Logger(r, start_step)
+        for step in range(start_step, cfg.steps):
+            state, m = train_step(state, _global_batch(next(r.data_iter), bsh))
+            m = jax.device_get(m)
+            loss = float(m["loss"])
+            done = step + 1
+            _stop_on_non_finite(r, loss, done)
+            log.step(m, loss)
+            if _is_due(done, cfg.log_every, cfg.steps):
+                log.record(done, m, loss)
+            if eval_batches and _is_due(done, cfg.eval_every, cfg.steps):
+                log.record_eval(done, _evaluate(eval_step, state["params"], eval_batches, bsh))
+            if _is_due(done, cfg.checkpoint.every, cfg.steps):
+                ckpt.save(r.mngr, done, state, r.data_iter.get_state(), cfg)
+        log.close()
+        r.mngr.wait_until_finished()
+    return _summary(r, log)

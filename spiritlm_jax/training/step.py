@@ -4,9 +4,9 @@ The state is a plain dict pytree {"step", "params", "opt_state"} so Orbax saves 
 shardings come from the parameters' logical axis names (optax keeps the flax `Partitioned` boxes in
 its moment trees, so the optimizer state is sharded exactly like the parameters).
 
-Batches are dicts of [B, T] int32 arrays: tokens, targets (-1 = no target), segment_ids, positions,
-kinds (0 text, 1 speech, 2 interleaved). Gradient accumulation splits B into `grad_accum`
-micro-batches and sums token losses before dividing by the total target count, so accumulated and
+Batches are dicts of [B, T] int32 arrays (data/batch.py): tokens, targets (-1 = no target),
+segment_ids, positions, loss_groups (ids in LOSS_GROUPS: 0 text, 1 speech, 2 interleaved). Gradient
+accumulation splits B into `grad_accum` micro-batches and sums token losses before dividing by the total target count, so accumulated and
 full-batch steps compute the same update.
 """
 
@@ -19,11 +19,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import batch_sharding, param_shardings
-
-KINDS = ("text", "speech", "interleaved")
-BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "kinds")
 
 
 def _boxed_state(model: Llama, tx: optax.GradientTransformation, rng, seq_len: int):
@@ -54,19 +52,19 @@ def state_from_params(params, tx, shardings):
 
 
 def token_losses(model: Llama, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Sum of next-token NLL over valid targets, and per-kind sums/counts."""
+    """Sum of next-token NLL over valid targets, and per-loss-group sums/counts."""
     logits_btv = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
     targets_bt = batch["targets"]
     valid_bt = targets_bt >= 0
     logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
     tgt_bt = jnp.take_along_axis(logits_btv, jnp.maximum(targets_bt, 0)[..., None], axis=-1)[..., 0]
     nll_bt = jnp.where(valid_bt, logz_bt - tgt_bt, 0.0)
-    kind_btk = jax.nn.one_hot(batch["kinds"], len(KINDS), dtype=jnp.float32) * valid_bt[..., None]
+    group_btg = jax.nn.one_hot(batch["loss_groups"], len(LOSS_GROUPS), dtype=jnp.float32) * valid_bt[..., None]
     stats = {
         "nll_sum": nll_bt.sum(),
         "count": valid_bt.sum().astype(jnp.float32),
-        "kind_nll_sum": jnp.einsum("bt,btk->k", nll_bt, kind_btk),
-        "kind_count": kind_btk.sum((0, 1)),
+        "group_nll_sum": jnp.einsum("bt,btg->g", nll_bt, group_btg),
+        "group_count": group_btg.sum((0, 1)),
     }
     return stats["nll_sum"], stats
 
@@ -88,7 +86,7 @@ def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
 
         zero_stats = {
             "nll_sum": jnp.zeros(()), "count": jnp.zeros(()),
-            "kind_nll_sum": jnp.zeros(len(KINDS)), "kind_count": jnp.zeros(len(KINDS)),
+            "group_nll_sum": jnp.zeros(len(LOSS_GROUPS)), "group_count": jnp.zeros(len(LOSS_GROUPS)),
         }
         zero = (jax.tree.map(jnp.zeros_like, params), zero_stats)
         if grad_accum == 1:
@@ -102,8 +100,8 @@ def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
         metrics = {
             "loss": stats["nll_sum"] / denom,
             "tokens": stats["count"],
-            "kind_nll_sum": stats["kind_nll_sum"],
-            "kind_count": stats["kind_count"],
+            "group_nll_sum": stats["group_nll_sum"],
+            "group_count": stats["group_count"],
             "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state["step"]),
         }
@@ -132,10 +130,10 @@ def jit_eval_step(eval_fn, shardings, mesh):
     return jax.jit(eval_fn, in_shardings=(shardings["params"], batch_sharding(mesh)))
 
 
-def kind_losses(kind_nll_sum, kind_count) -> dict[str, float]:
-    """{"loss_text": ..., ...} for kinds that had targets."""
+def loss_group_losses(group_nll_sum, group_count) -> dict[str, float]:
+    """{"loss_text": ..., ...} for the loss groups that had targets."""
     out: dict[str, Any] = {}
-    for i, k in enumerate(KINDS):
-        if float(kind_count[i]) > 0:
-            out[f"loss_{k}"] = float(kind_nll_sum[i]) / float(kind_count[i])
+    for i, g in enumerate(LOSS_GROUPS):
+        if float(group_count[i]) > 0:
+            out[f"loss_{g}"] = float(group_nll_sum[i]) / float(group_count[i])
     return out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from spiritlm_jax import config as _config
 
 
 def run_cli(work: Callable[[], Path]) -> int:
@@ -19,6 +21,14 @@ def run_cli(work: Callable[[], Path]) -> int:
         return 2
     print(f"wrote {out}")
     return 0
+
+
+def converter_main(schema: type, argv: Optional[Sequence[str]], script: str, doc: str,
+                   work: Callable[[object], Path]) -> int:
+    """The `main` of a converter: flags parsed into `schema` by the one config loader
+    (`--src X --out Y ...`, `--help` lists every key), then `run_cli(work(args))`."""
+    prog = f"python tools/convert_weights/{Path(script).name}"
+    return _config.run_cli(schema, argv, prog, lambda args: run_cli(lambda: work(args)), description=doc)
 
 
 def numpy_dtype(name: str):

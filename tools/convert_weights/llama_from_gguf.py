@@ -1,6 +1,7 @@
 """Import a LLaMA-architecture GGUF file (llama.cpp format, any quantisation gguf can dequantise).
 
-    python tools/convert_weights/llama_from_gguf.py --gguf FILE --out DIR [--dtype float32|bfloat16] [--no-tokenizer]
+    python tools/convert_weights/llama_from_gguf.py --src FILE.gguf --out DIR [--dtype float32|bfloat16]
+        [--no-tokenizer]
 
 Weights are dequantised to fp32 (then stored as --dtype). The tokenizer vocabulary inside the GGUF is
 written as Hugging Face tokenizer files by transformers' GGUF tokenizer reader (--no-tokenizer skips
@@ -10,21 +11,25 @@ llama.cpp's converter permutes the rows of q and k for its interleaved RoPE; our
 transformers' half-split layout, so those rows are permuted back here. (Getting this wrong still
 runs and produces fluent-looking nonsense; tests/test_smollm2.py compares against transformers'
 own GGUF loader on real weights.)
+
+The output is a bundle (spiritlm_jax.bundle): the LM directory, the tokenizer files and bundle.yaml (BASE).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax.bundle import save_lm, write_bundle_manifest  # noqa: E402
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import numpy_dtype, run_cli  # noqa: E402
-from tools.convert_weights.llama_from_hf import ConversionError, params_from_tensors  # noqa: E402
+from tools.convert_weights.common import ConversionError, converter_main, numpy_dtype  # noqa: E402
+from tools.convert_weights.llama_from_hf import params_from_tensors  # noqa: E402
 
 GGUF_TO_HF = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -134,10 +139,16 @@ def special_token_ids(reader) -> dict[str, int]:
     return out
 
 
-def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", tokenizer: bool = True) -> Path:
-    """GGUF file -> model directory (config.yaml, params/, extra.json, tokenizer files)."""
-    from spiritlm_jax.checkpoint import save_model
+@dataclasses.dataclass(frozen=True)
+class FromGGUFArgs:
+    src: str  # the .gguf file
+    out: str  # output directory (a bundle: LM + tokenizer files + bundle.yaml)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # stored parameter dtype
+    tokenizer: bool = True  # write Hugging Face tokenizer files (needs transformers); --no-tokenizer skips
 
+
+def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", tokenizer: bool = True) -> Path:
+    """GGUF file -> bundle directory (config.yaml, params/, extra.json, tokenizer files, bundle.yaml)."""
     out_dir = Path(out_dir)
     if (out_dir / "params").exists():
         raise FileExistsError(f"{out_dir / 'params'} already exists; choose a new output directory")
@@ -146,23 +157,19 @@ def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", 
     extra = {"source": {"format": "gguf", "path": str(Path(gguf_path).absolute())},
              "hf_config": special_token_ids(reader)}
     del reader
-    save_model(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra)
+    save_lm(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra)
     if tokenizer:
         from transformers import AutoTokenizer
 
         gguf_path = Path(gguf_path)
         AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name).save_pretrained(str(out_dir))
+    write_bundle_manifest(out_dir)
     return out_dir
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gguf", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--no-tokenizer", action="store_true", help="do not write Hugging Face tokenizer files")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.gguf, args.out, args.dtype, tokenizer=not args.no_tokenizer))
+    return converter_main(FromGGUFArgs, argv, __file__, __doc__,
+                          lambda a: convert(a.src, a.out, a.dtype, tokenizer=a.tokenizer))
 
 
 if __name__ == "__main__":

@@ -1,34 +1,35 @@
 """Import a Hugging Face LlamaForCausalLM directory into a spiritlm_jax model directory.
 
-    python tools/convert_weights/llama_from_hf.py --hf-dir DIR --out DIR [--dtype float32|bfloat16]
+    python tools/convert_weights/llama_from_hf.py --src HF_DIR --out DIR [--dtype float32|bfloat16] [--expressive]
 
 Reads config.json and model.safetensors / pytorch_model.bin (sharded with an index json or not,
 bf16 or fp32), one tensor at a time, stacking layers as it goes (peak host memory ~ the output
 size plus one tensor). Tokenizer files are copied. RoPE: our layout is transformers' half-split
 one, so q/k weights are only transposed, never permuted. Any missing, unexpected or mis-shaped
 tensor stops the conversion with its name and both shapes.
+
+The output is a bundle (spiritlm_jax.bundle): the LM directory, the tokenizer files and bundle.yaml.
+EXPRESSIVE is what the tokenizer files say (Spirit LM pitch/style tokens present); `--expressive`
+declares it when they do not say (a bare tokenizer.model).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax.bundle import save_bundle  # noqa: E402
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import NamedTensors, numpy_dtype, run_cli  # noqa: E402
+from tools.convert_weights.common import ConversionError, NamedTensors, converter_main, numpy_dtype  # noqa: E402
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
-
-
-class ConversionError(ValueError):
-    """A checkpoint does not fit the expected layout; the message names the tensor."""
 
 
 def llama_config_from_hf(hf: dict, dtype: str = "bfloat16") -> LlamaConfig:
@@ -139,9 +140,17 @@ def open_hf_weights(hf_dir: Path) -> NamedTensors:
     return NamedTensors.open(hf_dir, ("model.safetensors", "pytorch_model.bin"))
 
 
-def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", progress: bool = True) -> Path:
-    from spiritlm_jax.checkpoint import save_model
+@dataclasses.dataclass(frozen=True)
+class FromHFArgs:
+    src: str  # Hugging Face LlamaForCausalLM directory (config.json + safetensors / pytorch_model.bin)
+    out: str  # output directory (a bundle: LM + tokenizer files + bundle.yaml)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # stored parameter dtype (float32: master weights)
+    expressive: Optional[bool] = None  # EXPRESSIVE layout when the tokenizer files do not say (default BASE)
 
+
+def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", progress: bool = True,
+            expressive: Optional[bool] = None) -> Path:
+    """HF directory -> bundle directory (config.yaml, params/, extra.json, tokenizer files, bundle.yaml)."""
     hf_dir = Path(hf_dir)
     if not (hf_dir / "config.json").is_file():
         raise FileNotFoundError(f"{hf_dir} has no config.json (is it a Hugging Face model directory?)")
@@ -153,17 +162,13 @@ def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", pro
     params = params_from_tensors(cfg, tensors.names, tensors.get, numpy_dtype(dtype), progress=progress,
                                  order=tensors.names_by_file())
     extra = {"source": {"format": "hf", "path": str(hf_dir.absolute())}, "hf_config": hf}
-    return save_model(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra, tokenizer_dir=hf_dir)
+    return save_bundle(out_dir, params, cfg.replace(param_dtype=dtype), tokenizer_src=hf_dir, expressive=expressive,
+                       extra=extra)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hf-dir", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="parameter dtype to store (float32: master weights for training)")
-    args = ap.parse_args(argv)
-    return run_cli(lambda: convert(args.hf_dir, args.out, args.dtype))
+    return converter_main(FromHFArgs, argv, __file__, __doc__,
+                          lambda a: convert(a.src, a.out, a.dtype, expressive=a.expressive))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Export a spiritlm_jax model (model directory or training run) to a Hugging Face Llama directory.
 
-    python tools/convert_weights/llama_to_hf.py --checkpoint DIR --out DIR [--dtype bfloat16|float32]
+    python tools/convert_weights/llama_to_hf.py --src DIR --out DIR [--dtype bfloat16|float32] [--max-shard-gb 5]
 
 Writes config.json (LlamaForCausalLM, rope_theta, vocabulary, tie flag, head_dim, eps),
 model.safetensors (sharded with an index above --max-shard-gb), and copies tokenizer files when the
@@ -9,18 +9,20 @@ source had them, so transformers and the reference Spirit LM code load it direct
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from spiritlm_jax.bundle import MANIFEST, TOKENIZER_FILES, load_extra, load_lm, read_manifest  # noqa: E402
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import run_cli  # noqa: E402
+from tools.convert_weights.common import converter_main  # noqa: E402
 from tools.convert_weights.llama_from_hf import hf_tensor_specs  # noqa: E402
 
 
@@ -75,12 +77,10 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     import torch
     from safetensors.torch import save_file
 
-    from spiritlm_jax.checkpoint import TOKENIZER_FILES, load_extra, load_model
-
     out = Path(out_dir)
     if (out / "config.json").exists():
         raise FileExistsError(f"{out / 'config.json'} already exists; choose a new output directory")
-    cfg, params = load_model(checkpoint)
+    cfg, params = load_lm(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     tdtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
     written: list[tuple[Path, list[str]]] = []  # (temporary file, tensor names)
@@ -114,20 +114,23 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
     source = load_extra(checkpoint).get("hf_config")
     (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, source), indent=2))
     src = Path(checkpoint)
+    src = src / read_manifest(src).tokenizer if (src / MANIFEST).is_file() else src
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy(src / name, out / name)
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ToHFArgs:
+    src: str  # model directory or training run directory
+    out: str  # output Hugging Face directory
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"  # dtype of the written safetensors
+    max_shard_gb: float = 5.0  # safetensors shard size limit (GB)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="model directory or training run directory")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
-    ap.add_argument("--max-shard-gb", type=float, default=5.0)
-    args = ap.parse_args(argv)
-    return run_cli(lambda: export(args.checkpoint, args.out, args.dtype, args.max_shard_gb))
+    return converter_main(ToHFArgs, argv, __file__, __doc__, lambda a: export(a.src, a.out, a.dtype, a.max_shard_gb))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Import a whole reference checkpoint tree ($SPIRITLM_CHECKPOINTS_DIR, SPEC.md §4.6) in one command.
+"""Import a whole reference checkpoint tree ($SPIRITLM_CHECKPOINTS_DIR, see docs/reference.md) in one command.
 
     python tools/convert_weights/spiritlm_checkpoints.py --src $SPIRITLM_CHECKPOINTS_DIR --out converted/
 
@@ -14,8 +14,11 @@ Whatever subset of the tree exists is converted; the rest is reported as missing
     speech_tokenizer/hifigan_spiritlm_expressive_w2v2/     -> vocoder/expressive/
     spiritlm_model/spirit-lm-{base,expressive}-7b/         -> spirit-lm-{base,expressive}-7b/
 
-The result loads with `SpiritLM.from_checkpoint("converted/spirit-lm-expressive-7b")` (or the tree
-root with `variant=`): the LM finds the speech tokenizer and vocoder of its kind beside it.
+Each converted LM folder is a bundle: its bundle.yaml records EXPRESSIVE (the expressive-7b folder
+is EXPRESSIVE) and points (relative paths) at the tree's speech tokenizer and the vocoder of its kind,
+so it loads with `SpiritLM.from_checkpoint("converted/spirit-lm-expressive-7b")` (or the tree root
+with `variant=`). The manifests are rewritten at the end of every run, so a rerun that adds a
+vocoder updates them.
 
 Each component is converted into a temporary folder and moved into place only when complete, so an
 interrupted run loses nothing already converted and a rerun skips what exists. One failing component
@@ -25,18 +28,22 @@ is reported and the others still run; the exit status is 1 when any failed. A su
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-TREE_MANIFEST = "spiritlm_tree.json"
+from spiritlm_jax.bundle import write_bundle_manifest  # noqa: E402
+from spiritlm_jax.bundle.load import HUBERT_MARKER, TREE_MANIFEST  # noqa: E402
+from spiritlm_jax.bundle.manifest import relative_to  # noqa: E402
+from spiritlm_jax.config import run_cli  # noqa: E402
+
+LM_KINDS = {"lm_base": "base", "lm_expressive": "expressive"}  # component -> vocoder/<kind>, EXPRESSIVE or not
 
 
 @dataclasses.dataclass
@@ -88,11 +95,11 @@ def _vocoder(src: list[Path], out: Path) -> None:
     hifigan_from_pt.convert(src[0], out)
 
 
-def _llama(dtype: str):
+def _llama(dtype: str, expressive: bool):
     def run(src: list[Path], out: Path) -> None:
         from tools.convert_weights import llama_from_hf
 
-        llama_from_hf.convert(src[0], out, dtype=dtype)
+        llama_from_hf.convert(src[0], out, dtype=dtype, expressive=expressive)
 
     return run
 
@@ -111,9 +118,10 @@ def components(fcpe_pt: Optional[str] = None, dtype: str = "bfloat16", trust_pic
         Component("vocoder_base", (f"{st}/hifigan_spiritlm_base",), "vocoder/base", _vocoder, "config.yaml"),
         Component("vocoder_expressive", (f"{st}/hifigan_spiritlm_expressive_w2v2",), "vocoder/expressive",
                   _vocoder, "config.yaml"),
-        Component("lm_base", ("spiritlm_model/spirit-lm-base-7b",), "spirit-lm-base-7b", _llama(dtype), "config.yaml"),
+        Component("lm_base", ("spiritlm_model/spirit-lm-base-7b",), "spirit-lm-base-7b", _llama(dtype, False),
+                  "config.yaml"),
         Component("lm_expressive", ("spiritlm_model/spirit-lm-expressive-7b",), "spirit-lm-expressive-7b",
-                  _llama(dtype), "config.yaml"),
+                  _llama(dtype, True), "config.yaml"),
     ]
 
 
@@ -180,21 +188,41 @@ def convert_tree(src, out, only: Optional[list[str]] = None, fcpe_pt: Optional[s
         summary["components"][c.name] = entry
         manifest.write_text(json.dumps(summary, indent=2))
     shutil.rmtree(out / ".partial", ignore_errors=True)
+    _write_lm_manifests(out, {c.name: c.output for c in comps})
     return summary
 
 
+def _write_lm_manifests(out: Path, outputs: dict[str, str]) -> None:
+    """bundle.yaml of each converted LM: EXPRESSIVE by its kind, the tree's speech tokenizer and vocoder."""
+    speech = out / "speech_tokenizer"
+    for name, kind in LM_KINDS.items():
+        lm = out / outputs[name]
+        if not (lm / "config.yaml").is_file():
+            continue
+        vocoder = out / "vocoder" / kind
+        write_bundle_manifest(
+            lm, expressive=kind == "expressive",
+            speech_tokenizer=relative_to(speech, lm) if (speech / HUBERT_MARKER).is_file() else None,
+            vocoder=relative_to(vocoder, lm) if (vocoder / "config.yaml").is_file() else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeArgs:
+    src: str  # the reference checkpoint tree ($SPIRITLM_CHECKPOINTS_DIR)
+    out: str  # output directory (reruns skip what is already converted)
+    only: Optional[list[str]] = None  # convert only this component (repeatable)
+    fcpe: Optional[str] = None  # FCPE checkpoint (default: the one torchfcpe ships)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"  # parameter dtype of the LMs (float32 doubles their size)
+    trust_pickle: bool = False  # read the F0 VQ-VAE model.pt with torch's full unpickler (a file you trust)
+    hubert_layer: int = 11  # HuBERT output layer (1-based; Spirit LM: 11)
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", required=True, help="the reference checkpoint tree ($SPIRITLM_CHECKPOINTS_DIR)")
-    ap.add_argument("--out", required=True, help="output directory (reruns skip what is already converted)")
-    ap.add_argument("--only", action="append", default=None, help="convert only this component (repeatable)")
-    ap.add_argument("--fcpe", default=None, help="FCPE checkpoint (default: the one torchfcpe ships)")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16",
-                    help="parameter dtype of the language models (float32 doubles their size)")
-    ap.add_argument("--trust-pickle", action="store_true",
-                    help="read the F0 VQ-VAE model.pt with torch's full unpickler (a file you trust)")
-    ap.add_argument("--hubert-layer", type=int, default=11, help="HuBERT output layer (1-based; Spirit LM: 11)")
-    args = ap.parse_args(argv)
+    return run_cli(TreeArgs, argv, "python tools/convert_weights/spiritlm_checkpoints.py", _convert_and_report,
+                   description=__doc__)
+
+
+def _convert_and_report(args: TreeArgs) -> int:
     try:
         summary = convert_tree(args.src, args.out, args.only, args.fcpe, args.dtype, args.trust_pickle,
                                args.hubert_layer)

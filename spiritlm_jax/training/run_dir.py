@@ -1,0 +1,44 @@
+"""A training run directory is a bundle: the run's config, the text tokenizer files and the speech
+tokenizer of its corpus are copied in, and bundle.yaml (paths relative to the run) says where the LM
+(the latest checkpoint), the tokenizer and the speech tokenizer are; the run can be moved and used
+from any cwd.
+
+    <run>/config.yaml  <run>/bundle.yaml  <run>/tokenizer.model (+ HF tokenizer files)
+    <run>/speech_tokenizer/  (a copy of the corpus' k-means quantizer; a HuBERT one is referenced)
+    <run>/checkpoints/  <run>/metrics.jsonl  <run>/tensorboard/  <run>/summary.json
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from spiritlm_jax.bundle.load import HUBERT_MARKER
+from spiritlm_jax.bundle.manifest import BundleManifest, decide_expressive, write_manifest
+from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files
+from spiritlm_jax.bundle.train_layout import CHECKPOINTS_DIR
+from spiritlm_jax.config import save_config
+from spiritlm_jax.data.pipeline import corpus_speech_tokenizer
+
+SPEECH_TOKENIZER_DIR = "speech_tokenizer"
+
+
+def write_run_dir(cfg, out_dir: Path) -> BundleManifest:
+    """config.yaml, tokenizer files, the corpus' speech tokenizer and bundle.yaml (process 0 only)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    copy_tokenizer_files(cfg.data.tokenizer_path, out_dir)
+    speech = corpus_speech_tokenizer(cfg.data)
+    speech_ref = None
+    if speech is not None and (speech / HUBERT_MARKER).is_file():
+        speech_ref = str(speech.absolute())  # HuBERT-sized: referenced, not copied
+    elif speech is not None:
+        dest = out_dir / SPEECH_TOKENIZER_DIR
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(speech, dest)
+        speech_ref = SPEECH_TOKENIZER_DIR
+    manifest = BundleManifest(expressive=decide_expressive(out_dir, cfg.data.expressive), lm=CHECKPOINTS_DIR,
+                              tokenizer=".", speech_tokenizer=speech_ref)
+    write_manifest(out_dir, manifest)
+    return manifest
