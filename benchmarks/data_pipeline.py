@@ -20,14 +20,18 @@ import numpy as np
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, build_train_iterator, example_dataset
 from spiritlm_jax.data.sources import write_array_record
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
-         "an they you were her she there been one all we their has would when if so no will more time about").split()
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+    "an they you were her she there been one all we their has would when if so no will more time about"
+).split()
 
 
 def synth_corpus(root: Path, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     text = [{"kind": "text", "text": " ".join(rng.choice(WORDS, int(rng.integers(100, 500))))} for _ in range(n)]
-    speech = [{"kind": "speech", "hubert": rng.integers(0, 501, int(rng.uniform(5, 30) * 25)).tolist()} for _ in range(n)]
+    speech = [
+        {"kind": "speech", "hubert": rng.integers(0, 501, int(rng.uniform(5, 30) * 25)).tolist()} for _ in range(n)
+    ]
     aligned = []
     for _ in range(n):
         dur = rng.uniform(10, 30)
@@ -61,8 +65,9 @@ def main() -> None:
         dt = time.perf_counter() - t0
         print(f"encode only (1 thread): {n_ex / dt:8.1f} examples/s  {n_tok / dt:10.0f} tokens/s")
         for threads in (0, 2):
-            it = build_train_iterator(DataConfig(corpus=str(root), seq_len=args.seq_len, batch_size=args.batch,
-                                                 read_threads=threads))
+            it = build_train_iterator(
+                DataConfig(corpus=str(root), seq_len=args.seq_len, batch_size=args.batch, read_threads=threads)
+            )
             next(it)  # start-up
             s0 = it.get_state()["parent"]["next_index"]
             t0 = time.perf_counter()
@@ -73,8 +78,10 @@ def main() -> None:
                 total += b["tokens"].size
             dt = time.perf_counter() - t0
             n_ex = it.get_state()["parent"]["next_index"] - s0
-            print(f"pipeline, {threads} reader threads: {n_ex / dt:8.1f} examples/s  {real / dt:10.0f} tokens/s "
-                  f"({args.steps / dt:.2f} batches/s of {args.batch}x{args.seq_len}); padding {1 - real / total:.1%}")
+            print(
+                f"pipeline, {threads} reader threads: {n_ex / dt:8.1f} examples/s  {real / dt:10.0f} tokens/s "
+                f"({args.steps / dt:.2f} batches/s of {args.batch}x{args.seq_len}); padding {1 - real / total:.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def main() -> None:
     rel = float((np.abs(f0 - f0_ref) / f0_ref)[both].max())
     audio = args.seconds * args.batch
     bucket = quarter_octave_bucket(n, fcpe.BUCKET_MIN_SAMPLES)
-    print(f"device: JAX {jax.devices()[0].device_kind}, torch {dev} ({torch.get_num_threads()} threads); "
-          f"{audio:g} s of audio (batch {args.batch} x {args.seconds:g} s; bucket {bucket} samples)")
+    print(
+        f"device: JAX {jax.devices()[0].device_kind}, torch {dev} ({torch.get_num_threads()} threads); "
+        f"{audio:g} s of audio (batch {args.batch} x {args.seconds:g} s; bucket {bucket} samples)"
+    )
     print(f"voicing agreement {(vuv == vuv_ref).mean():.4f}, max relative F0 error (voiced in both) {rel:.1e}")
     print(f"torchfcpe  {audio / t_pt:8.1f} audio-s/s ({t_pt * 1e3:.0f} ms)")
     for name, t in (("JAX exact ", t_exact), ("JAX bucket", t_bucket)):

@@ -41,7 +41,7 @@ def main() -> None:
     n = int(args.seconds * 16000)
     wav = np.random.default_rng(0).normal(scale=0.1, size=(args.batch, n)).astype(np.float32)
     wav[:, : len(wav[0]) // 2] *= 0.01  # not pure noise: a quiet half and a loud half
-    fn = jax.jit(lambda p, w, l: Hubert(cfg).apply({"params": p}, w, l)[0])
+    fn = jax.jit(lambda p, w, n: Hubert(cfg).apply({"params": p}, w, n)[0])
     wav_j, lens = jnp.asarray(wav), jnp.full((args.batch,), n)
     out = fn(params, wav_j, lens).block_until_ready()
     t = time.perf_counter()
@@ -61,11 +61,15 @@ def main() -> None:
         t_pt = (time.perf_counter() - t) / args.iters
     audio = args.seconds * args.batch
     diff = float(np.abs(np.asarray(out, np.float32) - ref.cpu().numpy()).max())
-    print(f"device: JAX {jax.devices()[0].device_kind}, torch {dev} ({torch.get_num_threads()} threads); "
-          f"{audio:.0f} s of audio (batch {args.batch} x {args.seconds:g} s); JAX {args.dtype}/{args.attention}")
+    print(
+        f"device: JAX {jax.devices()[0].device_kind}, torch {dev} ({torch.get_num_threads()} threads); "
+        f"{audio:.0f} s of audio (batch {args.batch} x {args.seconds:g} s); JAX {args.dtype}/{args.attention}"
+    )
     print(f"max |feature diff| {diff:.1e}")
-    print(f"JAX {audio / t_jax:.1f} audio-s/s ({t_jax * 1e3:.0f} ms); PyTorch {audio / t_pt:.1f} audio-s/s "
-          f"({t_pt * 1e3:.0f} ms); JAX/PyTorch speed = {t_pt / t_jax:.2f}x")
+    print(
+        f"JAX {audio / t_jax:.1f} audio-s/s ({t_jax * 1e3:.0f} ms); PyTorch {audio / t_pt:.1f} audio-s/s "
+        f"({t_pt * 1e3:.0f} ms); JAX/PyTorch speed = {t_pt / t_jax:.2f}x"
+    )
 
 
 if __name__ == "__main__":

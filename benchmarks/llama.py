@@ -51,9 +51,13 @@ def jax_train(cfg: LlamaConfig, batch: int, seq: int, iters: int) -> float:
     shardings = state_shardings(model, tx, mesh)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, cfg.vocab_size, (batch, seq + 1), dtype=np.int32)
-    b = {"tokens": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": np.ones((batch, seq), np.int32),
-         "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
-         "loss_groups": np.zeros((batch, seq), np.int32)}
+    b = {
+        "tokens": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "segment_ids": np.ones((batch, seq), np.int32),
+        "positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
+        "loss_groups": np.zeros((batch, seq), np.int32),
+    }
     with activation_sharding(mesh):
         holder = [init_state(model, tx, jax.random.PRNGKey(0), shardings)]
         step = jit_train_step(make_train_step(model, tx, lr_schedule(ocfg, 1000)), shardings, mesh)
@@ -87,12 +91,19 @@ def jax_decode(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> float:
 
 def torch_model(cfg: LlamaConfig, dtype):
     import torch
-    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+    from transformers import LlamaConfig as HFConfig
+    from transformers import LlamaForCausalLM
 
     hf = HFConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-        rope_theta=cfg.rope_theta, max_position_embeddings=cfg.max_seq_len, tie_word_embeddings=cfg.tie_embeddings,
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_kv_heads,
+        rope_theta=cfg.rope_theta,
+        max_position_embeddings=cfg.max_seq_len,
+        tie_word_embeddings=cfg.tie_embeddings,
     )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     return LlamaForCausalLM(hf).to(device=device, dtype=dtype), device
@@ -150,11 +161,18 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     args = ap.parse_args()
 
-    cfg = LlamaConfig(**SHAPES[args.shape], dtype=args.dtype, remat=args.remat, attention=args.attention,
-                      max_seq_len=max(args.seq, args.prompt + args.new_tokens))
+    cfg = LlamaConfig(
+        **SHAPES[args.shape],
+        dtype=args.dtype,
+        remat=args.remat,
+        attention=args.attention,
+        max_seq_len=max(args.seq, args.prompt + args.new_tokens),
+    )
     dev = jax.devices()[0]
-    print(f"device: {dev.device_kind} x{jax.device_count()}; shape {args.shape} "
-          f"({cfg.num_params() / 1e6:.1f}M params); dtype {args.dtype}")
+    print(
+        f"device: {dev.device_kind} x{jax.device_count()}; shape {args.shape} "
+        f"({cfg.num_params() / 1e6:.1f}M params); dtype {args.dtype}"
+    )
     peak = device_peak_flops(dev)
     if args.mode in ("train", "both"):
         toks = args.batch * args.seq

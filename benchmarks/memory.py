@@ -34,7 +34,9 @@ def main() -> None:
 
     if "jax" not in sys.modules:
         os.environ.setdefault("JAX_PLATFORMS", "cpu")
-        os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(args.devices)}"
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(args.devices)}"
+        )
     import jax
     import jax.numpy as jnp
 
@@ -50,15 +52,18 @@ def main() -> None:
     model = Llama(cfg)
     ocfg = OptimConfig()
     tx = make_optimizer(ocfg, 1000)
-    print(f"{args.shape}: {cfg.num_params() / 1e9:.2f}B params, seq {args.seq}, {args.per_device_batch} seq/device, "
-          f"remat {args.remat}, fp32 params + AdamW moments, bf16 compute ({jax.devices()[0].platform} compiler)")
+    print(
+        f"{args.shape}: {cfg.num_params() / 1e9:.2f}B params, seq {args.seq}, {args.per_device_batch} seq/device, "
+        f"remat {args.remat}, fp32 params + AdamW moments, bf16 compute ({jax.devices()[0].platform} compiler)"
+    )
     print("| devices | mesh (data, fsdp, tensor) | args GiB | temps GiB | outputs GiB (aliased) | total GiB/device |")
     print("|---|---|---|---|---|---|")
     for n in args.devices:
         mesh = make_mesh(args.data, args.fsdp, args.tensor, devices=jax.devices()[:n])
         sh = state_shardings(model, tx, mesh)
-        from spiritlm_jax.training.step import _boxed_state
         import flax.linen as nn
+
+        from spiritlm_jax.training.step import _boxed_state
 
         shapes = jax.eval_shape(lambda: nn.unbox(_boxed_state(model, tx, jax.random.PRNGKey(0), 8)))
         abstract = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh)
@@ -67,18 +72,24 @@ def main() -> None:
         from spiritlm_jax.model.sharding import batch_sharding
 
         bsh = batch_sharding(mesh)
-        batch = {k: jax.ShapeDtypeStruct((b, args.seq), jnp.int32, sharding=bsh)
-                 for k in BATCH_KEYS}
+        batch = {k: jax.ShapeDtypeStruct((b, args.seq), jnp.int32, sharding=bsh) for k in BATCH_KEYS}
         with activation_sharding(mesh):
             step = jit_train_step(make_train_step(model, tx, lr_schedule(ocfg, 1000)), sh, mesh)
             compiled = step.lower(abstract, batch).compile()
         m = compiled.memory_analysis()
-        gib = 1024 ** 3
-        args_b, temp_b, out_b, alias_b = (m.argument_size_in_bytes, m.temp_size_in_bytes,
-                                          m.output_size_in_bytes, m.alias_size_in_bytes)
+        gib = 1024**3
+        args_b, temp_b, out_b, alias_b = (
+            m.argument_size_in_bytes,
+            m.temp_size_in_bytes,
+            m.output_size_in_bytes,
+            m.alias_size_in_bytes,
+        )
         total = args_b + temp_b + out_b - alias_b + m.generated_code_size_in_bytes
-        print(f"| {n} | {mesh.shape['data']}, {mesh.shape['fsdp']}, {mesh.shape['tensor']} | {args_b / gib:.2f} | "
-              f"{temp_b / gib:.2f} | {out_b / gib:.2f} ({alias_b / gib:.2f}) | {total / gib:.2f} |", flush=True)
+        print(
+            f"| {n} | {mesh.shape['data']}, {mesh.shape['fsdp']}, {mesh.shape['tensor']} | {args_b / gib:.2f} | "
+            f"{temp_b / gib:.2f} | {out_b / gib:.2f} ({alias_b / gib:.2f}) | {total / gib:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,10 @@ def torch_best(fn, iters):
 def report(what, dur, t_jax, t_pt: dict, diff):
     best = min(t_pt.values())
     pt = "  ".join(f"{n} thr {t * 1e3:.0f} ms (RTF {t / dur:.4f})" for n, t in t_pt.items())
-    print(f"{what:9s} {dur:5.1f} s audio: JAX {t_jax * 1e3:.0f} ms (RTF {t_jax / dur:.4f})  PyTorch {pt}  "
-          f"JAX speed-up vs best PyTorch {best / t_jax:.2f}x  max|diff| {diff:.1e}")
+    print(
+        f"{what:9s} {dur:5.1f} s audio: JAX {t_jax * 1e3:.0f} ms (RTF {t_jax / dur:.4f})  PyTorch {pt}  "
+        f"JAX speed-up vs best PyTorch {best / t_jax:.2f}x  max|diff| {diff:.1e}"
+    )
 
 
 def main() -> None:
@@ -70,10 +72,19 @@ def main() -> None:
     from tools.convert_weights.hifigan_from_pt import params_from_state_dict
 
     rates, kernels = [5, 4, 4, 4, 2], [11, 8, 8, 8, 4]
-    hf_cfg = SeamlessM4TConfig(unit_embed_dim=128, lang_embed_dim=0, spkr_embed_dim=128, unit_hifi_gan_vocab_size=501,
-                               vocoder_num_spkrs=4, upsample_rates=rates, upsample_kernel_sizes=kernels,
-                               upsample_initial_channel=args.channels, resblock_kernel_sizes=[3, 7, 11],
-                               resblock_dilation_sizes=[[1, 3, 5]] * 3, variance_predictor_kernel_size=3)
+    hf_cfg = SeamlessM4TConfig(
+        unit_embed_dim=128,
+        lang_embed_dim=0,
+        spkr_embed_dim=128,
+        unit_hifi_gan_vocab_size=501,
+        vocoder_num_spkrs=4,
+        upsample_rates=rates,
+        upsample_kernel_sizes=kernels,
+        upsample_initial_channel=args.channels,
+        resblock_kernel_sizes=[3, 7, 11],
+        resblock_dilation_sizes=[[1, 3, 5]] * 3,
+        variance_predictor_kernel_size=3,
+    )
     torch.manual_seed(0)
     m = SeamlessM4TCodeHifiGan(hf_cfg).eval()
     torch.set_flush_denormal(True)  # as XLA does; default-init weights otherwise make PyTorch ~7x slower
@@ -84,9 +95,15 @@ def main() -> None:
             else:
                 p.normal_(0, 1.0 if "embedding" in name else 1.0 / p[0].numel() ** 0.5)
         m.dur_predictor.proj.bias.fill_(0.5)  # ~1.7 frames per unit on average, as deduplicated units have
-    cfg = HifiGanConfig(embedding_dim=128, num_speakers=4, multistyle=False, upsample_rates=tuple(rates),
-                        upsample_kernel_sizes=tuple(kernels), upsample_initial_channel=args.channels,
-                        dur_predictor_params=DurPredictorConfig(128, 128, 3, 0.0))
+    cfg = HifiGanConfig(
+        embedding_dim=128,
+        num_speakers=4,
+        multistyle=False,
+        upsample_rates=tuple(rates),
+        upsample_kernel_sizes=tuple(kernels),
+        upsample_initial_channel=args.channels,
+        dur_predictor_params=DurPredictorConfig(128, 128, 3, 0.0),
+    )
     sd = {}
     for k, v in m.state_dict().items():
         k = k.replace("hifi_gan.upsampler.", "ups.").replace("hifi_gan.", "").replace("unit_embedding.", "dict.")
@@ -96,8 +113,10 @@ def main() -> None:
             sd[k] = v.float().numpy()
     params = params_from_state_dict(sd, cfg)
     frames = int(round(args.seconds * 25))
-    print(f"device: {jax.devices()[0].device_kind} (JAX {jax.__version__}); torch {torch.__version__} with "
-          f"{torch.get_num_threads()} threads; {args.channels} channels, x{cfg.hop}, {frames} frames")
+    print(
+        f"device: {jax.devices()[0].device_kind} (JAX {jax.__version__}); torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads; {args.channels} channels, x{cfg.hop}, {frames} frames"
+    )
 
     # generator alone
     x = np.random.default_rng(0).normal(size=(1, frames, cfg.model_in_dim)).astype(np.float32)

@@ -207,9 +207,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()
-) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Defaults of `cls`, then the YAML file at `path`, then `key=value` overrides."""
     data: dict[str, Any] = read_yaml(path) if path is not None else {}
     data = merge(data, parse_overrides(overrides))
@@ -222,6 +220,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Command lines: one parser for every CLI of the project.
+
 
 class HelpRequested(Exception):
     """`--help` was given; the message is the full help text."""
@@ -320,8 +319,7 @@ def _is_bool_type(tp: Any) -> bool:
     return origin in (Union, types.UnionType) and bool in typing.get_args(tp)
 
 
-def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "",
-              config_flag: bool = True) -> T:
+def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "", config_flag: bool = True) -> T:
     """Schema `cls` from a command line (see the module docstring). Raises `HelpRequested` for
     `--help` and `ConfigError` naming the key for anything unknown or ill-typed."""
     argv = list(argv)
@@ -370,8 +368,9 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
     data = merge(data, parse_overrides([o for o in overrides if o not in raw]))
     for item in raw:  # a string field keeps its text as typed ("[Text]hi", "a: b", "007")
         key, value = item.split("=", 1)
-        _set_dotted(data, key.strip(), None if value == "null" and _is_optional(_field_type(cls, key.strip()))
-                    else value)
+        _set_dotted(
+            data, key.strip(), None if value == "null" and _is_optional(_field_type(cls, key.strip())) else value
+        )
     for key, values in lists.items():
         item_tp = _list_item_type(_field_type(cls, key))
         _set_dotted(data, key, [v if _is_str_type(item_tp) else _scalar(v) for v in values])
@@ -406,8 +405,9 @@ def _scalar(raw: str) -> Any:
         return raw
 
 
-def run_cli(cls: type[T], argv: Optional[Sequence[str]], prog: str, work: typing.Callable[[T], int],
-            description: str = "") -> int:
+def run_cli(
+    cls: type[T], argv: Optional[Sequence[str]], prog: str, work: typing.Callable[[T], int], description: str = ""
+) -> int:
     """The `main` of every CLI: parse `argv` into `cls`, run `work(cfg)`, map errors to exit codes
     (help: 0, config error: 2 with one line on stderr)."""
     try:

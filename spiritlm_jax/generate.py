@@ -28,8 +28,10 @@ _VERBATIM = {"--text": "text", "--speech": "speech", "--inputs": None, "--prompt
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
     checkpoint: str  # training run, converted model directory, or converted reference tree root
-    inputs: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "ordered prompt inputs 'text:...' / 'speech:PATH' (--text X / --speech X add one each)"})
+    inputs: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata={"help": "ordered prompt inputs 'text:...' / 'speech:PATH' (--text X / --speech X add one each)"},
+    )
     prompt: Optional[str] = None  # a ready token string instead of inputs
     variant: Optional[str] = None  # base or expressive: the LM to use from a converted tree holding both
     output_modality: str = "arbitrary"  # text, speech or arbitrary
@@ -47,8 +49,9 @@ class GenerateConfig:
 
     def __post_init__(self):
         if self.output_modality.lower() not in ("text", "speech", "arbitrary"):
-            raise ValueError(f"output_modality: invalid choice: {self.output_modality!r} "
-                             "(choose from text, speech, arbitrary)")
+            raise ValueError(
+                f"output_modality: invalid choice: {self.output_modality!r} (choose from text, speech, arbitrary)"
+            )
         for item in self.inputs:
             kind, sep, _ = str(item).partition(":")
             if not sep or kind.lower() not in ("text", "speech"):
@@ -83,8 +86,9 @@ def parse(argv: Sequence[str]) -> GenerateConfig:
     rest, inputs, prompt = split_argv(argv)
     cfg = parse_cli(GenerateConfig, rest, PROG, __doc__)
     try:
-        cfg = dataclasses.replace(cfg, inputs=[*cfg.inputs, *inputs],
-                                  prompt=prompt if prompt is not None else cfg.prompt)
+        cfg = dataclasses.replace(
+            cfg, inputs=[*cfg.inputs, *inputs], prompt=prompt if prompt is not None else cfg.prompt
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if not cfg.inputs and not cfg.prompt:
@@ -95,12 +99,25 @@ def parse(argv: Sequence[str]) -> GenerateConfig:
 def generate(cfg: GenerateConfig) -> int:
     inputs = [tuple(item.split(":", 1)) for item in cfg.inputs] or None
     try:
-        gen_cfg = GenerationConfig(do_sample=not cfg.greedy, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty,
-                                   max_new_tokens=cfg.max_new_tokens)
+        gen_cfg = GenerationConfig(
+            do_sample=not cfg.greedy,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            repetition_penalty=cfg.repetition_penalty,
+            max_new_tokens=cfg.max_new_tokens,
+        )
         lm = SpiritLM.from_checkpoint(cfg.checkpoint, vocoder=cfg.vocoder, variant=cfg.variant)
-        outputs, prompt = lm.generate(inputs, cfg.output_modality, gen_cfg, cfg.force, cfg.speaker,
-                                      return_prompt=True, seed=cfg.seed, prompt=cfg.prompt)
+        outputs, prompt = lm.generate(
+            inputs,
+            cfg.output_modality,
+            gen_cfg,
+            cfg.force,
+            cfg.speaker,
+            return_prompt=True,
+            seed=cfg.seed,
+            prompt=cfg.prompt,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -109,13 +109,16 @@ def read_configs(directory: str | Path, spec: ComponentSpec) -> dict[str, Any]:
     missing += [] if (d / PARAMS_DIR).is_dir() else [PARAMS_DIR + "/"]
     if missing:
         need = " + ".join([n for n in spec.configs if n not in spec.optional] + [PARAMS_DIR + "/"])
-        raise FileNotFoundError(f"{d} is not a {spec.kind} directory ({need}; missing {', '.join(missing)})"
-                                + (f"; {spec.hint}" if spec.hint else ""))
+        raise FileNotFoundError(
+            f"{d} is not a {spec.kind} directory ({need}; missing {', '.join(missing)})"
+            + (f"; {spec.hint}" if spec.hint else "")
+        )
     return {n: from_dict(cls, read_yaml(d / n)) if (d / n).is_file() else None for n, cls in spec.configs.items()}
 
 
-def load_component(directory: str | Path, spec: ComponentSpec, shardings=None,
-                   dtype: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
+def load_component(
+    directory: str | Path, spec: ComponentSpec, shardings=None, dtype: Optional[str] = None
+) -> tuple[Any, dict[str, Any]]:
     """(params, {file name: config}) of a component directory, shape-checked against the spec
     before anything is restored. `shardings` (a pytree like the params) restores onto a mesh;
     `dtype` casts the stored arrays on restore."""
@@ -126,8 +129,9 @@ def load_component(directory: str | Path, spec: ComponentSpec, shardings=None,
     if shardings is not None:
         if jax.tree.structure(shardings) != jax.tree.structure(abstract):
             raise ValueError(f"shardings for {d} do not have the structure of its parameters")
-        target = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype, sharding=sh),
-                              abstract, shardings)
+        target = jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype, sharding=sh), abstract, shardings
+        )
     else:
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype, sharding=device), abstract)

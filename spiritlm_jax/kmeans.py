@@ -58,8 +58,9 @@ def _read_list(path: str) -> list[str]:
 def _feature_params(cfg: KMeansCLIConfig) -> dict:
     if cfg.hubert_checkpoint:
         return {"type": "hubert", "checkpoint": cfg.hubert_checkpoint, "layer": cfg.layer}
-    return FeatureConfig(kind=cfg.features, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc, deltas=cfg.deltas,
-                         fmax=cfg.fmax, cmvn=cfg.cmvn).to_dict()
+    return FeatureConfig(
+        kind=cfg.features, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc, deltas=cfg.deltas, fmax=cfg.fmax, cmvn=cfg.cmvn
+    ).to_dict()
 
 
 def train(cfg: KMeansCLIConfig) -> int:
@@ -90,17 +91,38 @@ def train(cfg: KMeansCLIConfig) -> int:
     if len(x) > cfg.max_frames:
         x = x[np.sort(np.random.default_rng(cfg.seed).choice(len(x), cfg.max_frames, replace=False))]
     try:
-        res = train_kmeans(x, cfg.k, seed=cfg.seed, batch_size=cfg.batch_size, steps=cfg.steps,
-                           lloyd_steps=cfg.lloyd_steps, init=cfg.init, progress=True)
-        training = {"files": len(feats), "skipped_files": len(bad), "seed": cfg.seed, "init": cfg.init,
-                    "steps": cfg.steps, "batch_size": cfg.batch_size, "lloyd_steps": cfg.lloyd_steps}
-        out = save_component(cfg.out, KMEANS_SPEC, {"centroids": res.centroids},
-                             {KMEANS_FILE: kmeans_config(res, feats_fn.params(), training)})
+        res = train_kmeans(
+            x,
+            cfg.k,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            lloyd_steps=cfg.lloyd_steps,
+            init=cfg.init,
+            progress=True,
+        )
+        training = {
+            "files": len(feats),
+            "skipped_files": len(bad),
+            "seed": cfg.seed,
+            "init": cfg.init,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "lloyd_steps": cfg.lloyd_steps,
+        }
+        out = save_component(
+            cfg.out,
+            KMEANS_SPEC,
+            {"centroids": res.centroids},
+            {KMEANS_FILE: kmeans_config(res, feats_fn.params(), training)},
+        )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out} ({cfg.k} x {x.shape[1]} centroids) from {len(x)} frames of {len(feats)} files; "
-          f"inertia/frame {res.inertia_per_row:.4g}; skipped {len(bad)} files")
+    print(
+        f"wrote {out} ({cfg.k} x {x.shape[1]} centroids) from {len(x)} frames of {len(feats)} files; "
+        f"inertia/frame {res.inertia_per_row:.4g}; skipped {len(bad)} files"
+    )
     return 3 if bad else 0
 
 

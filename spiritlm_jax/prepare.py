@@ -30,10 +30,18 @@ def work(cfg: PrepareConfig) -> int:
         return EXIT_USAGE
     run = summary.pop("_run")
     sec = run["seconds"]
-    rate = (f"{run['files'] / sec:.2f} files/s, {run['audio_seconds'] / 3600 / sec:.2e} audio-h/s, "
-            f"{run['audio_seconds'] / sec:.0f}x real time") if sec > 0 and run["files"] else "no audio tokenized"
-    print(f"{cfg.out}: {summary['counts']} examples, {summary['hours']} h; {summary['bad_files']} bad inputs "
-          f"(bad_files.jsonl); {run['units_done_now']} shards done in this run ({rate})")
+    rate = (
+        (
+            f"{run['files'] / sec:.2f} files/s, {run['audio_seconds'] / 3600 / sec:.2e} audio-h/s, "
+            f"{run['audio_seconds'] / sec:.0f}x real time"
+        )
+        if sec > 0 and run["files"]
+        else "no audio tokenized"
+    )
+    print(
+        f"{cfg.out}: {summary['counts']} examples, {summary['hours']} h; {summary['bad_files']} bad inputs "
+        f"(bad_files.jsonl); {run['units_done_now']} shards done in this run ({rate})"
+    )
     return EXIT_SKIPPED if summary["bad_files"] else EXIT_OK
 
 

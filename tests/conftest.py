@@ -21,7 +21,14 @@ def sp_model(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("sp")
     spm.SentencePieceTrainer.train(
-        input=str(DATA / "english.txt"), model_prefix=str(d / "tokenizer"), vocab_size=200,
-        model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1, minloglevel=2,
+        input=str(DATA / "english.txt"),
+        model_prefix=str(d / "tokenizer"),
+        vocab_size=200,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        minloglevel=2,
     )
     return d / "tokenizer.model"

@@ -34,7 +34,8 @@ class _Resample(torch.nn.Module):
         if orig_freq != new_freq:
             raise NotImplementedError(
                 f"the torchaudio stand-in cannot resample {orig_freq} Hz -> {new_freq} Hz; "
-                "resample the audio to 16 kHz before calling torchfcpe")
+                "resample the audio to 16 kHz before calling torchfcpe"
+            )
 
     def forward(self, x):
         return x
@@ -77,8 +78,17 @@ def spiritlm_f0(model, wav_16k: np.ndarray, hop_length: int = 80, interpolate: b
     wav = np.asarray(wav_16k, np.float32).squeeze()
     target = len(wav) // hop_length + 1
     x = torch.from_numpy(wav).float()[None, :, None]
-    f0, uv = model.infer(x, sr=16000, decoder_mode="local_argmax", threshold=0.05, f0_min=50, f0_max=1100,
-                         interp_uv=interpolate, output_interp_target_length=target, retur_uv=True)
+    f0, uv = model.infer(
+        x,
+        sr=16000,
+        decoder_mode="local_argmax",
+        threshold=0.05,
+        f0_min=50,
+        f0_max=1100,
+        interp_uv=interpolate,
+        output_interp_target_length=target,
+        retur_uv=True,
+    )
     return f0.squeeze().cpu().numpy(), (1 - uv).squeeze().cpu().numpy()
 
 

@@ -25,8 +25,9 @@ def _tool(name: str) -> list[str]:
 
 
 def test_import_linter_contracts_hold():
-    r = subprocess.run(_tool("lint-imports") + ["--config", str(ROOT / "pyproject.toml")], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        _tool("lint-imports") + ["--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "broken" not in r.stdout.lower().replace("0 broken", "")
 
@@ -90,15 +91,20 @@ def test_no_import_cycles_counting_function_level_imports():
 def test_ruff_lint_and_format_clean():
     r = subprocess.run(_tool("ruff") + ["check", "--quiet", "."], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    r = subprocess.run(_tool("ruff") + ["format", "--check", "--quiet", "."], cwd=ROOT, capture_output=True,
-                       text=True)
+    r = subprocess.run(_tool("ruff") + ["format", "--check", "--quiet", "."], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, "ruff format would change:\n" + r.stdout[-4000:] + r.stderr[-2000:]
 
 
 def test_docs_do_not_point_outside_the_repository():
     hits = []
-    for path in [ROOT / "README.md", ROOT / "DEVELOPERS.md", *ROOT.glob("docs/**/*.md"),
-                 *ROOT.glob("spiritlm_jax/**/*.py"), *ROOT.glob("tools/**/*.py"), *ROOT.glob("benchmarks/*.py")]:
+    for path in [
+        ROOT / "README.md",
+        ROOT / "DEVELOPERS.md",
+        *ROOT.glob("docs/**/*.md"),
+        *ROOT.glob("spiritlm_jax/**/*.py"),
+        *ROOT.glob("tools/**/*.py"),
+        *ROOT.glob("benchmarks/*.py"),
+    ]:
         if "SPEC.md" in path.read_text(errors="replace"):
             hits.append(str(path.relative_to(ROOT)))
     assert not hits, f"files refer to SPEC.md, which is not part of the project: {hits}"
@@ -107,8 +113,9 @@ def test_docs_do_not_point_outside_the_repository():
 def test_markdown_links_to_repository_files_exist():
     missing = []
     for path in [ROOT / "README.md", ROOT / "DEVELOPERS.md", *ROOT.glob("docs/**/*.md")]:
-        for target in re.findall(r"`((?:docs|configs|benchmarks|tools|spiritlm_jax|tests)/[\w./-]+\.(?:md|yaml|py))`",
-                                 path.read_text()):
+        for target in re.findall(
+            r"`((?:docs|configs|benchmarks|tools|spiritlm_jax|tests)/[\w./-]+\.(?:md|yaml|py))`", path.read_text()
+        ):
             if not (ROOT / target).exists():
                 missing.append(f"{path.relative_to(ROOT)} -> {target}")
     assert not missing, f"docs name files that do not exist: {missing}"

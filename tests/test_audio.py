@@ -10,7 +10,11 @@ import pytest
 import soundfile as sf
 
 from spiritlm_jax.speech.audio import (
-    MIN_CHUNK_SAMPLES, SAMPLE_RATE, chunk_audio, is_silent, load_audio,
+    MIN_CHUNK_SAMPLES,
+    SAMPLE_RATE,
+    chunk_audio,
+    is_silent,
+    load_audio,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -34,7 +38,7 @@ def test_8khz_prompts_resample_to_16khz(path):
     y = load_audio(path)
     assert y.dtype == np.float32 and y.ndim == 1 and y.flags.c_contiguous
     assert len(y) == 2 * len(x)
-    rel = np.sqrt(np.mean((y[::2] - x) ** 2) / np.mean(x ** 2))
+    rel = np.sqrt(np.mean((y[::2] - x) ** 2) / np.mean(x**2))
     assert rel < 0.03
     assert load_audio(str(path)).tolist() == y.tolist()  # str and Path alike
 
@@ -87,7 +91,7 @@ def test_bytes_file_objects_and_other_formats(tmp_path, amfm_wav):
     sf.write(tmp_path / "a.flac", x, 8000)  # lossless: the same samples
     np.testing.assert_array_equal(load_audio(tmp_path / "a.flac"), want)
     sf.write(tmp_path / "a.ogg", x, 8000)  # lossy: close
-    assert np.corrcoef(load_audio(tmp_path / "a.ogg")[:len(want)], want)[0, 1] > 0.95
+    assert np.corrcoef(load_audio(tmp_path / "a.ogg")[: len(want)], want)[0, 1] > 0.95
 
 
 def test_arrays(amfm_wav):

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.bundle import (
-    MANIFEST, BundleManifest, decide_expressive, load_bundle, load_lm, read_manifest, save_bundle,
+    MANIFEST,
+    BundleManifest,
+    decide_expressive,
+    load_bundle,
+    load_lm,
+    read_manifest,
+    save_bundle,
 )
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.model import LlamaConfig, init_params
@@ -16,8 +22,9 @@ SP_PIECES = 512  # the demo tokenizer
 
 
 def _lm(vocab: int):
-    cfg = LlamaConfig(vocab_size=vocab, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=64,
-                      dtype="float32")
+    cfg = LlamaConfig(
+        vocab_size=vocab, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=64, dtype="float32"
+    )
     return cfg, init_params(cfg, jax.random.PRNGKey(0))
 
 
@@ -32,8 +39,9 @@ def test_declared_layout_is_recorded_and_read_back(tmp_path, declared):
     assert b.speech_tokenizer is None and b.vocoder is None and b.model.cfg.vocab_size == cfg.vocab_size
     cfg2, params2 = load_lm(d)
     assert cfg2 == cfg
-    assert all(np.array_equal(np.asarray(a), np.asarray(c)) for a, c in zip(jax.tree.leaves(params2),
-                                                                          jax.tree.leaves(params)))
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(c)) for a, c in zip(jax.tree.leaves(params2), jax.tree.leaves(params))
+    )
 
 
 def test_not_a_bundle_is_an_error_naming_the_manifest(tmp_path):

@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from spiritlm_jax.config import ConfigError, load_config, parse_overrides, save_config, to_dict, from_dict
+from spiritlm_jax.config import ConfigError, from_dict, load_config, parse_overrides, save_config, to_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +84,7 @@ def test_parse_overrides_nesting():
 
 # --- the one command-line loader (config.parse_cli), used by every CLI ---------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class _Cli:
     prompt: Optional[str] = None  # a prompt, taken verbatim
@@ -98,10 +99,28 @@ class _Cli:
 def test_parse_cli_flag_styles_and_verbatim_strings():
     from spiritlm_jax.config import parse_cli
 
-    cfg = parse_cli(_Cli, ["--prompt", "[Text]hi[Speech][Hu3]", "name=a: b", "--n", "3", "--items", "007",
-                           "--items", "[x", "--nums", "4", "--flag", "--lr=1e-3"], "prog")
-    assert cfg == _Cli(prompt="[Text]hi[Speech][Hu3]", name="a: b", n=3, items=("007", "[x"), nums=(4,),
-                       flag=True, lr=1e-3)
+    cfg = parse_cli(
+        _Cli,
+        [
+            "--prompt",
+            "[Text]hi[Speech][Hu3]",
+            "name=a: b",
+            "--n",
+            "3",
+            "--items",
+            "007",
+            "--items",
+            "[x",
+            "--nums",
+            "4",
+            "--flag",
+            "--lr=1e-3",
+        ],
+        "prog",
+    )
+    assert cfg == _Cli(
+        prompt="[Text]hi[Speech][Hu3]", name="a: b", n=3, items=("007", "[x"), nums=(4,), flag=True, lr=1e-3
+    )
     assert parse_cli(_Cli, ["prompt=null", "--no-flag", "items=[a,b]"], "prog") == _Cli(items=("a", "b"))
 
 

@@ -16,31 +16,70 @@ from tools.convert_weights.hifigan_from_pt import ConversionError, convert, main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 
-SMALL = dict(upsample_rates=(4, 2), upsample_kernel_sizes=(8, 4), upsample_initial_channel=16,
-             resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)))
-BASE = HifiGanConfig(num_embeddings=20, embedding_dim=8, num_speakers=4, num_styles=6,
-                     dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.5), **SMALL)
-EXPRESSIVE = HifiGanConfig(num_embeddings=20, embedding_dim=8, num_f0_tokens=64, num_style_tokens=100, num_speakers=3,
-                           multistyle=False, dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.5), **SMALL)
+SMALL = dict(
+    upsample_rates=(4, 2),
+    upsample_kernel_sizes=(8, 4),
+    upsample_initial_channel=16,
+    resblock_kernel_sizes=(3, 5),
+    resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)),
+)
+BASE = HifiGanConfig(
+    num_embeddings=20,
+    embedding_dim=8,
+    num_speakers=4,
+    num_styles=6,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.5),
+    **SMALL,
+)
+EXPRESSIVE = HifiGanConfig(
+    num_embeddings=20,
+    embedding_dim=8,
+    num_f0_tokens=64,
+    num_style_tokens=100,
+    num_speakers=3,
+    multistyle=False,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.5),
+    **SMALL,
+)
 
 
 def official_config_json(cfg: HifiGanConfig) -> dict:
     """The fields of a released config.json (with training-only fields, as they ship)."""
-    d = {"resblock": "1", "batch_size": 16, "learning_rate": 0.0002, "segment_size": 8960, "num_workers": 4,
-         "upsample_rates": list(cfg.upsample_rates), "upsample_kernel_sizes": list(cfg.upsample_kernel_sizes),
-         "upsample_initial_channel": cfg.upsample_initial_channel,
-         "resblock_kernel_sizes": list(cfg.resblock_kernel_sizes),
-         "resblock_dilation_sizes": [list(x) for x in cfg.resblock_dilation_sizes],
-         "num_embeddings": cfg.num_embeddings, "embedding_dim": cfg.embedding_dim, "model_in_dim": cfg.model_in_dim,
-         "code_hop_size": 640, "sampling_rate": 16000, "multispkr": "from_input_file", "num_speakers": cfg.num_speakers,
-         "dur_prediction_weight": 1.0,
-         "dur_predictor_params": {"encoder_embed_dim": 8, "var_pred_hidden_dim": 8, "var_pred_kernel_size": 3,
-                                  "var_pred_dropout": 0.5}}
+    d = {
+        "resblock": "1",
+        "batch_size": 16,
+        "learning_rate": 0.0002,
+        "segment_size": 8960,
+        "num_workers": 4,
+        "upsample_rates": list(cfg.upsample_rates),
+        "upsample_kernel_sizes": list(cfg.upsample_kernel_sizes),
+        "upsample_initial_channel": cfg.upsample_initial_channel,
+        "resblock_kernel_sizes": list(cfg.resblock_kernel_sizes),
+        "resblock_dilation_sizes": [list(x) for x in cfg.resblock_dilation_sizes],
+        "num_embeddings": cfg.num_embeddings,
+        "embedding_dim": cfg.embedding_dim,
+        "model_in_dim": cfg.model_in_dim,
+        "code_hop_size": 640,
+        "sampling_rate": 16000,
+        "multispkr": "from_input_file",
+        "num_speakers": cfg.num_speakers,
+        "dur_prediction_weight": 1.0,
+        "dur_predictor_params": {
+            "encoder_embed_dim": 8,
+            "var_pred_hidden_dim": 8,
+            "var_pred_kernel_size": 3,
+            "var_pred_dropout": 0.5,
+        },
+    }
     if cfg.multistyle:
         d.update(multistyle="from_input_file", num_styles=cfg.num_styles)
     if cfg.num_f0_tokens:
-        d.update(num_f0_tokens=cfg.num_f0_tokens, f0_hop_size=1280, num_style_tokens=cfg.num_style_tokens,
-                 style_hop_size=16000)
+        d.update(
+            num_f0_tokens=cfg.num_f0_tokens,
+            f0_hop_size=1280,
+            num_style_tokens=cfg.num_style_tokens,
+            style_hop_size=16000,
+        )
     return d
 
 
@@ -69,10 +108,17 @@ def test_convert_release_files_and_vocode(tmp_path, cfg):
     pitch = rng.integers(0, 64, 23) if cfg.num_f0_tokens else None
     style = np.full(23, 81) if cfg.num_style_tokens else None
     with torch.no_grad():
-        want = ref(torch.from_numpy(code), None if pitch is None else torch.from_numpy(pitch),
-                   None if style is None else torch.from_numpy(style), spkr=1, style=3, dur_pred=True).numpy()
-    got = voc.vocode({"hubert": code, "pitch": pitch, "style": style}, speaker="spk1",
-                     style="style3" if cfg.multistyle else None)
+        want = ref(
+            torch.from_numpy(code),
+            None if pitch is None else torch.from_numpy(pitch),
+            None if style is None else torch.from_numpy(style),
+            spkr=1,
+            style=3,
+            dur_pred=True,
+        ).numpy()
+    got = voc.vocode(
+        {"hubert": code, "pitch": pitch, "style": style}, speaker="spk1", style="style3" if cfg.multistyle else None
+    )
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
 
 
@@ -89,7 +135,9 @@ def test_converter_errors_name_the_problem(tmp_path):
 
     sd = dict(full["generator"])
     del sd["resblocks.1.convs2.0.weight_v"], sd["resblocks.1.convs2.0.weight_g"]
-    with pytest.raises(ConversionError, match=r"missing tensor resblocks.1.convs2.0.weight \(expected shape \(8, 8, 5\)\)"):
+    with pytest.raises(
+        ConversionError, match=r"missing tensor resblocks.1.convs2.0.weight \(expected shape \(8, 8, 5\)\)"
+    ):
         convert(with_generator(sd, "missing"), tmp_path / "o1")
     sd = dict(full["generator"])
     sd["ups.0.weight_v"] = torch.randn(16, 8, 7)
@@ -121,10 +169,12 @@ def test_converter_errors_name_the_problem(tmp_path):
 def test_converter_config_errors(tmp_path):
     _, src = write_release(tmp_path, BASE, names=False)
     cfg = json.loads((src / "config.json").read_text())
-    for change, message in [({"model_in_dim": 80}, "model_in_dim 80 but the configured embeddings concatenate to 24"),
-                            ({"f0": True}, "f0=True .continuous F0 input. is not supported"),
-                            ({"upsample_kernel_sizes": [8]}, "same length"),
-                            ({"num_embeddings": None}, "num_embeddings")]:
+    for change, message in [
+        ({"model_in_dim": 80}, "model_in_dim 80 but the configured embeddings concatenate to 24"),
+        ({"f0": True}, "f0=True .continuous F0 input. is not supported"),
+        ({"upsample_kernel_sizes": [8]}, "same length"),
+        ({"num_embeddings": None}, "num_embeddings"),
+    ]:
         (src / "config.json").write_text(json.dumps({**cfg, **change}))
         with pytest.raises(ConversionError, match=message):
             convert(src, tmp_path / "never")

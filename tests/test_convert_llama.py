@@ -14,30 +14,46 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+from transformers import LlamaConfig as HFConfig
+from transformers import LlamaForCausalLM
 
 from spiritlm_jax.bundle import load_extra, load_lm, load_pretrained, read_manifest, save_lm
 from spiritlm_jax.model import init_cache
 from tools.convert_weights import llama_from_hf
-from tools.convert_weights.llama_from_gguf import load_gguf, unpermute_rope
 from tools.convert_weights.common import ConversionError
+from tools.convert_weights.llama_from_gguf import load_gguf, unpermute_rope
 from tools.convert_weights.llama_from_hf import convert, llama_config_from_hf
 from tools.convert_weights.llama_to_hf import export
 
 TOL = 1e-4
 CONFIGS = {
-    "mha_untied_1e4": dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False, rope_theta=1e4,
-                           vocab_size=256),
-    "gqa_tied_1e5": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1e5,
-                         vocab_size=256),
-    "gqa_untied_vocab32768": dict(num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=False,
-                                  rope_theta=1e5, vocab_size=32768, hidden_size=48),
+    "mha_untied_1e4": dict(
+        num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False, rope_theta=1e4, vocab_size=256
+    ),
+    "gqa_tied_1e5": dict(
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1e5, vocab_size=256
+    ),
+    "gqa_untied_vocab32768": dict(
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        rope_theta=1e5,
+        vocab_size=32768,
+        hidden_size=48,
+    ),
 }
 
 
 def hf_model(name, seed=0):
-    kw = dict(hidden_size=64, intermediate_size=112, num_hidden_layers=2, max_position_embeddings=128,
-              rms_norm_eps=1e-5, bos_token_id=5, eos_token_id=6)
+    kw = dict(
+        hidden_size=64,
+        intermediate_size=112,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        bos_token_id=5,
+        eos_token_id=6,
+    )
     kw.update(CONFIGS[name])
     torch.manual_seed(seed)
     model = LlamaForCausalLM(HFConfig(**kw)).eval()
@@ -60,8 +76,11 @@ def hf_logits(model, tokens):
 
 def _round_to_bf16(hf):
     """bf16 state dict (tied head dropped) and the reference model set to the same rounded weights."""
-    sd = {k: v.to(torch.bfloat16) for k, v in hf.state_dict().items() if k != "lm_head.weight" or
-          not hf.config.tie_word_embeddings}
+    sd = {
+        k: v.to(torch.bfloat16)
+        for k, v in hf.state_dict().items()
+        if k != "lm_head.weight" or not hf.config.tie_word_embeddings
+    }
     with torch.no_grad():
         for k, p in hf.named_parameters():
             p.copy_(sd.get(k, sd["model.embed_tokens.weight"]).float())
@@ -83,7 +102,7 @@ def write_hf_dir(hf, d, fmt):
         else:
             names = sorted(sd)
             weight_map = {}
-            for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+            for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
                 fn = f"pytorch_model-0000{i + 1}-of-00002.bin"
                 torch.save({k: sd[k] for k in part}, d / fn)
                 weight_map.update({k: fn for k in part})
@@ -99,16 +118,20 @@ def jax_logits_full_and_cached(model, params, tokens, prefill=6):
     logits, cache = step(params, jnp.asarray(tokens[:, :prefill]), cache)
     outs = [logits]
     for i in range(prefill, t):
-        logits, cache = step(params, jnp.asarray(tokens[:, i:i + 1]), cache)
+        logits, cache = step(params, jnp.asarray(tokens[:, i : i + 1]), cache)
         outs.append(logits)
     return np.asarray(full), np.concatenate(outs, axis=1)
 
 
-@pytest.mark.parametrize("name, fmt, dtype", [(n, "safetensors", "float32") for n in CONFIGS] + [
-    ("gqa_tied_1e5", "safetensors_sharded", "float32"),
-    ("mha_untied_1e4", "bin", "bfloat16"),
-    ("gqa_tied_1e5", "bin_sharded", "bfloat16"),
-])
+@pytest.mark.parametrize(
+    "name, fmt, dtype",
+    [(n, "safetensors", "float32") for n in CONFIGS]
+    + [
+        ("gqa_tied_1e5", "safetensors_sharded", "float32"),
+        ("mha_untied_1e4", "bin", "bfloat16"),
+        ("gqa_tied_1e5", "bin_sharded", "bfloat16"),
+    ],
+)
 def test_parity_full_and_cached(tmp_path, name, fmt, dtype):
     hf = hf_model(name)
     write_hf_dir(hf, tmp_path / "hf", fmt)
@@ -160,6 +183,7 @@ def test_export_tied_single_file(tmp_path):
 
 # ----- GGUF: llama.cpp's q/k row permutation, written here from llama.cpp's convert script -------------
 
+
 def llama_cpp_permute(w, n_heads):
     """convert_hf_to_gguf.py LlamaModel.permute: per head, half-split rows -> interleaved pairs."""
     return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
@@ -188,9 +212,17 @@ def write_gguf(hf, path):
     w.add_rope_freq_base(rope_theta(c))
     w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     w.add_bos_token_id(c.bos_token_id)
-    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     sd = {k: v.float().numpy() for k, v in hf.state_dict().items()}
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
@@ -227,6 +259,7 @@ def test_gguf_import_parity(tmp_path, name):
 
 # ----- model directories --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("convert")
@@ -237,20 +270,26 @@ def model_dir(tmp_path_factory):
 
 
 def test_load_onto_a_mesh_and_cast(model_dir):
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     cfg, ref = load_lm(model_dir)
     mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "tensor"))
     # shard every parameter's last axis over "tensor" where it divides, else replicate
     shardings = jax.tree.map(
-        lambda x: NamedSharding(mesh, P(*([None] * (x.ndim - 1)), "tensor") if x.shape[-1] % 4 == 0 else P()), ref)
+        lambda x: NamedSharding(mesh, P(*([None] * (x.ndim - 1)), "tensor") if x.shape[-1] % 4 == 0 else P()), ref
+    )
     _, params = load_lm(model_dir, shardings=shardings)
     assert params["lm_head"]["kernel"].sharding == shardings["lm_head"]["kernel"]
     assert params["lm_head"]["kernel"].sharding.spec == P(None, "tensor")
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)))
+    assert all(
+        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref))
+    )
     model, bf = load_pretrained(model_dir, param_dtype="bfloat16", dtype="float32")
     assert model.cfg.param_dtype == "bfloat16" and bf["embed"]["embedding"].dtype == jnp.bfloat16
-    assert np.array_equal(np.asarray(bf["embed"]["embedding"]), np.asarray(ref["embed"]["embedding"].astype(jnp.bfloat16)))
+    assert np.array_equal(
+        np.asarray(bf["embed"]["embedding"]), np.asarray(ref["embed"]["embedding"].astype(jnp.bfloat16))
+    )
     with pytest.raises(ValueError, match="structure"):
         load_lm(model_dir, shardings={"embed": None})
 
@@ -292,6 +331,7 @@ def test_save_model_checks_shapes_and_refuses_overwrite(model_dir, tmp_path):
 
 # ----- bad inputs to the importer --------------------------------------------------------------------------
 
+
 def _state_dict_dir(tmp_path, mutate):
     from safetensors.torch import save_file
 
@@ -307,10 +347,14 @@ def _state_dict_dir(tmp_path, mutate):
     "mutate, message",
     [
         (lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"), "missing tensor model.layers.1.mlp.up_proj.weight"),
-        (lambda sd: sd.__setitem__("model.layers.0.extra.weight", torch.zeros(2)),
-         "unexpected tensor model.layers.0.extra.weight"),
-        (lambda sd: sd.__setitem__("model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)),
-         r"model.layers.0.self_attn.k_proj.weight has shape \(64, 64\), expected \(32, 64\)"),
+        (
+            lambda sd: sd.__setitem__("model.layers.0.extra.weight", torch.zeros(2)),
+            "unexpected tensor model.layers.0.extra.weight",
+        ),
+        (
+            lambda sd: sd.__setitem__("model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)),
+            r"model.layers.0.self_attn.k_proj.weight has shape \(64, 64\), expected \(32, 64\)",
+        ),
     ],
 )
 def test_bad_checkpoints_name_the_tensor(tmp_path, mutate, message):
@@ -325,14 +369,22 @@ def test_missing_files_and_unsupported_config(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(hf_model("gqa_tied_1e5").config.to_dict()))
     with pytest.raises(FileNotFoundError, match=r"model.safetensors\[.index.json\]"):
         convert(tmp_path, tmp_path / "out")
-    for bad, message in [({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
-                         ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}, "rope_parameters"),
-                         ({"attention_bias": True}, "attention_bias"),
-                         ({"mlp_bias": True}, "mlp_bias"),
-                         ({"hidden_act": "gelu"}, "hidden_act"),
-                         ({"model_type": "mistral"}, "model_type")]:
-        hf = {"vocab_size": 8, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
-              "intermediate_size": 8, **bad}
+    for bad, message in [
+        ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+        ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 5e5}}, "rope_parameters"),
+        ({"attention_bias": True}, "attention_bias"),
+        ({"mlp_bias": True}, "mlp_bias"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+        ({"model_type": "mistral"}, "model_type"),
+    ]:
+        hf = {
+            "vocab_size": 8,
+            "hidden_size": 8,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 8,
+            **bad,
+        }
         with pytest.raises(ConversionError, match=message):
             llama_config_from_hf(hf)
     # the command line reports the error (exit 2) instead of a traceback

@@ -6,13 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.buckets import pow2_bucket
+from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.decode import PROMPT_BUCKET_MIN, SamplingConfig, _decode, generate_tokens
 from spiritlm_jax.model.llama import Llama, init_params
 
-CFG = LlamaConfig(vocab_size=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, dtype="float32",
-                  max_seq_len=128)
+CFG = LlamaConfig(
+    vocab_size=61, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=96, dtype="float32", max_seq_len=128
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def _reference_greedy(model, params, prompt, n, mask=None):
         if mask is not None:
             logits = np.where(mask, logits, -np.inf)
         seq.append(int(np.argmax(logits)))
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def test_greedy_equals_full_forward_argmax_batched(mp):
@@ -59,12 +60,15 @@ def test_logit_mask_and_eos(mp):
     model, params = mp
     mask = np.zeros(CFG.vocab_size, bool)
     mask[10:20] = True
-    out = generate_tokens(model, params, [[1, 2, 3]], SamplingConfig(do_sample=False, max_new_tokens=6), logit_mask=mask)[0]
+    out = generate_tokens(
+        model, params, [[1, 2, 3]], SamplingConfig(do_sample=False, max_new_tokens=6), logit_mask=mask
+    )[0]
     assert out == _reference_greedy(model, params, [1, 2, 3], 6, mask)
     assert all(10 <= t < 20 for t in out)
     eos = out[2]
-    stopped = generate_tokens(model, params, [[1, 2, 3]], SamplingConfig(do_sample=False, max_new_tokens=6),
-                              logit_mask=mask, eos_ids=[eos])[0]
+    stopped = generate_tokens(
+        model, params, [[1, 2, 3]], SamplingConfig(do_sample=False, max_new_tokens=6), logit_mask=mask, eos_ids=[eos]
+    )[0]
     assert stopped == out[: out.index(eos) + 1]
 
 

@@ -78,16 +78,32 @@ def test_build_script_on_a_small_subset_is_deterministic(tmp_path):
     own = [ln.strip() for ln in (DATA / "english.txt").read_text().splitlines() if ln.strip()]
     outs = []
     for run in ("a", "b"):
-        corpus = b.build(tmp_path / run, prompts, own, max_aligned=2, k=8, vocab=120, kmeans_steps=5,
-                         voices_per_prompt=1, progress=False)
+        corpus = b.build(
+            tmp_path / run,
+            prompts,
+            own,
+            max_aligned=2,
+            k=8,
+            vocab=120,
+            kmeans_steps=5,
+            voices_per_prompt=1,
+            progress=False,
+        )
         outs.append(corpus)
     assert outs[0] == outs[1]
-    for rel in ["train/speech.jsonl.gz", "train/aligned.jsonl.gz", "train/text.jsonl.gz", "eval/text.jsonl.gz",
-                "quantizer/kmeans.yaml", "tokenizer.model"]:
+    for rel in [
+        "train/speech.jsonl.gz",
+        "train/aligned.jsonl.gz",
+        "train/text.jsonl.gz",
+        "eval/text.jsonl.gz",
+        "quantizer/kmeans.yaml",
+        "tokenizer.model",
+    ]:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     # the centroids bit for bit (params/ itself holds Orbax's save timestamps)
-    np.testing.assert_array_equal(load_kmeans(tmp_path / "a" / "quantizer")[0],
-                                  load_kmeans(tmp_path / "b" / "quantizer")[0])
+    np.testing.assert_array_equal(
+        load_kmeans(tmp_path / "a" / "quantizer")[0], load_kmeans(tmp_path / "b" / "quantizer")[0]
+    )
     d = tmp_path / "a"
     speech = read_examples(d / "train" / "speech.jsonl.gz")
     aligned = read_examples(d / "train" / "aligned.jsonl.gz")

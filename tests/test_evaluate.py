@@ -23,9 +23,9 @@ WAVS = sorted(str(p) for p in DATA.glob("*.wav"))
 def test_accuracy_arithmetic():
     items = [Item(str(i), None, [{"text": "a"}, {"text": "b"}], label) for i, label in enumerate([0, 1, 0, 1])]
     results = {
-        "0": ([-1.0, -2.0], [1, 1]),   # raw right, normalised right
-        "1": ([-6.0, -4.0], [2, 1]),   # raw right (-4 > -6); normalised: -3 vs -4 -> wrong
-        "2": ([-9.0, -3.0], [9, 1]),   # raw wrong; normalised -1 vs -3 -> right
+        "0": ([-1.0, -2.0], [1, 1]),  # raw right, normalised right
+        "1": ([-6.0, -4.0], [2, 1]),  # raw right (-4 > -6); normalised: -3 vs -4 -> wrong
+        "2": ([-9.0, -3.0], [9, 1]),  # raw wrong; normalised -1 vs -3 -> right
         "3": "ValueError: bad audio",  # counted as bad, not fatal
     }
     r = accuracy(results, items, n_boot=200)
@@ -38,9 +38,14 @@ def test_accuracy_arithmetic():
 @pytest.fixture(scope="module")
 def tiny():
     tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
-    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=512,
-                      dtype="float32")
-    return Llama(cfg), init_params(cfg, jax.random.PRNGKey(0)), Encoder(tok, MelUnitTokenizer(DEMO_CORPUS / "quantizer"))
+    cfg = LlamaConfig(
+        vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64, max_seq_len=512, dtype="float32"
+    )
+    return (
+        Llama(cfg),
+        init_params(cfg, jax.random.PRNGKey(0)),
+        Encoder(tok, MelUnitTokenizer(DEMO_CORPUS / "quantizer")),
+    )
 
 
 def test_scores_equal_direct_computation(tiny):
@@ -68,12 +73,27 @@ def test_scores_equal_direct_computation(tiny):
 
 def _manifest(tmp_path):
     rows = [
-        {"id": "1", "context": None, "candidates": [{"audio": WAVS[0], "text": "please enter your password"},
-                                                    {"audio": WAVS[1], "text": "agent logged in"}], "label": 0},
-        {"id": "2", "context": {"text": "the agent", "audio": WAVS[1]},
-         "candidates": [{"text": "logged in", "audio": WAVS[2]}, {"text": "pound key", "audio": WAVS[0]}], "label": 1},
-        {"id": "3", "context": None, "candidates": [{"audio": "missing.wav", "text": "x"}, {"audio": WAVS[2], "text": "y"}],
-         "label": 0},
+        {
+            "id": "1",
+            "context": None,
+            "candidates": [
+                {"audio": WAVS[0], "text": "please enter your password"},
+                {"audio": WAVS[1], "text": "agent logged in"},
+            ],
+            "label": 0,
+        },
+        {
+            "id": "2",
+            "context": {"text": "the agent", "audio": WAVS[1]},
+            "candidates": [{"text": "logged in", "audio": WAVS[2]}, {"text": "pound key", "audio": WAVS[0]}],
+            "label": 1,
+        },
+        {
+            "id": "3",
+            "context": None,
+            "candidates": [{"audio": "missing.wav", "text": "x"}, {"audio": WAVS[2], "text": "y"}],
+            "label": 0,
+        },
     ]
     path = tmp_path / "items.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -97,7 +117,9 @@ def test_manifest_validation(tmp_path):
 def test_zerospeech_reader(tmp_path):
     (tmp_path / "gold.csv").write_text(
         "filename,voice,frequency,word,phones,id,correct\n"
-        "a1,Alex,3,brick,b r ih k,7,1\na2,Alex,3,brack,b r ae k,7,0\nb1,Alex,2,plant,p l ae n t,8,0\nb2,Alex,2,plont,x,8,1\n")
+        "a1,Alex,3,brick,b r ih k,7,1\na2,Alex,3,brack,b r ae k,7,0\n"
+        "b1,Alex,2,plant,p l ae n t,8,0\nb2,Alex,2,plont,x,8,1\n"
+    )
     items = read_zerospeech_gold(tmp_path)
     assert [it.label for it in items] == [0, 0]
     assert items[0].candidates[0] == {"audio": str(tmp_path / "a1.wav"), "text": "brick"}
@@ -107,30 +129,77 @@ def test_zerospeech_reader(tmp_path):
 def test_cli_end_to_end_with_resume(tmp_path, tiny):
     """A training-run-format checkpoint (written by a 2-step run of the trainer), then the CLI over
     T and S settings; a second run reuses the cached scores."""
+    import os
     import subprocess
     import sys
-    import os
 
     root = Path(__file__).resolve().parents[1]
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    subprocess.run([sys.executable, "-m", "spiritlm_jax.train", "steps=2", "eval_every=0", "progress=false",
-                    "model.n_layers=1", "data.seq_len=64", "model.max_seq_len=512", f"out_dir={run}"],
-                   cwd=root, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spiritlm_jax.train",
+            "steps=2",
+            "eval_every=0",
+            "progress=false",
+            "model.n_layers=1",
+            "data.seq_len=64",
+            "model.max_seq_len=512",
+            f"out_dir={run}",
+        ],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     from spiritlm_jax.evaluate import main
 
     manifest = _manifest(tmp_path)
     out = tmp_path / "eval"
-    assert main(["likelihood", "--checkpoint", str(run), "--items", str(manifest), "--setting", "T", "--setting", "S",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                str(run),
+                "--items",
+                str(manifest),
+                "--setting",
+                "T",
+                "--setting",
+                "S",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["T"]["n"] == 3 and report["settings"]["S"]["bad"] == 1  # missing.wav counted
     assert (out / "report.md").read_text().count("|") > 10
     cached = json.loads((out / "scores_S.json").read_text())
     assert set(cached) == {"1", "2", "3"}
-    assert main(["likelihood", "--checkpoint", str(run), "--items", str(manifest), "--setting", "S",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["likelihood", "--checkpoint", str(run), "--items", str(manifest), "--setting", "S", "--out", str(out)])
+        == 0
+    )
     assert json.loads((out / "scores_S.json").read_text()) == cached
-    assert main(["likelihood", "--checkpoint", str(run), "--items", str(tmp_path / "nope.jsonl"), "--setting", "T",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                str(run),
+                "--items",
+                str(tmp_path / "nope.jsonl"),
+                "--setting",
+                "T",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     shutil.rmtree(run)

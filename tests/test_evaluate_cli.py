@@ -35,32 +35,114 @@ def clf_dirs(tmp_path_factory):
 def test_likelihood_storycloze_sources(tmp_path, stub_checkpoint, capsys):
     csv_path = write_csv(tmp_path / "cloze_test.csv")
     out = tmp_path / "tsc"
-    assert main(["likelihood", "--checkpoint", "ckpt", "--storycloze-csv", str(csv_path), "--topic",
-                 "--setting", "T", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                "ckpt",
+                "--storycloze-csv",
+                str(csv_path),
+                "--topic",
+                "--setting",
+                "T",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "likelihood" and report["title"] == "Topic-cloze_test"
-    assert report["settings"]["T"]["n"] == 3 and report["summary"] == {"T": report["settings"]["T"]["accuracy_normalized"]}
+    assert report["settings"]["T"]["n"] == 3 and report["summary"] == {
+        "T": report["settings"]["T"]["accuracy_normalized"]
+    }
     assert "| T | 3 | 0 |" in (out / "report.md").read_text() and (out / "report.png").is_file()
     assert "3 items from Topic-cloze_test" in capsys.readouterr().out
 
     whole = spoken(tmp_path / "sSC", {0: {"correct": (WAVS[0], "a"), "incorrect": (WAVS[1], "b")}})
-    assert main(["likelihood", "--checkpoint", "ckpt", "--storycloze-dir", str(whole), "--setting", "T2S",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                "ckpt",
+                "--storycloze-dir",
+                str(whole),
+                "--setting",
+                "T2S",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "items have no context" in capsys.readouterr().err
-    assert main(["likelihood", "--checkpoint", "ckpt", "--items", str(csv_path), "--topic", "--setting", "T",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                "ckpt",
+                "--items",
+                str(csv_path),
+                "--topic",
+                "--setting",
+                "T",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "--topic builds Topic-StoryCloze" in capsys.readouterr().err
-    assert main(["likelihood", "--checkpoint", "ckpt", "--storycloze-csv", str(csv_path), "--setting", "Q",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "likelihood",
+                "--checkpoint",
+                "ckpt",
+                "--storycloze-csv",
+                str(csv_path),
+                "--setting",
+                "Q",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "invalid choice: 'Q'" in capsys.readouterr().err
 
 
 def stsp_argv(man, clf_dirs, out, *extra):
     text, audio = clf_dirs
-    return ["stsp", "--checkpoint", "ckpt", "--manifest", str(man), "--text-classifier", str(text),
-            "--audio-classifier", str(audio), "--direction", "T2T", "--direction", "S2S", "--batch-size", "4",
-            "--text-new-tokens", "40", "--speech-new-tokens", "40", "--classifier-device", "cpu", "--out", str(out),
-            *extra]
+    return [
+        "stsp",
+        "--checkpoint",
+        "ckpt",
+        "--manifest",
+        str(man),
+        "--text-classifier",
+        str(text),
+        "--audio-classifier",
+        str(audio),
+        "--direction",
+        "T2T",
+        "--direction",
+        "S2S",
+        "--batch-size",
+        "4",
+        "--text-new-tokens",
+        "40",
+        "--speech-new-tokens",
+        "40",
+        "--classifier-device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_stsp_command(tmp_path, stub_checkpoint, clf_dirs, capsys):
@@ -80,23 +162,50 @@ def test_stsp_command(tmp_path, stub_checkpoint, clf_dirs, capsys):
 
     assert main(stsp_argv(man, clf_dirs, tmp_path / "o2", "--shots", "4")) == 2
     assert "multiple of 3" in capsys.readouterr().err
-    assert main(["stsp", "--checkpoint", "c", "--manifest", str(man), "--direction", "T2S", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["stsp", "--checkpoint", "c", "--manifest", str(man), "--direction", "T2S", "--out", str(tmp_path)]) == 2
+    )
     assert "give an audio classifier" in capsys.readouterr().err
 
 
 def test_suite_argv_building():
-    runs = suite_runs({"defaults": {"checkpoint": "runs/demo", "batch_size": 8},
-                       "runs": [{"task": "likelihood", "name": "sc", "args": {"items": "a.jsonl", "setting": ["T", "S"],
-                                                                               "out": "o", "batch_size": 4}},
-                                {"task": "stsp", "args": {"manifest": "m.jsonl", "save_audio": True, "vocoder": None,
-                                                          "out": "p"}}]})
-    assert runs[0]["argv"] == ["likelihood", "--checkpoint", "runs/demo", "--batch-size", "4", "--items", "a.jsonl",
-                               "--setting", "T", "--setting", "S", "--out", "o"]
+    runs = suite_runs(
+        {
+            "defaults": {"checkpoint": "runs/demo", "batch_size": 8},
+            "runs": [
+                {
+                    "task": "likelihood",
+                    "name": "sc",
+                    "args": {"items": "a.jsonl", "setting": ["T", "S"], "out": "o", "batch_size": 4},
+                },
+                {"task": "stsp", "args": {"manifest": "m.jsonl", "save_audio": True, "vocoder": None, "out": "p"}},
+            ],
+        }
+    )
+    assert runs[0]["argv"] == [
+        "likelihood",
+        "--checkpoint",
+        "runs/demo",
+        "--batch-size",
+        "4",
+        "--items",
+        "a.jsonl",
+        "--setting",
+        "T",
+        "--setting",
+        "S",
+        "--out",
+        "o",
+    ]
     assert runs[1]["name"] == "2-stsp" and "--save-audio" in runs[1]["argv"] and "--vocoder" not in runs[1]["argv"]
-    for spec, msg in [({"runs": []}, "non-empty list"), ([{"args": {}}], "run 1: expected a mapping with 'task'"),
-                      ([{"task": "suite"}], "cannot run another suite"), ({"run": []}, "unknown top-level key"),
-                      ([{"task": "stsp", "args": {"x": {"a": 1}}}], "is a mapping"),
-                      ([{"task": "stsp", "arg": {}}], r"unknown key\(s\) \['arg'\]")]:
+    for spec, msg in [
+        ({"runs": []}, "non-empty list"),
+        ([{"args": {}}], "run 1: expected a mapping with 'task'"),
+        ([{"task": "suite"}], "cannot run another suite"),
+        ({"run": []}, "unknown top-level key"),
+        ([{"task": "stsp", "args": {"x": {"a": 1}}}], "is a mapping"),
+        ([{"task": "stsp", "arg": {}}], r"unknown key\(s\) \['arg'\]"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             suite_runs(spec)
 
@@ -105,16 +214,36 @@ def test_suite_runs_on_after_a_failing_run(tmp_path, stub_checkpoint, clf_dirs, 
     csv_path = write_csv(tmp_path / "cloze.csv")
     man = write_release(tmp_path / "stsp")
     text, audio = clf_dirs
-    spec = {"defaults": {"checkpoint": "ckpt"}, "runs": [
-        {"task": "likelihood", "name": "missing-data",
-         "args": {"storycloze_csv": str(tmp_path / "nope.csv"), "setting": ["T"], "out": str(tmp_path / "a")}},
-        {"task": "likelihood", "name": "bad-args", "args": {"items": "x", "setting": "T", "out": "o", "bogus": 1}},
-        {"task": "likelihood", "name": "sc", "args": {"storycloze_csv": str(csv_path), "setting": ["T"],
-                                                      "out": str(tmp_path / "sc")}},
-        {"task": "stsp", "name": "stsp", "args": {
-            "manifest": str(man), "text_classifier": str(text), "audio_classifier": str(audio), "direction": ["T2T"],
-            "batch_size": 4, "text_new_tokens": 40, "classifier_device": "cpu", "out": str(tmp_path / "stsp_out")}},
-    ]}
+    spec = {
+        "defaults": {"checkpoint": "ckpt"},
+        "runs": [
+            {
+                "task": "likelihood",
+                "name": "missing-data",
+                "args": {"storycloze_csv": str(tmp_path / "nope.csv"), "setting": ["T"], "out": str(tmp_path / "a")},
+            },
+            {"task": "likelihood", "name": "bad-args", "args": {"items": "x", "setting": "T", "out": "o", "bogus": 1}},
+            {
+                "task": "likelihood",
+                "name": "sc",
+                "args": {"storycloze_csv": str(csv_path), "setting": ["T"], "out": str(tmp_path / "sc")},
+            },
+            {
+                "task": "stsp",
+                "name": "stsp",
+                "args": {
+                    "manifest": str(man),
+                    "text_classifier": str(text),
+                    "audio_classifier": str(audio),
+                    "direction": ["T2T"],
+                    "batch_size": 4,
+                    "text_new_tokens": 40,
+                    "classifier_device": "cpu",
+                    "out": str(tmp_path / "stsp_out"),
+                },
+            },
+        ],
+    }
     cfg = tmp_path / "suite.yaml"
     cfg.write_text(yaml.safe_dump(spec))
     assert main(["suite", str(cfg), "--out", str(tmp_path / "suite")]) == 1  # one run failed
@@ -151,9 +280,12 @@ def test_report_without_matplotlib_and_torn_cache(tmp_path, monkeypatch, capsys)
 
 
 def test_every_command_help_lists_its_keys(capsys):
-    for task, keys in {"likelihood": ("checkpoint", "setting", "storycloze_csv", "chunk"),
-                       "stsp": ("manifest", "direction", "text_label_map", "speaker"),
-                       "fewshot": ("task", "shots_from", "transcriber"), "suite": ("suite", "out")}.items():
+    for task, keys in {
+        "likelihood": ("checkpoint", "setting", "storycloze_csv", "chunk"),
+        "stsp": ("manifest", "direction", "text_label_map", "speaker"),
+        "fewshot": ("task", "shots_from", "transcriber"),
+        "suite": ("suite", "out"),
+    }.items():
         assert main([task, "--help"]) == 0
         out = capsys.readouterr().out
         assert all(k in out for k in keys), (task, out)

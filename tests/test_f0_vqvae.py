@@ -34,21 +34,43 @@ from tools.convert_weights.f0_vqvae_from_pt import config_from_yaml, load_quanti
 DATA = Path(__file__).parent / "data"
 AMFM = Path(importlib.util.find_spec("amfm_decompy").submodule_search_locations[0]) / "sample.wav"
 
-PUBLIC = dict(input_emb_width=2, output_emb_width=128, levels=1, downs_t=[4], strides_t=[2], width=32, depth=4,
-              m_conv=1.0, dilation_growth_rate=3)  # SPEC.md §4.2's public nearest config, 64 codes
-ODD = dict(input_emb_width=2, output_emb_width=64, levels=2, downs_t=[[1, 1], [2]], strides_t=[[2, 3], [2]], width=16,
-           depth=3, m_conv=0.5, dilation_growth_rate=2, dilation_cycle=2, res_scale=True)  # list strides, odd stride 3,
+PUBLIC = dict(
+    input_emb_width=2,
+    output_emb_width=128,
+    levels=1,
+    downs_t=[4],
+    strides_t=[2],
+    width=32,
+    depth=4,
+    m_conv=1.0,
+    dilation_growth_rate=3,
+)  # SPEC.md §4.2's public nearest config, 64 codes
+ODD = dict(
+    input_emb_width=2,
+    output_emb_width=64,
+    levels=2,
+    downs_t=[[1, 1], [2]],
+    strides_t=[[2, 3], [2]],
+    width=16,
+    depth=3,
+    m_conv=0.5,
+    dilation_growth_rate=2,
+    dilation_cycle=2,
+    res_scale=True,
+)  # list strides, odd stride 3,
 # a dilation cycle, res_scale, two chained levels and an encoder twice the codebook width (halves summed)
 CONFIGS = {"public": (PUBLIC, 128, "norm_f0_interp,vuv"), "odd": (ODD, 32, "f0,vuv")}
 
 
 # ----- the PyTorch reference, written from the published architecture --------------------------------
 
+
 class ResConv1DBlock(nn.Module):
     def __init__(self, n_in, n_state, dilation, res_scale):
         super().__init__()
-        self.model = nn.Sequential(nn.ReLU(), nn.Conv1d(n_in, n_state, 3, 1, dilation, dilation), nn.ReLU(),
-                                   nn.Conv1d(n_state, n_in, 1, 1, 0))
+        self.model = nn.Sequential(
+            nn.ReLU(), nn.Conv1d(n_in, n_state, 3, 1, dilation, dilation), nn.ReLU(), nn.Conv1d(n_state, n_in, 1, 1, 0)
+        )
         self.res_scale = res_scale
 
     def forward(self, x):
@@ -67,8 +89,19 @@ class Resnet1D(nn.Module):
 
 
 class EncoderConvBlock(nn.Module):
-    def __init__(self, c_in, c_out, down_t, stride_t, width, depth, m_conv, dilation_growth_rate=1,
-                 dilation_cycle=None, res_scale=False):
+    def __init__(
+        self,
+        c_in,
+        c_out,
+        down_t,
+        stride_t,
+        width,
+        depth,
+        m_conv,
+        dilation_growth_rate=1,
+        dilation_cycle=None,
+        res_scale=False,
+    ):
         super().__init__()
         pairs = list(zip(stride_t, down_t)) if isinstance(stride_t, list) else [(stride_t, down_t)]
         blocks, first = [], True
@@ -88,9 +121,14 @@ class EncoderConvBlock(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, input_emb_width, output_emb_width, levels, downs_t, strides_t, **kw):
         super().__init__()
-        self.level_blocks = nn.ModuleList([
-            EncoderConvBlock(input_emb_width if lv == 0 else output_emb_width, output_emb_width, downs_t[lv],
-                             strides_t[lv], **kw) for lv in range(levels)])
+        self.level_blocks = nn.ModuleList(
+            [
+                EncoderConvBlock(
+                    input_emb_width if lv == 0 else output_emb_width, output_emb_width, downs_t[lv], strides_t[lv], **kw
+                )
+                for lv in range(levels)
+            ]
+        )
 
     def forward(self, x):  # (N, C, T) -> one output per level, levels chained
         xs = []
@@ -110,9 +148,9 @@ class BottleneckBlock(nn.Module):
         n, _, t = x.shape
         x = x.permute(0, 2, 1).reshape(n * t, -1)
         if x.shape[-1] == 2 * self.emb_width:
-            x = x[:, : self.emb_width] + x[:, self.emb_width:]
+            x = x[:, : self.emb_width] + x[:, self.emb_width :]
         k_w = self.k.t()
-        dist = (x ** 2).sum(-1, keepdim=True) - 2 * x @ k_w + (k_w ** 2).sum(0, keepdim=True)
+        dist = (x**2).sum(-1, keepdim=True) - 2 * x @ k_w + (k_w**2).sum(0, keepdim=True)
         return dist.min(-1)[1].view(n, t)
 
 
@@ -145,6 +183,7 @@ def reference_inputs(f0, vuv, features: str, speaker_mean=None):
 
 
 # ----- fixtures ----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tracks():
@@ -181,8 +220,13 @@ def _build(name: str, tracks, seed: int):
                 z = z[:, :emb] + z[:, emb:]
             pick = z[torch.randint(0, z.shape[0], (64,))]
             m.vq.level_blocks[level].k.copy_(pick + 0.05 * pick.std() * torch.randn_like(pick))
-    cfg = config_from_yaml({"encoder_params": enc, "vq_params": {"l_bins": 64, "emb_width": emb, "mu": 0.99,
-                                                                  "levels": enc["levels"]}, "features": features})
+    cfg = config_from_yaml(
+        {
+            "encoder_params": enc,
+            "vq_params": {"l_bins": 64, "emb_width": emb, "mu": 0.99, "levels": enc["levels"]},
+            "features": features,
+        }
+    )
     return m, cfg, params_from_state_dict(m.state_dict(), cfg)
 
 
@@ -198,6 +242,7 @@ def encode_one(params, cfg, f0, vuv, f0_mean=None):
 
 
 # ----- tests -------------------------------------------------------------------------------------------
+
 
 def padded(tracks, cfg):
     """The tracks as one zero-padded batch (a spare unit of padding) and their lengths."""
@@ -251,10 +296,16 @@ def _write_reference_files(d: Path, m: VQVAE, name: str):
     sd = dict(m.state_dict())
     sd["decoder.out.weight"], sd["decoder.out.bias"] = torch.zeros(2, 128, 3), torch.zeros(2)  # decoder: skipped
     torch.save({"model": sd, "steps": 1000}, d / "model.pt")
-    yaml.safe_dump({"encoder_params": dict(enc, zero_out=False, reverse_decoder_dilation=True),
-                    "vq_params": {"l_bins": 64, "emb_width": emb, "mu": 0.99, "levels": enc["levels"]},
-                    "decoder_params": dict(enc, zero_out=False), "features": features,
-                    "speaker_stats": "f0_stats.pt"}, (d / "config.yaml").open("w"))
+    yaml.safe_dump(
+        {
+            "encoder_params": dict(enc, zero_out=False, reverse_decoder_dilation=True),
+            "vq_params": {"l_bins": 64, "emb_width": emb, "mu": 0.99, "levels": enc["levels"]},
+            "decoder_params": dict(enc, zero_out=False),
+            "features": features,
+            "speaker_stats": "f0_stats.pt",
+        },
+        (d / "config.yaml").open("w"),
+    )
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

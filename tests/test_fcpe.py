@@ -98,9 +98,18 @@ def test_batch_of_padded_items_equals_each_alone(real, speech):
 def _tiny_torch_model(conv_only: bool, use_fa_norm: bool, harmonic: bool, seed: int):
     torch.manual_seed(seed)
     models = import_torchfcpe().models
-    m = models.CFNaiveMelPE(input_channels=16, out_dims=40, hidden_dims=32, n_layers=2, n_heads=2,
-                            f0_max=1975.5, f0_min=32.70, use_fa_norm=use_fa_norm, conv_only=conv_only,
-                            use_harmonic_emb=harmonic).eval()
+    m = models.CFNaiveMelPE(
+        input_channels=16,
+        out_dims=40,
+        hidden_dims=32,
+        n_layers=2,
+        n_heads=2,
+        f0_max=1975.5,
+        f0_min=32.70,
+        use_fa_norm=use_fa_norm,
+        conv_only=conv_only,
+        use_harmonic_emb=harmonic,
+    ).eval()
     with torch.no_grad():  # move the norms away from their identity init
         for name, p in m.named_parameters():
             if "norm" in name or "input_stack.1" in name:
@@ -108,16 +117,30 @@ def _tiny_torch_model(conv_only: bool, use_fa_norm: bool, harmonic: bool, seed: 
     return m
 
 
-@pytest.mark.parametrize("conv_only,use_fa_norm,harmonic",
-                         [(False, True, False), (False, False, True), (True, True, True)])
+@pytest.mark.parametrize(
+    "conv_only,use_fa_norm,harmonic", [(False, True, False), (False, False, True), (True, True, True)]
+)
 def test_network_paths_with_random_weights(conv_only, use_fa_norm, harmonic):
     """The Performer attention (absent from the shipped conv-only model), the harmonic embedding and
     both key layouts of the weight-normed output layer, against torchfcpe's own CFNaiveMelPE; then a
     padded batch gives each item its unpadded salience."""
     m = _tiny_torch_model(conv_only, use_fa_norm, harmonic, seed=int(conv_only) + 2 * int(harmonic))
-    cfg = config_from_torchfcpe({"mel": {"num_mels": 16}, "model": {
-        "out_dims": 40, "hidden_dims": 32, "n_layers": 2, "n_heads": 2, "f0_min": 32.70, "f0_max": 1975.5,
-        "use_fa_norm": use_fa_norm, "conv_only": conv_only, "use_harmonic_emb": harmonic}})
+    cfg = config_from_torchfcpe(
+        {
+            "mel": {"num_mels": 16},
+            "model": {
+                "out_dims": 40,
+                "hidden_dims": 32,
+                "n_layers": 2,
+                "n_heads": 2,
+                "f0_min": 32.70,
+                "f0_max": 1975.5,
+                "use_fa_norm": use_fa_norm,
+                "conv_only": conv_only,
+                "use_harmonic_emb": harmonic,
+            },
+        }
+    )
     params = params_from_state_dict(m.state_dict(), cfg)
     assert ("attn" in params["net"]["layer_0"]) == (not conv_only)
     rng = np.random.default_rng(0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spiritlm_jax.inference import fewshot
 from spiritlm_jax.evaluation import fewshot as fe
+from spiritlm_jax.inference import fewshot
 from spiritlm_jax.inference.spiritlm import GenerationConfig, OutputModality
 from tests.test_generation import tiny_lm
 
@@ -41,11 +41,14 @@ def test_prompt_formats():
     assert fewshot.asr_prompt([(a, "hello there"), (b, "bye")], q) == (
         "[Speech][Hu1][Hu2][Text]<START Transcript> hello there <END>"
         "[Speech][St3][Pi4][Hu5][Text]<START Transcript> bye <END>"
-        "[Speech][Hu9][Text]<START Transcript> ")
+        "[Speech][Hu9][Text]<START Transcript> "
+    )
     assert fewshot.tts_prompt([("hello", a)], "bye", stop_speech="[Hu7][Hu8]") == (
-        "[Text]hello stop[Speech][Hu1][Hu2][Hu7][Hu8][Text]bye stop[Speech]")
+        "[Text]hello stop[Speech][Hu1][Hu2][Hu7][Hu8][Text]bye stop[Speech]"
+    )
     assert fewshot.intent_prompt([(a, "alarm_set"), (b, "weather_query")], q) == (
-        "[Speech][Hu1][Hu2][Text]A:alarm_set[Speech][St3][Pi4][Hu5][Text]A:weather_query[Speech][Hu9][Text]A:")
+        "[Speech][Hu1][Hu2][Text]A:alarm_set[Speech][St3][Pi4][Hu5][Text]A:weather_query[Speech][Hu9][Text]A:"
+    )
     assert fewshot.asr_prompt([], q) == "[Speech][Hu9][Text]<START Transcript> "  # zero-shot
     # audio goes through `encode`
     seen = []
@@ -73,8 +76,10 @@ def test_parsers_and_scores():
     assert fewshot.parse_intent(" alarm_set\nA:foo") == "alarm_set" and fewshot.parse_intent("") == ""
     assert fewshot.strip_end_word("Hello world, stop.") == "Hello world,"
     assert fe.normalize_text("Hello, World!  It's") == "hello world it's"
-    assert fe.error_rates(["hello world", "a b c d"], ["Hello!", "a b c d"]) == {"wer": pytest.approx(1 / 6),
-                                                                                 "cer": pytest.approx(6 / 18)}
+    assert fe.error_rates(["hello world", "a b c d"], ["Hello!", "a b c d"]) == {
+        "wer": pytest.approx(1 / 6),
+        "cer": pytest.approx(6 / 18),
+    }
 
 
 def test_shot_selection():
@@ -113,8 +118,11 @@ def test_asr_run_resume_and_bad_item(lm, tmp_path):
     shots_ids = json.loads((tmp_path / "out" / "shots.json").read_text())["shots"]
     shots = [(lm.encode_speech(audio(i)), WAVS[i]) for i in shots_ids]
     prompt = fewshot.asr_prompt(shots, lm.encode_speech(items[0].audio))
-    gen = lm.generate(prompt=prompt, output_modality=OutputModality.TEXT,
-                      generation_config=GenerationConfig(do_sample=False, max_new_tokens=12))[0].content
+    gen = lm.generate(
+        prompt=prompt,
+        output_modality=OutputModality.TEXT,
+        generation_config=GenerationConfig(do_sample=False, max_new_tokens=12),
+    )[0].content
     assert recs[items[0].id]["prediction"] == fewshot.parse_transcript(gen)
     expected = fe.error_rates([WAVS[i.id] for i in items[:2]], [recs[i.id]["prediction"] for i in items[:2]])
     assert row["wer"] == pytest.approx(expected["wer"]) and row["wer"] > 0
@@ -124,16 +132,18 @@ def test_asr_run_resume_and_bad_item(lm, tmp_path):
     try:
         assert fe.run_fewshot(lm, items, pool, tmp_path / "out", cfg, log=lambda *_: None) == row
         with pytest.raises(ValueError, match="different run"):
-            fe.run_fewshot(lm, items, pool, tmp_path / "out", fe.FewShotConfig(task="asr", shots=1),
-                           log=lambda *_: None)
+            fe.run_fewshot(
+                lm, items, pool, tmp_path / "out", fe.FewShotConfig(task="asr", shots=1), log=lambda *_: None
+            )
     finally:
         lm.generate_batch = real
 
 
 def test_intent_and_tts(lm, tmp_path):
     pool = [fe.Example(k, audio(k), intent=v) for k, v in INTENTS.items()]
-    row = fe.run_fewshot(lm, pool, pool, tmp_path / "intent", fe.FewShotConfig(task="intent", shots=3),
-                         log=lambda *_: None)
+    row = fe.run_fewshot(
+        lm, pool, pool, tmp_path / "intent", fe.FewShotConfig(task="intent", shots=3), log=lambda *_: None
+    )
     recs = [json.loads(x) for x in (tmp_path / "intent" / "results.jsonl").read_text().splitlines()]
     hits = [r["prediction"] == r["reference"] for r in recs]
     assert row == {"n": 3, "bad": 0, "accuracy": pytest.approx(np.mean(hits))}
@@ -154,6 +164,7 @@ def test_intent_and_tts(lm, tmp_path):
     assert Path(rec["audio"]).is_file()
     units, _ = lm.vocoder.calls[-1]
     assert units.count("[Hu") == 30
+
     def broken(a):
         raise RuntimeError("model crashed")
 
@@ -166,8 +177,7 @@ def test_intent_and_tts(lm, tmp_path):
 
 def test_context_overflow_is_a_bad_item(lm, tmp_path):
     pool = [fe.Example(k, audio(k), text=v * 40) for k, v in WAVS.items()]
-    row = fe.run_fewshot(lm, pool[:1], pool, tmp_path / "o", fe.FewShotConfig(task="asr", shots=3),
-                         log=lambda *_: None)
+    row = fe.run_fewshot(lm, pool[:1], pool, tmp_path / "o", fe.FewShotConfig(task="asr", shots=3), log=lambda *_: None)
     rec = json.loads((tmp_path / "o" / "results.jsonl").read_text())
     assert row["bad"] == 1 and "exceeds the model's context" in rec["error"]
 
@@ -175,22 +185,45 @@ def test_context_overflow_is_a_bad_item(lm, tmp_path):
 def tiny_whisper(d: Path) -> Path:
     """A random 1-layer Whisper with a byte-level tokenizer, saved like a Hugging Face directory."""
     import torch
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     d.mkdir()
     printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
     chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
     (d / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
     (d / "merges.txt").write_text("#version: 0.2\n")
-    tok = WhisperTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), unk_token="<|endoftext|>",
-                           bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+    tok = WhisperTokenizer(
+        str(d / "vocab.json"),
+        str(d / "merges.txt"),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", "<|notimestamps|>"]})
     eot, sot = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>"])
-    cfg = WhisperConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=64, pad_token_id=eot, bos_token_id=eot,
-                        eos_token_id=eot, decoder_start_token_id=sot)
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=64,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+    )
     torch.manual_seed(0)
     m = WhisperForConditionalGeneration(cfg).eval()
     m.generation_config.forced_decoder_ids = None
@@ -228,8 +261,21 @@ def test_cli_and_suite(lm, tmp_path, monkeypatch, capsys):
     m = tmp_path / "intent.jsonl"
     m.write_text("".join(json.dumps({**r, "audio": str(DATA / r["audio"])}) + "\n" for r in rows))
     out = tmp_path / "cli"
-    argv = ["fewshot", "--task", "intent", "--checkpoint", "ckpt", "--items", str(m), "--shots-from", str(m),
-            "--shots", "2", "--out", str(out)]
+    argv = [
+        "fewshot",
+        "--task",
+        "intent",
+        "--checkpoint",
+        "ckpt",
+        "--items",
+        str(m),
+        "--shots-from",
+        str(m),
+        "--shots",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "fewshot_intent" and report["rows"]["intent"]["n"] == 3
@@ -237,8 +283,23 @@ def test_cli_and_suite(lm, tmp_path, monkeypatch, capsys):
     assert main(argv[:-2] + ["--shots", "9", "--out", str(tmp_path / "x")]) == 2
     assert "9 shots asked for" in capsys.readouterr().err
     suite = tmp_path / "suite.yaml"
-    suite.write_text(yaml.safe_dump([{"task": "fewshot", "name": "intent2", "args": {
-        "task": "intent", "checkpoint": "ckpt", "items": str(m), "shots-from": str(m), "shots": 2,
-        "out": str(tmp_path / "s1")}}]))
+    suite.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "task": "fewshot",
+                    "name": "intent2",
+                    "args": {
+                        "task": "intent",
+                        "checkpoint": "ckpt",
+                        "items": str(m),
+                        "shots-from": str(m),
+                        "shots": 2,
+                        "out": str(tmp_path / "s1"),
+                    },
+                }
+            ]
+        )
+    )
     assert main(["suite", str(suite), "--out", str(tmp_path / "suite")]) == 0
     assert "intent2" in (tmp_path / "suite" / "suite.md").read_text()

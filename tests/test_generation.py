@@ -10,7 +10,13 @@ import pytest
 
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.inference.spiritlm import (
-    ContentType, GenerationConfig, GenerationInput, OutputModality, SpiritLM, last_speech_start, split_modalities,
+    ContentType,
+    GenerationConfig,
+    GenerationInput,
+    OutputModality,
+    SpiritLM,
+    last_speech_start,
+    split_modalities,
 )
 from spiritlm_jax.model import Llama, LlamaConfig, init_params
 from spiritlm_jax.speech.kmeans import MelUnitTokenizer
@@ -35,14 +41,27 @@ def tiny_lm(max_seq_len: int = 512, vocoder=None, seed: int = 0) -> SpiritLM:
     (RecordingVocoder unless given); the same (max_seq_len, seed) share parameters across test files."""
     tok = SpiritTokenizer(DEMO_CORPUS / "tokenizer.model")
     cfg, params = _tiny_params(max_seq_len, seed)
-    return SpiritLM(Llama(cfg), params, tok, speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"),
-                    vocoder=vocoder if vocoder is not None else RecordingVocoder())
+    return SpiritLM(
+        Llama(cfg),
+        params,
+        tok,
+        speech_tokenizer=MelUnitTokenizer(DEMO_CORPUS / "quantizer"),
+        vocoder=vocoder if vocoder is not None else RecordingVocoder(),
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def _tiny_params(max_seq_len: int, seed: int):
-    cfg = LlamaConfig(vocab_size=1024, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, d_ff=64,
-                      max_seq_len=max_seq_len, dtype="float32")
+    cfg = LlamaConfig(
+        vocab_size=1024,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        d_ff=64,
+        max_seq_len=max_seq_len,
+        dtype="float32",
+    )
     return cfg, init_params(cfg, jax.random.PRNGKey(seed))
 
 
@@ -54,8 +73,9 @@ def lm():
 def test_prompt_building_follows_the_reference(lm):
     units = lm.speech_tokenizer.encode_string(WAV)
     assert units.startswith("[Hu") and units.count("[Hu") > 10
-    p = lm.build_prompt([("text", "hello"), ("text", " there"), GenerationInput(str(WAV), ContentType.SPEECH)],
-                        OutputModality.TEXT)
+    p = lm.build_prompt(
+        [("text", "hello"), ("text", " there"), GenerationInput(str(WAV), ContentType.SPEECH)], OutputModality.TEXT
+    )
     assert p == "[Text]hello there[Speech]" + units + "[Text]"
     assert lm.build_prompt([("speech", str(WAV))], OutputModality.SPEECH) == "[Speech]" + units
     assert lm.build_prompt([("text", "hi")], OutputModality.ARBITRARY) == "[Text]hi"
@@ -66,9 +86,9 @@ def test_modality_masks(lm):
     text = lm.allowed_tokens(OutputModality.TEXT)
     speech = lm.allowed_tokens(OutputModality.SPEECH)
     anything = lm.allowed_tokens(OutputModality.ARBITRARY)
-    assert text[:lay.text_vocab_size].all() and not text[lay.text_vocab_size:].any()
-    assert not speech[:lay.hubert_offset].any() and speech[lay.hubert_offset:lay.num_real_tokens].all()
-    assert anything[:lay.num_real_tokens].all() and not anything[lay.num_real_tokens:].any()  # never padding ids
+    assert text[: lay.text_vocab_size].all() and not text[lay.text_vocab_size :].any()
+    assert not speech[: lay.hubert_offset].any() and speech[lay.hubert_offset : lay.num_real_tokens].all()
+    assert anything[: lay.num_real_tokens].all() and not anything[lay.num_real_tokens :].any()  # never padding ids
 
 
 @pytest.mark.parametrize("modality", ["text", "speech"])
@@ -90,7 +110,10 @@ def test_batch_equals_single_and_seed_reproducible(lm):
     single = [lm.generate(i, "text", cfg) for i in inputs]
     assert [o[0].content for o in batch] == [s[0].content for s in single]
     sampled = GenerationConfig(temperature=1.2, max_new_tokens=8)
-    assert lm.generate(inputs[0], "text", sampled, seed=5)[0].content == lm.generate(inputs[0], "text", sampled, seed=5)[0].content
+    assert (
+        lm.generate(inputs[0], "text", sampled, seed=5)[0].content
+        == lm.generate(inputs[0], "text", sampled, seed=5)[0].content
+    )
 
 
 def test_arbitrary_output_rules(lm):
@@ -110,10 +133,14 @@ def test_arbitrary_output_rules(lm):
 
 
 def test_parsing_helpers():
-    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [("a b", Modality.TEXT), ("[Hu1][Pi2][Hu3]", Modality.SPEECH), ("c", Modality.TEXT)]
+    assert split_modalities("[Text]a b[Speech][Hu1][Pi2][Hu3][Text]c") == [
+        ("a b", Modality.TEXT),
+        ("[Hu1][Pi2][Hu3]", Modality.SPEECH),
+        ("c", Modality.TEXT),
+    ]
     assert split_modalities("x [y] z") == [("x [y] z", Modality.TEXT)]
     s = "[Text]a[Speech][Hu1][Hu2]"
-    assert s[last_speech_start(s):] == "[Hu1][Hu2]"
+    assert s[last_speech_start(s) :] == "[Hu1][Hu2]"
 
 
 def test_errors(lm):
@@ -143,8 +170,23 @@ def test_api_is_importable_from_the_package_root():
 def test_generate_cli_keeps_input_order_and_lists_keys(capsys):
     from spiritlm_jax.generate import main, parse
 
-    cfg = parse(["--checkpoint", "x", "--text", "A: b", "--speech", "b.wav", "--text=C", "--inputs", "text:D",
-                 "--prompt", "[Text]hi[Speech][Hu3]", "--no-force", "--greedy"])
+    cfg = parse(
+        [
+            "--checkpoint",
+            "x",
+            "--text",
+            "A: b",
+            "--speech",
+            "b.wav",
+            "--text=C",
+            "--inputs",
+            "text:D",
+            "--prompt",
+            "[Text]hi[Speech][Hu3]",
+            "--no-force",
+            "--greedy",
+        ]
+    )
     assert cfg.inputs == ["text:A: b", "speech:b.wav", "text:C", "text:D"] and cfg.prompt == "[Text]hi[Speech][Hu3]"
     assert (cfg.force, cfg.greedy, cfg.temperature, cfg.speaker) == (False, True, 0.8, 2)  # the library's defaults
     assert main(["--help"]) == 0

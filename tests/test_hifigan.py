@@ -22,18 +22,35 @@ from torch import nn
 from transformers import SeamlessM4TConfig
 from transformers.models.seamless_m4t.modeling_seamless_m4t import SeamlessM4TCodeHifiGan
 
-from spiritlm_jax.speech.hifigan import (CodeGenerator, DurationPredictor, DurPredictorConfig, Generator,
-                                         HifiGanConfig, repeat_frames, upsample_stream)
+from spiritlm_jax.speech.hifigan import (
+    CodeGenerator,
+    DurationPredictor,
+    DurPredictorConfig,
+    Generator,
+    HifiGanConfig,
+    repeat_frames,
+    upsample_stream,
+)
 from tools.convert_weights.hifigan_from_pt import params_from_state_dict
 
 TOL = 1e-4
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")  # the official format
 
 LADDERS = {
-    "ladder_640": dict(upsample_rates=(5, 4, 4, 4, 2), upsample_kernel_sizes=(11, 8, 8, 8, 4), upsample_initial_channel=32,
-                       resblock_kernel_sizes=(3, 7), resblock_dilation_sizes=((1, 3, 5), (1, 3, 5))),
-    "ladder_320": dict(upsample_rates=(5, 4, 4, 2, 2), upsample_kernel_sizes=(11, 8, 8, 4, 4), upsample_initial_channel=64,
-                       resblock_kernel_sizes=(3, 7, 11), resblock_dilation_sizes=((1, 3, 5),) * 3),
+    "ladder_640": dict(
+        upsample_rates=(5, 4, 4, 4, 2),
+        upsample_kernel_sizes=(11, 8, 8, 8, 4),
+        upsample_initial_channel=32,
+        resblock_kernel_sizes=(3, 7),
+        resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)),
+    ),
+    "ladder_320": dict(
+        upsample_rates=(5, 4, 4, 2, 2),
+        upsample_kernel_sizes=(11, 8, 8, 4, 4),
+        upsample_initial_channel=64,
+        resblock_kernel_sizes=(3, 7, 11),
+        resblock_dilation_sizes=((1, 3, 5),) * 3,
+    ),
 }
 
 
@@ -50,8 +67,9 @@ def _wn(module, weight_norm: bool):
 class RefResBlock(nn.Module):
     def __init__(self, ch, k, dilations, weight_norm):
         super().__init__()
-        self.convs1 = nn.ModuleList([_wn(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2), weight_norm)
-                                     for d in dilations])
+        self.convs1 = nn.ModuleList(
+            [_wn(nn.Conv1d(ch, ch, k, dilation=d, padding=(k * d - d) // 2), weight_norm) for d in dilations]
+        )
         self.convs2 = nn.ModuleList([_wn(nn.Conv1d(ch, ch, k, padding=(k - 1) // 2), weight_norm) for _ in dilations])
 
     def forward(self, x):
@@ -95,13 +113,19 @@ class RefCodeGenerator(nn.Module):
         if d is not None:
             self.dur_predictor = RefDurPredictor(e, d.var_pred_hidden_dim, d.var_pred_kernel_size)
         self.conv_pre = _wn(nn.Conv1d(cfg.model_in_dim, ch, 7, padding=3), weight_norm)
-        self.ups = nn.ModuleList([
-            _wn(nn.ConvTranspose1d(ch // 2 ** i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2), weight_norm)
-            for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes))])
-        self.resblocks = nn.ModuleList([
-            RefResBlock(ch // 2 ** (i + 1), k, dl, weight_norm)
-            for i in range(len(cfg.upsample_rates))
-            for k, dl in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)])
+        self.ups = nn.ModuleList(
+            [
+                _wn(nn.ConvTranspose1d(ch // 2**i, ch // 2 ** (i + 1), k, u, padding=(k - u) // 2), weight_norm)
+                for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes))
+            ]
+        )
+        self.resblocks = nn.ModuleList(
+            [
+                RefResBlock(ch // 2 ** (i + 1), k, dl, weight_norm)
+                for i in range(len(cfg.upsample_rates))
+                for k, dl in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)
+            ]
+        )
         self.conv_post = _wn(nn.Conv1d(ch // 2 ** len(cfg.upsample_rates), 1, 7, padding=3), weight_norm)
 
     def randomize(self, seed=0):
@@ -115,7 +139,7 @@ class RefCodeGenerator(nn.Module):
                     p.normal_(1.0 if name.endswith("weight") else 0.0, 0.3, generator=g)
                 else:
                     fan_in = p[0].numel() if p.ndim > 1 else 1
-                    p.normal_(0, 1.0 if p.ndim == 2 and "proj" not in name else 1.2 / fan_in ** 0.5, generator=g)
+                    p.normal_(0, 1.0 if p.ndim == 2 and "proj" not in name else 1.2 / fan_in**0.5, generator=g)
         return self
 
     def generator(self, x):
@@ -138,7 +162,9 @@ class RefCodeGenerator(nn.Module):
             dur = torch.clamp(torch.round(torch.exp(log_dur) - 1).long(), min=1)
             streams = [torch.repeat_interleave(s, dur, dim=0) for s in streams]
         x = torch.cat(streams, 1)
-        glob = ([self.spkr.weight[spkr]] if self.cfg.multispkr else []) + ([self.style.weight[style]] if self.cfg.multistyle else [])
+        glob = ([self.spkr.weight[spkr]] if self.cfg.multispkr else []) + (
+            [self.style.weight[style]] if self.cfg.multistyle else []
+        )
         if glob:
             x = torch.cat([x, torch.cat(glob)[None].expand(x.shape[0], -1)], 1)
         return self.generator(x.T[None])
@@ -159,10 +185,17 @@ def ref_upsample(code, n, rate):
 # ----- SeamlessM4T ----------------------------------------------------------------------------------
 def seamless(name, seed=0):
     c = LADDERS[name]
-    cfg = SeamlessM4TConfig(unit_embed_dim=16, lang_embed_dim=0, spkr_embed_dim=16, unit_hifi_gan_vocab_size=40,
-                            vocoder_num_spkrs=3, vocoder_num_langs=2, variance_predictor_kernel_size=3,
-                            var_pred_dropout=0.0, **{k: [list(x) if isinstance(x, tuple) else x for x in v]
-                                                     if isinstance(v, tuple) else v for k, v in c.items()})
+    cfg = SeamlessM4TConfig(
+        unit_embed_dim=16,
+        lang_embed_dim=0,
+        spkr_embed_dim=16,
+        unit_hifi_gan_vocab_size=40,
+        vocoder_num_spkrs=3,
+        vocoder_num_langs=2,
+        variance_predictor_kernel_size=3,
+        var_pred_dropout=0.0,
+        **{k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v for k, v in c.items()},
+    )
     torch.manual_seed(seed)
     m = SeamlessM4TCodeHifiGan(cfg).eval()
     with torch.no_grad():
@@ -178,7 +211,9 @@ def seamless_to_official(m) -> dict:
     sd = {}
     for k, v in m.state_dict().items():
         k2 = k.replace("hifi_gan.upsampler.", "ups.").replace("hifi_gan.", "")
-        k2 = k2.replace("dur_predictor.conv1.", "dur_predictor.conv1.0.").replace("dur_predictor.conv2.", "dur_predictor.conv2.0.")
+        k2 = k2.replace("dur_predictor.conv1.", "dur_predictor.conv1.0.").replace(
+            "dur_predictor.conv2.", "dur_predictor.conv2.0."
+        )
         k2 = k2.replace("unit_embedding.", "dict.").replace("speaker_embedding.", "spkr.")
         if not k2.startswith("language_embedding"):
             sd[k2] = v.float().numpy()
@@ -186,8 +221,15 @@ def seamless_to_official(m) -> dict:
 
 
 def seamless_like_config(name) -> HifiGanConfig:
-    return HifiGanConfig(num_embeddings=40, embedding_dim=16, multispkr=True, num_speakers=3, multistyle=False,
-                         dur_predictor_params=DurPredictorConfig(16, 16, 3, 0.0), **LADDERS[name])
+    return HifiGanConfig(
+        num_embeddings=40,
+        embedding_dim=16,
+        multispkr=True,
+        num_speakers=3,
+        multistyle=False,
+        dur_predictor_params=DurPredictorConfig(16, 16, 3, 0.0),
+        **LADDERS[name],
+    )
 
 
 @pytest.mark.parametrize("name", ["ladder_640"])  # ladder_320: full forward below (compile time)
@@ -204,10 +246,10 @@ def test_generator_matches_seamless_hifigan_batched(name):
     assert ours.shape == (2, 37 * cfg.hop)
     for b, n in enumerate(lengths):
         with torch.no_grad():
-            ref = m.hifi_gan(torch.from_numpy(x[b:b + 1, :n].transpose(0, 2, 1))).numpy()[0]
+            ref = m.hifi_gan(torch.from_numpy(x[b : b + 1, :n].transpose(0, 2, 1))).numpy()[0]
         assert ref.shape == (n * cfg.hop,) and np.abs(ref).max() > 0.05  # a live, unsaturated signal
         assert np.abs(ours[b, : n * cfg.hop] - ref).max() <= TOL
-        assert np.all(ours[b, n * cfg.hop:] == 0)
+        assert np.all(ours[b, n * cfg.hop :] == 0)
 
 
 def test_duration_predictor_matches_seamless():
@@ -232,8 +274,17 @@ def test_code_generator_matches_seamless_full_forward(name):
     with torch.no_grad():
         ref, ref_len = m(torch.from_numpy(units), torch.tensor([[1]]), torch.tensor([[0]]))
     ref = ref.numpy().reshape(-1)
-    audio, n, needed = run(CodeGenerator(cfg), params, jnp.asarray(units), jnp.asarray([15]), None, None,
-                              jnp.asarray([1]), dur_pred=True, max_frames=512)
+    audio, n, needed = run(
+        CodeGenerator(cfg),
+        params,
+        jnp.asarray(units),
+        jnp.asarray([15]),
+        None,
+        None,
+        jnp.asarray([1]),
+        dur_pred=True,
+        max_frames=512,
+    )
     assert int(n[0]) == ref.shape[0] == int(ref_len.reshape(-1)[0]) and int(needed[0]) * cfg.hop == ref.shape[0]
     assert np.abs(np.asarray(audio[0, : int(n[0])]) - ref).max() <= TOL
 
@@ -249,14 +300,32 @@ def test_reference_module_generator_matches_seamless():
         assert torch.abs(ref.generator(x) - m.hifi_gan(x)[0]).max() <= 1e-5
 
 
-EXPRESSIVE = HifiGanConfig(num_embeddings=30, embedding_dim=8, num_f0_tokens=12, num_style_tokens=9, num_speakers=3,
-                           multistyle=False, dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
-                           upsample_rates=(5, 4, 2), upsample_kernel_sizes=(11, 8, 4), upsample_initial_channel=32,
-                           resblock_kernel_sizes=(3, 7), resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)))
-BASE = HifiGanConfig(num_embeddings=30, embedding_dim=8, num_speakers=3, num_styles=10,
-                     dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
-                     upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8), upsample_initial_channel=16,
-                     resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3, 5), (1, 2, 4)))
+EXPRESSIVE = HifiGanConfig(
+    num_embeddings=30,
+    embedding_dim=8,
+    num_f0_tokens=12,
+    num_style_tokens=9,
+    num_speakers=3,
+    multistyle=False,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+    upsample_rates=(5, 4, 2),
+    upsample_kernel_sizes=(11, 8, 4),
+    upsample_initial_channel=32,
+    resblock_kernel_sizes=(3, 7),
+    resblock_dilation_sizes=((1, 3, 5), (1, 3, 5)),
+)
+BASE = HifiGanConfig(
+    num_embeddings=30,
+    embedding_dim=8,
+    num_speakers=3,
+    num_styles=10,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+    upsample_rates=(4, 4),
+    upsample_kernel_sizes=(8, 8),
+    upsample_initial_channel=16,
+    resblock_kernel_sizes=(3, 5),
+    resblock_dilation_sizes=((1, 3, 5), (1, 2, 4)),
+)
 
 
 @pytest.mark.parametrize("cfg", [EXPRESSIVE, BASE], ids=["expressive", "base"])
@@ -271,14 +340,31 @@ def test_code_generator_matches_spiritlm_reference(cfg, dur_pred):
     f0 = rng.integers(0, 12, t) if cfg.num_f0_tokens else None
     sty = rng.integers(0, 9, t) if cfg.num_style_tokens else None
     with torch.no_grad():
-        want = ref(torch.from_numpy(code), None if f0 is None else torch.from_numpy(f0),
-                   None if sty is None else torch.from_numpy(sty), spkr=2, style=7, dur_pred=dur_pred).numpy()
+        want = ref(
+            torch.from_numpy(code),
+            None if f0 is None else torch.from_numpy(f0),
+            None if sty is None else torch.from_numpy(sty),
+            spkr=2,
+            style=7,
+            dur_pred=dur_pred,
+        ).numpy()
     assert np.abs(want).max() > 0.05
 
     def batch(a):
         return None if a is None else jnp.asarray(np.stack([a, np.zeros_like(a)]))  # padded 2nd row
-    audio, n, _ = run(CodeGenerator(cfg), params, batch(code), jnp.asarray([t, 5]), batch(f0), batch(sty),
-                         jnp.asarray([2, 0]), jnp.asarray([7, 0]), dur_pred=dur_pred, max_frames=256)
+
+    audio, n, _ = run(
+        CodeGenerator(cfg),
+        params,
+        batch(code),
+        jnp.asarray([t, 5]),
+        batch(f0),
+        batch(sty),
+        jnp.asarray([2, 0]),
+        jnp.asarray([7, 0]),
+        dur_pred=dur_pred,
+        max_frames=256,
+    )
     assert int(n[0]) == want.shape[0]
     assert np.abs(np.asarray(audio[0, : int(n[0])]) - want).max() <= TOL
 

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import HubertConfig as HFHubertConfig, HubertModel
+from transformers import HubertConfig as HFHubertConfig
+from transformers import HubertModel
 
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.hubert import STANDARD_50HZ, STRIDE_640_25HZ, Hubert, HubertConfig
@@ -33,11 +34,21 @@ def hf_model(conv_layers, hidden=64, layers=2, heads=4, ffn=96, pos_k=16, pos_g=
     """A transformers HubertModel in the fairseq HuBERT-Base layout, random weights (norms/biases
     perturbed away from their 1/0 init so that a swapped scale/bias would show)."""
     cfg = HFHubertConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
-        conv_dim=[c for c, _, _ in conv_layers], conv_kernel=[k for _, k, _ in conv_layers],
-        conv_stride=[s for _, _, s in conv_layers], conv_bias=False, feat_extract_norm="group",
-        do_stable_layer_norm=False, num_conv_pos_embeddings=pos_k, num_conv_pos_embedding_groups=pos_g,
-        hidden_act="gelu", feat_extract_activation="gelu", feat_proj_layer_norm=True,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        conv_dim=[c for c, _, _ in conv_layers],
+        conv_kernel=[k for _, k, _ in conv_layers],
+        conv_stride=[s for _, _, s in conv_layers],
+        conv_bias=False,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        num_conv_pos_embeddings=pos_k,
+        num_conv_pos_embedding_groups=pos_g,
+        hidden_act="gelu",
+        feat_extract_activation="gelu",
+        feat_proj_layer_norm=True,
     )
     torch.manual_seed(seed)
     m = HubertModel(cfg).eval()
@@ -76,7 +87,8 @@ def hf_layer(m, wav, layer):
         return m(torch.from_numpy(wav[None]), output_hidden_states=True).hidden_states[layer].numpy()[0]
 
 
-CONFIGS = {  # name: (conv stack with narrow channels for speed (kernels/strides real), pos kernel, HF layers, output layer)
+# name: (conv stack with narrow channels for speed (kernels/strides real), pos kernel, HF layers, output layer)
+CONFIGS = {
     "50hz-7conv-even-pos-kernel": (tuple((32, k, s) for _, k, s in STANDARD_50HZ), 16, 3, 2),
     "25hz-8conv-stride640": (tuple((32, k, s) for _, k, s in STRIDE_640_25HZ), 15, 3, 2),
     "25hz-8conv-stride640-last-layer": (((24, 10, 5),) + ((32, 3, 2),) * 4 + ((40, 2, 2),) * 3, 8, 2, 2),
@@ -87,8 +99,16 @@ CONFIGS = {  # name: (conv stack with narrow channels for speed (kernels/strides
 def test_matches_transformers_on_real_speech_batched(name):
     conv, pos_k, hf_layers, out_layer = CONFIGS[name]
     m = hf_model(conv, pos_k=pos_k, layers=hf_layers)
-    cfg = HubertConfig(conv_layers=conv, hidden=64, num_layers=hf_layers, num_heads=4, ffn=96,
-                       pos_conv_kernel=pos_k, pos_conv_groups=4, output_layer=out_layer)
+    cfg = HubertConfig(
+        conv_layers=conv,
+        hidden=64,
+        num_layers=hf_layers,
+        num_heads=4,
+        ffn=96,
+        pos_conv_kernel=pos_k,
+        pos_conv_groups=4,
+        output_layer=out_layer,
+    )
     params = params_from_hf(m, cfg)
     assert sorted(k for k in params if k.startswith("layers_")) == [f"layers_{i}" for i in range(out_layer)]
     wavs = real_speech()
@@ -105,8 +125,16 @@ def test_even_length_padding_is_masked():
     with an odd and an even number of frames both match HF, so the pad never leaks into real frames."""
     conv, pos_k, hf_layers, out_layer = CONFIGS["25hz-8conv-stride640"]
     m = hf_model(conv, pos_k=pos_k, layers=hf_layers)
-    cfg = HubertConfig(conv_layers=conv, hidden=64, num_layers=hf_layers, num_heads=4, ffn=96,
-                       pos_conv_kernel=pos_k, pos_conv_groups=4, output_layer=out_layer)
+    cfg = HubertConfig(
+        conv_layers=conv,
+        hidden=64,
+        num_layers=hf_layers,
+        num_heads=4,
+        ffn=96,
+        pos_conv_kernel=pos_k,
+        pos_conv_groups=4,
+        output_layer=out_layer,
+    )
     params = params_from_hf(m, cfg)
     wav = load_audio(AMFM)
     lengths = (len(wav), len(wav) - cfg.hop)  # consecutive frame counts: one odd, one even
@@ -120,8 +148,17 @@ def test_normalize_waveform_matches_layer_norm_of_the_input():
     """fairseq task_cfg.normalize: F.layer_norm(wav, wav.shape) before the model, per item of a batch."""
     conv, pos_k, hf_layers, out_layer = CONFIGS["50hz-7conv-even-pos-kernel"]
     m = hf_model(conv, pos_k=pos_k, layers=hf_layers)
-    cfg = HubertConfig(conv_layers=conv, hidden=64, num_layers=hf_layers, num_heads=4, ffn=96,
-                       pos_conv_kernel=pos_k, pos_conv_groups=4, output_layer=out_layer, normalize_waveform=True)
+    cfg = HubertConfig(
+        conv_layers=conv,
+        hidden=64,
+        num_layers=hf_layers,
+        num_heads=4,
+        ffn=96,
+        pos_conv_kernel=pos_k,
+        pos_conv_groups=4,
+        output_layer=out_layer,
+        normalize_waveform=True,
+    )
     wavs = [3.0 * w + 0.05 for w in real_speech()[:2]]
     feats, lengths = apply_fn(cfg)(params_from_hf(m, cfg), *pad_batch(wavs))
     for i, w in enumerate(wavs):
@@ -136,8 +173,16 @@ def test_bf16_compute_stays_close_to_fp32():
     the conv stack and two layers)."""
     conv, pos_k, hf_layers, out_layer = CONFIGS["25hz-8conv-stride640"]
     m = hf_model(conv, pos_k=pos_k, layers=hf_layers)
-    kw = dict(conv_layers=conv, hidden=64, num_layers=hf_layers, num_heads=4, ffn=96, pos_conv_kernel=pos_k,
-              pos_conv_groups=4, output_layer=out_layer)
+    kw = dict(
+        conv_layers=conv,
+        hidden=64,
+        num_layers=hf_layers,
+        num_heads=4,
+        ffn=96,
+        pos_conv_kernel=pos_k,
+        pos_conv_groups=4,
+        output_layer=out_layer,
+    )
     params = params_from_hf(m, HubertConfig(**kw))
     wav = jnp.asarray(load_audio(AMFM)[None])
     f32, _ = apply_fn(HubertConfig(**kw))(params, wav)
@@ -160,8 +205,16 @@ def test_config_and_input_errors():
         HubertConfig(conv_layers=((512, 10),))
     with pytest.raises(ValueError, match="divisible"):
         HubertConfig(hidden=100)
-    small = HubertConfig(conv_layers=((8, 10, 5), (8, 3, 2)), hidden=16, num_layers=1, num_heads=2, ffn=8,
-                         pos_conv_kernel=4, pos_conv_groups=2, output_layer=1)
+    small = HubertConfig(
+        conv_layers=((8, 10, 5), (8, 3, 2)),
+        hidden=16,
+        num_layers=1,
+        num_heads=2,
+        ffn=8,
+        pos_conv_kernel=4,
+        pos_conv_groups=2,
+        output_layer=1,
+    )
     params = jax.jit(Hubert(small).init)(jax.random.PRNGKey(0), jnp.zeros((1, 100)))["params"]
     with pytest.raises(ValueError, match=r"\[batch, samples\]"):
         Hubert(small).apply({"params": params}, jnp.zeros(100))

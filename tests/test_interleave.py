@@ -2,11 +2,17 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiritlm_jax.data.batch import LOSS_GROUP_IDS
 from spiritlm_jax.data.interleave import (
-    Encoded, encode_example, example_rng, interleave, plan_spans, windows,
+    Encoded,
+    encode_example,
+    example_rng,
+    interleave,
+    plan_spans,
+    windows,
 )
 from spiritlm_jax.tokens import RATES, SpiritTokenizer, TokenLayout, merge_units
 
@@ -38,8 +44,9 @@ def _example():
 
 def _render(spans):
     """[(modality, text or unit string)] for readable goldens."""
-    return [(s.modality, c if s.modality == "text" else "".join(f"[{k[:2].title()}{u}]" for _, k, u in c))
-            for s, c in spans]
+    return [
+        (s.modality, c if s.modality == "text" else "".join(f"[{k[:2].title()}{u}]" for _, k, u in c)) for s, c in spans
+    ]
 
 
 def test_golden_speech_first():
@@ -66,8 +73,18 @@ def test_golden_encoded_ids(sp_model):
     enc = encode_example(_example(), tok, FixedRng(SPEECH_FIRST, [1, 2, 1]), text_span=(1, 3), speech_span=(1, 2))
     hu = lambda u: lay.hubert_offset + u  # noqa: E731
     text_ids = tok.encode("big wide", bos=False)
-    assert enc.tokens.tolist() == [tok.bos_id, lay.speech_marker_id, hu(1), hu(2), lay.text_marker_id, *text_ids,
-                                   lay.speech_marker_id, hu(7), hu(8), tok.eos_id]
+    assert enc.tokens.tolist() == [
+        tok.bos_id,
+        lay.speech_marker_id,
+        hu(1),
+        hu(2),
+        lay.text_marker_id,
+        *text_ids,
+        lay.speech_marker_id,
+        hu(7),
+        hu(8),
+        tok.eos_id,
+    ]
     assert enc.loss_groups.tolist() == [LOSS_GROUP_IDS["aligned"]] * len(enc.tokens)
     assert tok.decode(enc.tokens) == "[Speech][Hu1][Hu2][Text]big wide[Speech][Hu7][Hu8]"
 
@@ -86,7 +103,8 @@ def test_golden_expressive_span():
     style = [70, 71, 72]
     ex = {"kind": "aligned", "words": words, "hubert": hubert, "pitch": pitch, "style": style}
     spans = interleave(ex, FixedRng(TEXT_FIRST, [1, 2]), (1, 1), (2, 2), kinds=("hubert", "pitch", "style"))
-    # words two+three own [1.0 s, end): style frames 1, 2; pitch frames 13.. (2 2 ... 3 3 ...); HuBERT 25.. (at 1.0004 s)
+    # words two+three own [1.0 s, end): style frames 1, 2; pitch frames 13.. (2 2 ... 3 3 ...);
+    # HuBERT 25.. (at 1.0004 s)
     assert _render(spans) == [("text", "one"), ("speech", "[St71][Pi2][Hu11][Pi3][St72][Hu12]")]
     # BASE layout: pitch and style are ignored
     spans = interleave(ex, FixedRng(TEXT_FIRST, [1, 2]), (1, 1), (2, 2))
@@ -120,8 +138,14 @@ def _owner(starts, n, rate):
 
 
 @settings(max_examples=60, deadline=None)
-@given(aligned_examples(), st.integers(0, 2**31 - 1), st.integers(1, 4), st.integers(0, 3), st.integers(1, 3),
-       st.integers(0, 3))
+@given(
+    aligned_examples(),
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 4),
+    st.integers(0, 3),
+    st.integers(1, 3),
+    st.integers(0, 3),
+)
 def test_interleave_properties(ex, seed, t_lo, t_extra, s_lo, s_extra):
     text_span, speech_span = (t_lo, t_lo + t_extra), (s_lo, s_lo + s_extra)
     kinds = ("hubert", "pitch", "style")
@@ -135,7 +159,7 @@ def test_interleave_properties(ex, seed, t_lo, t_extra, s_lo, s_extra):
         lo, hi = text_span if s.modality == "text" else speech_span
         assert s.end - s.first <= hi and (s.end - s.first >= lo or k == len(spans) - 1)
     text_words = [w for s, c in spans if s.modality == "text" for w in c.split()]
-    assert text_words == [w for s, _ in spans if s.modality == "text" for w in words[s.first:s.end]]
+    assert text_words == [w for s, _ in spans if s.modality == "text" for w in words[s.first : s.end]]
     # every frame lies in exactly one word's region; a speech span's units are exactly its regions'
     # frames, deduplicated within the span (so each deduplicated unit appears exactly once)
     starts = [w[1] for w in ex["words"]]
@@ -172,9 +196,12 @@ def test_markers_only_at_switches(sp_model_tok, ex, seed):
     assert markers[0] == 0 and len(markers) == len(spans)
     for (s, _), m, m_next in zip(spans, markers, markers[1:] + [len(body)]):
         assert body[m] == (lay.text_marker_id if s.modality == "text" else lay.speech_marker_id)
-        content = body[m + 1:m_next]
-        assert all(lay.is_speech_id(t) for t in content) if s.modality == "speech" else \
-            all(lay.is_text_id(t) for t in content)
+        content = body[m + 1 : m_next]
+        assert (
+            all(lay.is_speech_id(t) for t in content)
+            if s.modality == "speech"
+            else all(lay.is_text_id(t) for t in content)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +225,12 @@ def test_unimodal_examples_get_their_marker(sp_model, sp_model_tok):
     tok = sp_model_tok
     rng = np.random.default_rng(0)
     enc = encode_example({"kind": "text", "text": "hello world"}, tok, rng)
-    assert enc.tokens.tolist() == [tok.bos_id, tok.layout.text_marker_id, *tok.encode("hello world", bos=False),
-                                   tok.eos_id]
+    assert enc.tokens.tolist() == [
+        tok.bos_id,
+        tok.layout.text_marker_id,
+        *tok.encode("hello world", bos=False),
+        tok.eos_id,
+    ]
     assert (enc.loss_groups == LOSS_GROUP_IDS["text"]).all()
     speech = {"kind": "speech", "hubert": [3, 3, 4], "pitch": [5, 5], "style": [7]}
     enc = encode_example(speech, tok, rng)
@@ -209,18 +240,21 @@ def test_unimodal_examples_get_their_marker(sp_model, sp_model_tok):
     assert expressive.decode(enc.tokens) == "[Speech][St7][Pi5][Hu3][Hu4]"
 
 
-@pytest.mark.parametrize("ex, match", [
-    ({"kind": "video"}, "not one of"),
-    ({"kind": "text"}, "string 'text'"),
-    ({"kind": "speech", "hubert": []}, "no 'hubert'"),
-    ({"kind": "speech", "hubert": [[1, 2]]}, "flat list"),
-    ({"kind": "speech", "hubert": [600]}, "out of range"),
-    ({"kind": "aligned", "words": [], "hubert": [1]}, "non-empty 'words'"),
-    ({"kind": "aligned", "words": [["a", 0.5, 0.6], ["b", 0.1, 0.2]], "hubert": [1] * 20}, "not sorted"),
-    ({"kind": "aligned", "words": [["a", 0.5, 0.4]], "hubert": [1] * 20}, "0 <= start <= end"),
-    ({"kind": "aligned", "words": [["a", 0.0, 0.1], ["b", 9.0, 9.1]], "hubert": [1] * 20}, "run past the units"),
-    ({"kind": "aligned", "words": [["a", 0.0, 0.1]]}, "no 'hubert'"),
-])
+@pytest.mark.parametrize(
+    "ex, match",
+    [
+        ({"kind": "video"}, "not one of"),
+        ({"kind": "text"}, "string 'text'"),
+        ({"kind": "speech", "hubert": []}, "no 'hubert'"),
+        ({"kind": "speech", "hubert": [[1, 2]]}, "flat list"),
+        ({"kind": "speech", "hubert": [600]}, "out of range"),
+        ({"kind": "aligned", "words": [], "hubert": [1]}, "non-empty 'words'"),
+        ({"kind": "aligned", "words": [["a", 0.5, 0.6], ["b", 0.1, 0.2]], "hubert": [1] * 20}, "not sorted"),
+        ({"kind": "aligned", "words": [["a", 0.5, 0.4]], "hubert": [1] * 20}, "0 <= start <= end"),
+        ({"kind": "aligned", "words": [["a", 0.0, 0.1], ["b", 9.0, 9.1]], "hubert": [1] * 20}, "run past the units"),
+        ({"kind": "aligned", "words": [["a", 0.0, 0.1]]}, "no 'hubert'"),
+    ],
+)
 def test_bad_examples_raise_clear_errors(sp_model_tok, ex, match):
     with pytest.raises(ValueError, match=match):
         encode_example(ex, sp_model_tok, np.random.default_rng(0))

@@ -124,6 +124,7 @@ def test_bad_inputs():
 
 # ---- features ----
 
+
 def test_frame_count_matches_hubert_conv_stack():
     layers = [(10, 5)] + [(3, 2)] * 4 + [(2, 2)] * 3  # mHuBERT 25 Hz: the 320 stack + one stride-2 conv
 
@@ -180,13 +181,18 @@ def test_feature_config_round_trip_and_errors():
 
 # ---- quantizer directory, tokenizer, CLI ----
 
+
 def test_quantizer_dir_and_mel_unit_tokenizer(tmp_path):
     feats = LibrosaFeatures(FeatureConfig(kind="mfcc", n_mfcc=13))
     wavs = [load_audio(p) for p in WAVS]
     x = np.concatenate([feats(w) for w in wavs])
     res = train_kmeans(x, 16, seed=0, batch_size=128, steps=20)
-    save_component(tmp_path, KMEANS_SPEC, {"centroids": res.centroids},
-                   {KMEANS_FILE: kmeans_config(res, feats.params(), {"seed": 0})})
+    save_component(
+        tmp_path,
+        KMEANS_SPEC,
+        {"centroids": res.centroids},
+        {KMEANS_FILE: kmeans_config(res, feats.params(), {"seed": 0})},
+    )
     c, meta = load_kmeans(tmp_path)
     np.testing.assert_array_equal(c, res.centroids)
     assert meta.features["type"] == "mfcc" and meta.k == 16 and meta.training["seed"] == 0
@@ -200,8 +206,12 @@ def test_quantizer_dir_and_mel_unit_tokenizer(tmp_path):
     assert tok.encode_string(WAVS[0]).startswith("[Hu")
     with pytest.raises(FileNotFoundError, match="k-means quantizer directory .*nope does not exist"):
         MelUnitTokenizer(tmp_path / "nope")
-    save_component(tmp_path / "dim5", KMEANS_SPEC, {"centroids": np.zeros((16, 5), np.float32)},
-                   {KMEANS_FILE: KMeansConfig(k=16, dim=5, features=feats.params())})
+    save_component(
+        tmp_path / "dim5",
+        KMEANS_SPEC,
+        {"centroids": np.zeros((16, 5), np.float32)},
+        {KMEANS_FILE: KMeansConfig(k=16, dim=5, features=feats.params())},
+    )
     with pytest.raises(ValueError, match="features have dim 13 but centroids 5"):
         MelUnitTokenizer(tmp_path / "dim5")
 
@@ -227,8 +237,16 @@ def test_hubert_layer_features_plug_in(tmp_path):
     from spiritlm_jax.speech.hubert import STRIDE_640_25HZ, Hubert, HubertConfig
     from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC
 
-    cfg = HubertConfig(conv_layers=tuple((16, k, s) for _, k, s in STRIDE_640_25HZ), hidden=32, num_layers=2,
-                       num_heads=2, ffn=64, pos_conv_kernel=8, pos_conv_groups=4, output_layer=2)
+    cfg = HubertConfig(
+        conv_layers=tuple((16, k, s) for _, k, s in STRIDE_640_25HZ),
+        hidden=32,
+        num_layers=2,
+        num_heads=2,
+        ffn=64,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        output_layer=2,
+    )
     params = Hubert(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 4000), np.float32), np.array([4000]))["params"]
     ckpt = save_component(tmp_path / "hubert", SPEECH_TOKENIZER_SPEC, {"hubert": params}, {"hubert.yaml": cfg})
     feats = feature_extractor({"type": "hubert", "checkpoint": str(ckpt)})
@@ -237,8 +255,9 @@ def test_hubert_layer_features_plug_in(tmp_path):
     x = feats(wav)
     assert x.shape == (num_frames(len(wav)), 32)
     res = train_kmeans(x, 8, steps=10, batch_size=64)
-    save_component(tmp_path / "q", KMEANS_SPEC, {"centroids": res.centroids},
-                   {KMEANS_FILE: kmeans_config(res, feats.params())})
+    save_component(
+        tmp_path / "q", KMEANS_SPEC, {"centroids": res.centroids}, {KMEANS_FILE: kmeans_config(res, feats.params())}
+    )
     tok = MelUnitTokenizer(tmp_path / "q")
     np.testing.assert_array_equal(tok.encode_units(wav)["hubert"], assign(x, res.centroids))
 
@@ -256,8 +275,9 @@ def test_old_npy_quantizer_directory_converts_to_the_same_units(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     np.save(old / "centroids.npy", res.centroids)
-    (old / "quantizer.json").write_text(json.dumps({"k": 8, "dim": 40, "feature_params": feats.params(),
-                                                    "training": {"seed": 0}}))
+    (old / "quantizer.json").write_text(
+        json.dumps({"k": 8, "dim": 40, "feature_params": feats.params(), "training": {"seed": 0}})
+    )
     with pytest.raises(FileNotFoundError, match="kmeans_from_npy"):  # the old format names its converter
         MelUnitTokenizer(old)
     assert kmeans_from_npy.main(["--src", str(old), "--out", str(tmp_path / "new")]) == 0
@@ -265,6 +285,7 @@ def test_old_npy_quantizer_directory_converts_to_the_same_units(tmp_path):
     np.testing.assert_array_equal(c, res.centroids)
     assert meta.features == feats.params() and meta.training == {"seed": 0}
     wav = load_audio(WAVS[0])
-    np.testing.assert_array_equal(MelUnitTokenizer(tmp_path / "new").encode_units(wav)["hubert"],
-                                  assign(feats(wav), res.centroids))
+    np.testing.assert_array_equal(
+        MelUnitTokenizer(tmp_path / "new").encode_units(wav)["hubert"], assign(feats(wav), res.centroids)
+    )
     assert kmeans_from_npy.main(["--src", str(tmp_path / "none"), "--out", str(tmp_path / "n2")]) == 2

@@ -15,7 +15,11 @@ from spiritlm_jax.model.attention import attention, attention_mask
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama, init_cache, init_params
 from spiritlm_jax.model.sharding import (
-    abstract_boxed_params, activation_sharding, batch_sharding, make_mesh, param_shardings,
+    abstract_boxed_params,
+    activation_sharding,
+    batch_sharding,
+    make_mesh,
+    param_shardings,
 )
 from spiritlm_jax.model.vocab import extend_vocab
 
@@ -64,7 +68,7 @@ def test_kv_cache_matches_full_forward(gqa, chunks):
     cache = init_cache(cfg, 2, 16)
     outs, start = [], 0
     for n in chunks:
-        logits, cache = model.apply({"params": params}, tokens[:, start:start + n], cache=cache)
+        logits, cache = model.apply({"params": params}, tokens[:, start : start + n], cache=cache)
         outs.append(logits)
         start += n
     assert int(cache["index"]) == sum(chunks)
@@ -88,7 +92,7 @@ def test_left_padded_cache_matches_unpadded(gqa):
     np.testing.assert_allclose(logits[:, pad:], alone[:, :5], atol=1e-5)
     for i in range(2):
         step, cache = model.apply(
-            {"params": params}, nxt[:, i:i + 1], jnp.array([[5 + i]]), jnp.ones((1, 1), jnp.int32), cache=cache
+            {"params": params}, nxt[:, i : i + 1], jnp.array([[5 + i]]), jnp.ones((1, 1), jnp.int32), cache=cache
         )
         np.testing.assert_allclose(step[:, 0], alone[:, 5 + i], atol=1e-5)
 

@@ -16,7 +16,12 @@ import pytest
 from spiritlm_jax.config import ConfigError, from_dict
 from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
 from spiritlm_jax.data.pipeline import (
-    DataConfig, build_eval_batches, build_train_iterator, check_vocab, example_dataset, load_tokenizer,
+    DataConfig,
+    build_eval_batches,
+    build_train_iterator,
+    check_vocab,
+    example_dataset,
+    load_tokenizer,
     shard_range,
 )
 from spiritlm_jax.data.sources import read_examples, shard_files, write_array_record, write_jsonl
@@ -28,17 +33,26 @@ def _corpus(root: Path, sp_model, n=40, array_record=False, layout="files"):
     """n examples of each kind (text, speech up to ~16 s, aligned with pauses); eval split = first 5."""
     rng = np.random.default_rng(0)
     exs = {
-        "text": [{"kind": "text", "id": f"t{i}", "text": " ".join(rng.choice(WORDS, rng.integers(3, 30)))}
-                 for i in range(n)],
-        "speech": [{"kind": "speech", "id": f"s{i}", "hubert": rng.integers(0, 50, rng.integers(5, 400)).tolist()}
-                   for i in range(n)],
+        "text": [
+            {"kind": "text", "id": f"t{i}", "text": " ".join(rng.choice(WORDS, rng.integers(3, 30)))} for i in range(n)
+        ],
+        "speech": [
+            {"kind": "speech", "id": f"s{i}", "hubert": rng.integers(0, 50, rng.integers(5, 400)).tolist()}
+            for i in range(n)
+        ],
         "aligned": [],
     }
     for i in range(n):
         k = int(rng.integers(2, 25))
         ws = [[str(rng.choice(WORDS)), 0.3 * j, 0.3 * j + 0.2] for j in range(k)]
-        exs["aligned"].append({"kind": "aligned", "id": f"a{i}", "words": ws,
-                               "hubert": rng.integers(0, 50, int(0.3 * k * 25) + 3).tolist()})
+        exs["aligned"].append(
+            {
+                "kind": "aligned",
+                "id": f"a{i}",
+                "words": ws,
+                "hubert": rng.integers(0, 50, int(0.3 * k * 25) + 3).tolist(),
+            }
+        )
     writer, ext = (write_array_record, "array_record") if array_record else (write_jsonl, "jsonl")
     for kind, e in exs.items():
         if layout == "files":  # two shards per kind: <split>/<kind>-0000x.<ext>
@@ -83,8 +97,9 @@ def test_packing_invariants(corpus):
         assert sorted(b) == sorted(BATCH_KEYS)
         assert all(v.shape == (4, 64) and v.dtype == np.int32 for v in b.values())
         for r in range(4):
-            seg, pos, tok, tgt, kind = (b[k][r]
-                                        for k in ("segment_ids", "positions", "tokens", "targets", "loss_groups"))
+            seg, pos, tok, tgt, kind = (
+                b[k][r] for k in ("segment_ids", "positions", "tokens", "targets", "loss_groups")
+            )
             n_real = int((seg > 0).sum())
             assert (seg[:n_real] > 0).all() and (seg[n_real:] == 0).all()  # padding only at the end
             assert seg[0] == 1 and set(np.diff(seg[:n_real])) <= {0, 1}  # 1..n, in order
@@ -107,7 +122,7 @@ def test_no_token_lost_and_segments_are_the_windows_in_order(corpus):
     got = []
     while len(got) < len(expected) - 20:
         got += _segments(next(it))
-    assert got == expected[:len(got)]
+    assert got == expected[: len(got)]
     assert {k for _, k in got} == {0, 1, 2}
 
 
@@ -124,7 +139,9 @@ def test_long_speech_examples_become_windows(corpus, sp_model):
         assert all(len(w) <= 64 and w[:2] == prefix for w in ws)  # every window is a speech sample
         units = [t for w in ws for t in w[2:]]
         assert units[-1] == tok.eos_id and tok.eos_id not in units[:-1]
-        whole = tok.encode("[Speech]", bos=True) + [tok.layout.hubert_offset + u for u in _dedup(exs["speech"][j]["hubert"])]
+        whole = tok.encode("[Speech]", bos=True) + [
+            tok.layout.hubert_offset + u for u in _dedup(exs["speech"][j]["hubert"])
+        ]
         assert prefix + units == whole + [tok.eos_id]  # split, nothing lost or repeated
         n_long += len(ws) > 1
     assert n_long > 10
@@ -254,14 +271,23 @@ def test_two_real_processes(corpus, tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    procs = [subprocess.Popen([sys.executable, str(script), str(port), str(p), str(root), str(tmp_path / f"{p}.json")],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(port), str(p), str(root), str(tmp_path / f"{p}.json")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for p in range(2)
+    ]
     for p in procs:
         out, _ = p.communicate(timeout=240)
         assert p.returncode == 0, out.decode()[-3000:]
     res = [json.loads((tmp_path / f"{p}.json").read_text()) for p in range(2)]
     assert all(r["global_shape"] == [8, 64] for r in res)
-    assert set(res[0]["seen"]).isdisjoint(res[1]["seen"]) and set(res[0]["seen"]) | set(res[1]["seen"]) == set(range(40))
+    assert set(res[0]["seen"]).isdisjoint(res[1]["seen"]) and set(res[0]["seen"]) | set(res[1]["seen"]) == set(
+        range(40)
+    )
     assert res[0]["local_rows"] != res[1]["local_rows"]
 
 
@@ -294,12 +320,17 @@ def test_config_and_corpus_errors(tmp_path, sp_model):
     (tmp_path / "corpus.json").write_text(json.dumps({"layout": {"text_vocab_size": 32000}}))
     with pytest.raises(ConfigError, match="prepared with 32000"):
         check_vocab(_cfg(tmp_path), 768)
-    for bad, match in ((dict(weights=(0, 0, 0)), "weights"), (dict(seq_len=4), "seq_len"),
-                       (dict(num_epochs=0), "num_epochs"), (dict(speech_span=(3, 2)), "speech_span")):
+    for bad, match in (
+        (dict(weights=(0, 0, 0)), "weights"),
+        (dict(seq_len=4), "seq_len"),
+        (dict(num_epochs=0), "num_epochs"),
+        (dict(speech_span=(3, 2)), "speech_span"),
+    ):
         with pytest.raises(ValueError, match=match):
             _cfg(tmp_path, **bad)
-    cfg = from_dict(DataConfig, {"corpus": str(tmp_path), "weights": [1, 0, 0], "num_epochs": None,
-                                 "text_span": [3, 5]})
+    cfg = from_dict(
+        DataConfig, {"corpus": str(tmp_path), "weights": [1, 0, 0], "num_epochs": None, "text_span": [3, 5]}
+    )
     assert cfg.weights == (1, 0, 0) and cfg.text_span == (3, 5)
     with pytest.raises(ValueError, match="cannot feed 7 processes"):
         example_dataset(_cfg(tmp_path), "train", 0, 7)

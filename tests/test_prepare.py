@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, build_train_iterator, check_vocab
 from spiritlm_jax.data.prepare import PrepareConfig, check_words, prepare
 from spiritlm_jax.data.sources import read_examples
 from spiritlm_jax.prepare import main
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import num_frames
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.tokens import merge_units
 
 DATA = Path(__file__).parent / "data"
@@ -24,9 +24,10 @@ SP = DEMO_CORPUS / "tokenizer.model"
 QUANT = DEMO_CORPUS / "quantizer"
 
 GOOD_SPEECH = [DATA / "agent-pass.wav", AMFM]
-GOOD_ALIGNED = {DATA / "agent-loginok.wav": [["Agent", 0.05, 0.5], ["logged", 0.5, 0.9], ["in", 0.9, 1.2]],
-                DATA / "vm-intro.wav": [["Please", 0.1, 0.4], ["leave", 0.45, 0.7], ["your", 0.7, 0.9],
-                                        ["message", 0.9, 1.4]]}
+GOOD_ALIGNED = {
+    DATA / "agent-loginok.wav": [["Agent", 0.05, 0.5], ["logged", 0.5, 0.9], ["in", 0.9, 1.2]],
+    DATA / "vm-intro.wav": [["Please", 0.1, 0.4], ["leave", 0.45, 0.7], ["your", 0.7, 0.9], ["message", 0.9, 1.4]],
+}
 
 
 def _manifest(tmp_path: Path) -> Path:
@@ -60,8 +61,16 @@ def _text(tmp_path: Path) -> Path:
 
 
 def _cfg(tmp_path, out="out", **kw):
-    base = dict(out=str(tmp_path / out), manifest=(str(_manifest(tmp_path)),), text=(str(_text(tmp_path)),),
-                tokenizer=f"mel:{QUANT}", sp_model=str(SP), shard_size=3, text_shard_size=2, progress=False)
+    base = dict(
+        out=str(tmp_path / out),
+        manifest=(str(_manifest(tmp_path)),),
+        text=(str(_text(tmp_path)),),
+        tokenizer=f"mel:{QUANT}",
+        sp_model=str(SP),
+        shard_size=3,
+        text_shard_size=2,
+        progress=False,
+    )
     return PrepareConfig(**{**base, **kw})
 
 
@@ -73,10 +82,17 @@ def test_prepare_real_recordings_bad_files_and_summary(tmp_path):
     cfg = _cfg(tmp_path)
     summary = prepare(cfg)
     out = Path(cfg.out)
-    bad = [json.loads(l) for l in (out / "bad_files.jsonl").read_text().splitlines()]
+    bad = [json.loads(line) for line in (out / "bad_files.jsonl").read_text().splitlines()]
     reasons = {Path(b["path"]).name: b["reason"] for b in bad}
-    assert set(reasons) == {"manifest.jsonl:5", "manifest.jsonl:11", "missing.wav", "corrupt.wav", "empty.wav",
-                            "vm-intro.wav", "short.wav"}
+    assert set(reasons) == {
+        "manifest.jsonl:5",
+        "manifest.jsonl:11",
+        "missing.wav",
+        "corrupt.wav",
+        "empty.wav",
+        "vm-intro.wav",
+        "short.wav",
+    }
     assert "not valid JSON" in reasons["manifest.jsonl:5"] and "'audio'" in reasons["manifest.jsonl:11"]
     assert "does not exist" in reasons["missing.wav"] and "cannot read audio" in reasons["corrupt.wav"]
     assert "empty" in reasons["empty.wav"] and "shorter than one 1280-sample chunk" in reasons["short.wav"]
@@ -120,14 +136,27 @@ def test_prepare_real_recordings_bad_files_and_summary(tmp_path):
 def test_cli_exit_status(tmp_path):
     t = _text(tmp_path)
     assert main(["--text", str(t), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
-    assert main(["--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "b"), "--tokenizer",
-                 f"mel:{QUANT}", "--no-progress", "--format", "jsonl.gz"]) == 3
+    assert (
+        main(
+            [
+                "--manifest",
+                str(_manifest(tmp_path)),
+                "--out",
+                str(tmp_path / "b"),
+                "--tokenizer",
+                f"mel:{QUANT}",
+                "--no-progress",
+                "--format",
+                "jsonl.gz",
+            ]
+        )
+        == 3
+    )
     assert sorted(p.name for p in (tmp_path / "b").rglob("*.jsonl.gz")) == ["audio-00000.jsonl.gz"] * 2
     assert main(["--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "c")]) == 2
     assert main(["--out", str(tmp_path / "d")]) == 2  # nothing to prepare
     assert main(["--text", str(t), "--out", str(tmp_path / "e"), "--tokenizer", "hubert"]) == 0  # no audio: unused
     assert main(["--manifest", str(_manifest(tmp_path)), "--out", str(tmp_path / "f"), "--tokenizer", "wav2vec:x"]) == 2
-
 
 
 def test_cli_help_lists_every_key_and_unknown_keys_are_errors(tmp_path):
@@ -138,17 +167,41 @@ def test_cli_help_lists_every_key_and_unknown_keys_are_errors(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]  # `-m` imports this checkout's package
-    run = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--help"], capture_output=True, text=True,
-                         cwd=root, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "spiritlm_jax.prepare", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
-    listed = {line.split()[0] for line in run.stdout.split("keys (type, default):")[1].splitlines()
-              if line.startswith("  ") and not line.startswith("    ") and line.strip()}
+    listed = {
+        line.split()[0]
+        for line in run.stdout.split("keys (type, default):")[1].splitlines()
+        if line.startswith("  ") and not line.startswith("    ") and line.strip()
+    }
     assert listed == {f.name for f in dataclasses.fields(PrepareConfig)}
     assert "exit status" in run.stdout.lower() and "mel:demo" in run.stdout
     t = _text(tmp_path)
-    bad = subprocess.run([sys.executable, "-m", "spiritlm_jax.prepare", "--text", str(t), "--out",
-                          str(tmp_path / "u"), "--shard-sise", "3"], capture_output=True, text=True, cwd=root,
-                         timeout=300, check=False)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spiritlm_jax.prepare",
+            "--text",
+            str(t),
+            "--out",
+            str(tmp_path / "u"),
+            "--shard-sise",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+        check=False,
+    )
     assert bad.returncode == 2 and "shard-sise" in bad.stderr and not (tmp_path / "u").exists()
     assert main(["--text", str(t), f"out={tmp_path / 'u'}", "no_such_key=1"]) == 2
     assert main(["--text", str(t), f"out={tmp_path / 'u'}", "workers=many"]) == 2
@@ -201,7 +254,7 @@ def test_resume_after_interruption_skips_finished_shards(tmp_path):
     assert first.stat().st_mtime_ns == stamp  # not redone
     assert tok.seen == 2  # the good recordings of units 1..4 only
     assert not list(out.rglob("*.partial"))
-    done = [json.loads(l)["unit"] for l in (out / ".prepare" / "done.jsonl").read_text().splitlines()]
+    done = [json.loads(line)["unit"] for line in (out / ".prepare" / "done.jsonl").read_text().splitlines()]
     assert sorted(done) == sorted(set(done)) and len(done) == 7  # 5 audio units + 2 text units, each once
     assert read_examples(out / "aligned" / "audio-00003.array_record")[0]["kind"] == "aligned"
 
@@ -219,15 +272,18 @@ def test_resume_after_interruption_skips_finished_shards(tmp_path):
     with pytest.raises(ValueError, match="other inputs or settings"):
         prepare(_cfg(tmp_path, shard_size=3))
     assert prepare(_cfg(tmp_path, shard_size=3, overwrite=True))["counts"] == summary["counts"]
-    assert sorted(p.name for p in (out / "speech").iterdir()) == ["audio-00000.array_record",
-                                                                 "audio-00001.array_record"]
+    assert sorted(p.name for p in (out / "speech").iterdir()) == [
+        "audio-00000.array_record",
+        "audio-00001.array_record",
+    ]
 
 
 def test_worker_processes_give_the_same_corpus(tmp_path):
     one = prepare(_cfg(tmp_path, out="w0", shard_size=2))
     two = prepare(_cfg(tmp_path, out="w2", shard_size=2, workers=2, batch_size=1))
-    assert {k: v for k, v in one.items() if k not in ("_run", "units")} == \
-        {k: v for k, v in two.items() if k not in ("_run", "units")}
+    assert {k: v for k, v in one.items() if k not in ("_run", "units")} == {
+        k: v for k, v in two.items() if k not in ("_run", "units")
+    }
     for kind in ("text", "speech", "aligned"):
         assert _all(tmp_path / "w0", kind) == _all(tmp_path / "w2", kind)
     # a tokenizer that fails to load in the workers is an error in the parent, not a hang
@@ -235,15 +291,18 @@ def test_worker_processes_give_the_same_corpus(tmp_path):
         prepare(_cfg(tmp_path, out="w_bad", workers=1, tokenizer=f"mel:{tmp_path / 'none'}"))
 
 
-@pytest.mark.parametrize("words, reason", [
-    ([], "non-empty list"),
-    ([["a", 0.1]], "is not \\[word, start_s, end_s\\]"),
-    ([["a", "0", 1]], "is not \\[word"),
-    ([["a", 0.5, 0.2]], "bad times"),
-    ([["a", -0.1, 0.2]], "bad times"),
-    ([["a", 0.5, 0.6], ["b", 0.2, 0.3]], "before the previous word"),
-    ([["a", 0.5, 2.2]], "past the end of the audio"),
-])
+@pytest.mark.parametrize(
+    "words, reason",
+    [
+        ([], "non-empty list"),
+        ([["a", 0.1]], "is not \\[word, start_s, end_s\\]"),
+        ([["a", "0", 1]], "is not \\[word"),
+        ([["a", 0.5, 0.2]], "bad times"),
+        ([["a", -0.1, 0.2]], "bad times"),
+        ([["a", 0.5, 0.6], ["b", 0.2, 0.3]], "before the previous word"),
+        ([["a", 0.5, 2.2]], "past the end of the audio"),
+    ],
+)
 def test_check_words_rejects(words, reason):
     import re
 

@@ -10,8 +10,18 @@ import pytest
 import spiritlm_jax
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.tokens import (
-    Modality, Segment, Span, SpiritTokenizer, TokenLayout, build_prompt, encode_prompt, modality_chunks,
-    render_prompt, split_ids, split_string, units_to_string,
+    Modality,
+    Segment,
+    Span,
+    SpiritTokenizer,
+    TokenLayout,
+    build_prompt,
+    encode_prompt,
+    modality_chunks,
+    render_prompt,
+    split_ids,
+    split_string,
+    units_to_string,
 )
 
 T, S = Modality.TEXT, Modality.SPEECH
@@ -30,9 +40,18 @@ def test_markers_only_where_the_modality_changes():
     assert render_prompt(segs, T) == render_prompt(segs)
     assert render_prompt([], S) == "[Speech]"
     # forced and suppressed markers (few-shot templates, separators)
-    assert render_prompt([Segment(T, "a", marker=True), Segment(T, "b", marker=True), Segment(T, "\n", marker=False),
-                          Segment(S, "[Hu1]", marker=True), Segment(S, "", marker=True)]) == \
-        "[Text]a[Text]b\n[Speech][Hu1][Speech]"
+    assert (
+        render_prompt(
+            [
+                Segment(T, "a", marker=True),
+                Segment(T, "b", marker=True),
+                Segment(T, "\n", marker=False),
+                Segment(S, "[Hu1]", marker=True),
+                Segment(S, "", marker=True),
+            ]
+        )
+        == "[Text]a[Text]b\n[Speech][Hu1][Speech]"
+    )
     # speech given as HuBERT units
     units = units_to_string(hubert=[5, 5, 6])
     assert render_prompt([Segment(S, [5, 5, 6])]) == "[Speech]" + units == "[Speech][Hu5][Hu6]"
@@ -51,10 +70,10 @@ def test_ids_are_one_encode_of_the_whole_string_with_spans(tok):
     assert p.ids[0] == tok.bos_id and p.ids[1] == lay.text_marker_id and p.ids[-1] == lay.speech_marker_id
     assert [s.modality for s in p.spans] == [T, S, T] and p.last_modality is T
     text0, speech, text1 = p.spans
-    assert tok.decode(p.ids[text0.start:text0.end]) == "please enter"
-    assert p.ids[speech.start:speech.end] == [lay.unit_id("hubert", u) for u in (3, 7, 7)]
-    assert tok.decode(p.ids[text1.start:text1.end]).strip() == "your password"
-    assert all(not lay.is_marker_id(i) and i != tok.bos_id for s in p.spans for i in p.ids[s.start:s.end])
+    assert tok.decode(p.ids[text0.start : text0.end]) == "please enter"
+    assert p.ids[speech.start : speech.end] == [lay.unit_id("hubert", u) for u in (3, 7, 7)]
+    assert tok.decode(p.ids[text1.start : text1.end]).strip() == "your password"
+    assert all(not lay.is_marker_id(i) and i != tok.bos_id for s in p.spans for i in p.ids[s.start : s.end])
     q = build_prompt(tok, segs, S, bos=False)
     assert q.ids == p.ids[1:] and encode_prompt(tok, p.text).ids == p.ids
 
@@ -71,8 +90,8 @@ def test_split_ids_by_modality():
     assert [lay.modality_of(i) for i in (5, tm, sm, hu, st)] == [T, None, None, S, S]
     allowed = {m: lay.allowed_ids(lay.vocab_size, m) for m in (T, S, None)}
     assert allowed[T][:100].all() and not allowed[T][100:].any()
-    assert not allowed[S][:lay.hubert_offset].any() and allowed[S][lay.hubert_offset:lay.num_real_tokens].all()
-    assert allowed[None][:lay.num_real_tokens].all() and not allowed[None][lay.num_real_tokens:].any()
+    assert not allowed[S][: lay.hubert_offset].any() and allowed[S][lay.hubert_offset : lay.num_real_tokens].all()
+    assert allowed[None][: lay.num_real_tokens].all() and not allowed[None][lay.num_real_tokens :].any()
     assert split_string("[Text]a[Speech][Hu1][Speech][Pi2][Text]b") == [("a", T), ("[Hu1][Pi2]", S), ("b", T)]
 
 
@@ -80,6 +99,10 @@ def test_the_token_pattern_is_written_once():
     """The unit-token regex lives in spiritlm_jax/tokens/units.py only; everything else derives from it."""
     root = Path(spiritlm_jax.__file__).parent
     shape = re.compile(r"Hu\|Pi\|St|Pi\|Hu|St\|Pi|\(\?:Hu")
-    hits = [(p.relative_to(root).as_posix(), n) for p in sorted(root.rglob("*.py"))
-            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if shape.search(line)]
+    hits = [
+        (p.relative_to(root).as_posix(), n)
+        for p in sorted(root.rglob("*.py"))
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if shape.search(line)
+    ]
     assert [h[0] for h in hits] == ["tokens/units.py"], hits

@@ -28,14 +28,20 @@ from spiritlm_jax.speech.quantizer import (
 def torch_mlp(vocab, dim, upstream, seed=0):
     out, mid = vocab + 1, upstream - (vocab + 1)
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(dim, dim - mid // 4), torch.nn.LeakyReLU(),
-                               torch.nn.Linear(dim - mid // 4, dim - mid // 2), torch.nn.LeakyReLU(),
-                               torch.nn.Linear(dim - mid // 2, out)).eval()
+    return torch.nn.Sequential(
+        torch.nn.Linear(dim, dim - mid // 4),
+        torch.nn.LeakyReLU(),
+        torch.nn.Linear(dim - mid // 4, dim - mid // 2),
+        torch.nn.LeakyReLU(),
+        torch.nn.Linear(dim - mid // 2, out),
+    ).eval()
 
 
 def params_of(seq) -> dict:
-    return {f"linear_{i}": {"kernel": seq[i].weight.detach().numpy().T, "bias": seq[i].bias.detach().numpy()}
-            for i in (0, 2, 4)}
+    return {
+        f"linear_{i}": {"kernel": seq[i].weight.detach().numpy().T, "bias": seq[i].bias.detach().numpy()}
+        for i in (0, 2, 4)
+    }
 
 
 def reference_fill(code: np.ndarray, blank: int) -> np.ndarray:
@@ -108,7 +114,7 @@ def test_kmeans_matches_reference_and_round_trips(tmp_path):
     q = KMeansQuantizer(c_kd)
     # the reference KmeansModel: C = centers^T [d, K]; dist = |x|^2 - 2 x C + Cnorm; argmin
     x, c = torch.from_numpy(x_btd.reshape(-1, 16)), torch.from_numpy(c_kd.T.copy())
-    dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ c + (c ** 2).sum(0, keepdim=True)
+    dist = x.pow(2).sum(1, keepdim=True) - 2 * x @ c + (c**2).sum(0, keepdim=True)
     ref = dist.argmin(1).numpy().reshape(3, 41)
     np.testing.assert_array_equal(q(x_btd), ref)
     np.testing.assert_array_equal(q(x_btd[0]), ref[0])

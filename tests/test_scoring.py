@@ -10,8 +10,9 @@ from spiritlm_jax.evaluation.scoring import score
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama, init_params
 
-CFG = LlamaConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_ff=64, dtype="float32",
-                  max_seq_len=64)
+CFG = LlamaConfig(
+    vocab_size=50, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_ff=64, dtype="float32", max_seq_len=64
+)
 
 
 def _direct(model, params, prompt, cont):

@@ -29,8 +29,13 @@ KIND_OF_TASK = {"text": "text", "speech": "speech", "interleaved": "aligned"}
 MIXED = [
     "[Text]hello[Speech][Hu3][Hu7]",
     "[Text]please enter your pin number[Speech][Hu0][Hu99][Hu500][Text] then press the pound key",
-    "", "[Speech]", "[Hu1][Hu1][Hu2]", "  leading and trailing spaces  ", "[Text][Speech][Text]",
-    "thank you for calling[Text]goodbye", "[Text]a [Speech][Hu12] b[Hu4]c",
+    "",
+    "[Speech]",
+    "[Hu1][Hu1][Hu2]",
+    "  leading and trailing spaces  ",
+    "[Text][Speech][Text]",
+    "thank you for calling[Text]goodbye",
+    "[Text]a [Speech][Hu12] b[Hu4]c",
 ]
 
 
@@ -152,8 +157,9 @@ def check_vocabulary_layouts_and_errors():
         else:
             raise AssertionError(f"encode_tf accepted {bad!r}")
     # an added literal token (as Hugging Face tokenizer files may list) is split out by both paths
-    lit = SpiritVocabulary(SpiritTokenizer(DEMO / "tokenizer.model", layout=TokenLayout(520),
-                                           added_tokens={"<pad>": 515}))
+    lit = SpiritVocabulary(
+        SpiritTokenizer(DEMO / "tokenizer.model", layout=TokenLayout(520), added_tokens={"<pad>": 515})
+    )
     s = "please<pad>[Text]hold<pad>"
     ref = lit.tokenizer.encode(s, bos=False)
     assert 515 in ref and lit.encode_tf(tf.constant(s)).numpy().tolist() == ref == list(lit.encode(s))
@@ -168,8 +174,12 @@ def check_tasks_match_grain(tmp):
 
     tok = _demo_tok()
     names = register_tasks("demo", "t_match")
-    assert names == {"text": "t_match_text", "speech": "t_match_speech", "interleaved": "t_match_interleaved",
-                     "mixture": "t_match_mixture"}
+    assert names == {
+        "text": "t_match_text",
+        "speech": "t_match_speech",
+        "interleaved": "t_match_interleaved",
+        "mixture": "t_match_mixture",
+    }
     for task_kind, kind in KIND_OF_TASK.items():
         task = seqio.get_mixture_or_task(names[task_kind])
         assert set(task.splits) == {"train", "eval"}
@@ -203,13 +213,15 @@ def check_windows_match_grain(tmp):
     seq_len = 48
     # speech windows (each starts with BOS [Speech]) on the eval split; consecutive pieces on train
     for task_kind, kind, split in (("speech", "speech", "eval"), ("interleaved", "aligned", "train")):
-        ds = seqio.get_mixture_or_task(names[task_kind]).get_dataset({"targets": seq_len}, split=split,
-                                                                        shuffle=False)
+        ds = seqio.get_mixture_or_task(names[task_kind]).get_dataset({"targets": seq_len}, split=split, shuffle=False)
         got = [(int(ex["index"]), ex["targets"].tolist()) for ex in ds.take(50).as_numpy_iterator()]
         prefix = [tok.bos_id, tok.layout.speech_marker_id] if kind == "speech" else None
-        want = [(i, w.tokens.tolist()) for i in range(got[-1][0] + 1)
-                for w in windows(_grain_tokens(DEMO, split, kind, i, tok), seq_len, prefix)]
-        assert got == want[:len(got)], task_kind
+        want = [
+            (i, w.tokens.tolist())
+            for i in range(got[-1][0] + 1)
+            for w in windows(_grain_tokens(DEMO, split, kind, i, tok), seq_len, prefix)
+        ]
+        assert got == want[: len(got)], task_kind
         assert max(len(t) for _, t in got) == seq_len and len({i for i, _ in got}) < len(got)  # really cut
 
 
@@ -227,8 +239,9 @@ def check_mixture(tmp):
     assert sorted(t.name for t in mix.tasks) == sorted(names[k] for k in KIND_OF_TASK)
     assert {t.name: mix.get_rate(t) for t in mix.tasks} == pytest.approx({names[k]: 1 / 3 for k in KIND_OF_TASK})
     seq_len = 64
-    ds = mix.get_dataset({"targets": seq_len}, split="train", seed=7, shuffle=True, num_epochs=1,
-                         passthrough_features=["kind", "index"])
+    ds = mix.get_dataset(
+        {"targets": seq_len}, split="train", seed=7, shuffle=True, num_epochs=1, passthrough_features=["kind", "index"]
+    )
     got = list(ds.take(240).as_numpy_iterator())
     kinds = np.array([int(ex["kind"]) for ex in got])
     frac = np.bincount(kinds, minlength=3) / len(got)
@@ -237,8 +250,10 @@ def check_mixture(tmp):
     for ex in got[:40]:  # each element is one of the Grain windows of its example
         kind = by_id[int(ex["kind"])]
         prefix = [tok.bos_id, tok.layout.speech_marker_id] if kind == "speech" else None
-        wins = [w.tokens.tolist() for w in windows(_grain_tokens(DEMO, "train", kind, int(ex["index"]), tok),
-                                                   seq_len, prefix)]
+        wins = [
+            w.tokens.tolist()
+            for w in windows(_grain_tokens(DEMO, "train", kind, int(ex["index"]), tok), seq_len, prefix)
+        ]
         assert ex["targets"].tolist() in wins
     # the DataConfig weights: zero-weight kinds stay registered as tasks but leave the mixture
     only = register_tasks(DataConfig(weights=(1.0, 0.0, 0.0)), "t_only")
@@ -263,8 +278,12 @@ def check_sharding_and_shuffle(tmp):
     n = task.num_input_examples("train")
 
     def indices(p, shuffle, seed=None):
-        return [int(ex["index"]) for ex in task.get_dataset(
-            None, split="train", shuffle=shuffle, seed=seed, shard_info=seqio.ShardInfo(p, 3)).as_numpy_iterator()]
+        return [
+            int(ex["index"])
+            for ex in task.get_dataset(
+                None, split="train", shuffle=shuffle, seed=seed, shard_info=seqio.ShardInfo(p, 3)
+            ).as_numpy_iterator()
+        ]
 
     assert indices(0, False) == list(range(*shard_range(n, 0, 3)))  # the Grain path's contiguous block
     a = indices(1, True, seed=3)  # shuffled within the block, the same for the same seed
@@ -286,13 +305,18 @@ def check_array_record_expressive(tmp):
     root = Path(tmp) / "xcorpus"
     rng = np.random.default_rng(1)
     words = "please enter the number you wish to call then press the pound key".split()
-    exs = {"text": [{"kind": "text", "id": f"t{i}", "text": " ".join(rng.choice(words, 6))} for i in range(6)],
-           "speech": [], "aligned": []}
+    exs = {
+        "text": [{"kind": "text", "id": f"t{i}", "text": " ".join(rng.choice(words, 6))} for i in range(6)],
+        "speech": [],
+        "aligned": [],
+    }
     for i in range(6):
         sec = float(rng.uniform(1, 4))
-        streams = {"hubert": rng.integers(0, 90, int(sec * 25)).tolist(),
-                   "pitch": rng.integers(0, 64, int(sec * 12.5)).tolist(),
-                   "style": rng.integers(0, 100, int(sec) + 1).tolist()}
+        streams = {
+            "hubert": rng.integers(0, 90, int(sec * 25)).tolist(),
+            "pitch": rng.integers(0, 64, int(sec * 12.5)).tolist(),
+            "style": rng.integers(0, 100, int(sec) + 1).tolist(),
+        }
         exs["speech"].append({"kind": "speech", "id": f"s{i}", **streams})
         k = int(sec * 2.5)
         ws = [[str(rng.choice(words)), 0.4 * j, 0.4 * j + 0.3] for j in range(k)]
@@ -317,9 +341,8 @@ def check_array_record_expressive(tmp):
 
 
 def check_bad_corpus(tmp):
-    import tensorflow as tf
-
     import seqio
+    import tensorflow as tf
 
     from spiritlm_jax.data.seqio_tasks import register_tasks
     from spiritlm_jax.data.sources import write_jsonl
@@ -343,15 +366,22 @@ def check_bad_corpus(tmp):
     raises(lambda: register_tasks(empty, "t_bad3"), ValueError, "is not a SentencePiece model")
     # a bad example is reported with its shard file and record when read
     bad = tmp / "badex"
-    write_jsonl(bad / "train" / "speech.jsonl", [{"kind": "speech", "id": "ok", "hubert": [1, 2]},
-                                                 {"kind": "speech", "id": "broken", "hubert": [1, 9999]}])
+    write_jsonl(
+        bad / "train" / "speech.jsonl",
+        [{"kind": "speech", "id": "ok", "hubert": [1, 2]}, {"kind": "speech", "id": "broken", "hubert": [1, 9999]}],
+    )
     (bad / "tokenizer.model").write_bytes((DEMO / "tokenizer.model").read_bytes())
     task = seqio.get_mixture_or_task(register_tasks(bad, "t_bad4")["speech"])
-    raises(lambda: list(task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator()),
-           tf.errors.OpError, "speech.jsonl#1", "broken", "out of range")
+    raises(
+        lambda: list(task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator()),
+        tf.errors.OpError,
+        "speech.jsonl#1",
+        "broken",
+        "out of range",
+    )
 
 
-CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
+CHECKS = {name[len("check_") :]: fn for name, fn in sorted(globals().items()) if name.startswith("check_")}
 
 
 def _run_checks(tmp: str) -> None:
@@ -378,16 +408,23 @@ def _child_env() -> dict:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("seqio")
-    proc = subprocess.run([sys.executable, __file__, "--run-checks", str(tmp)], cwd=REPO, env=_child_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--run-checks", str(tmp)],
+        cwd=REPO,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = {}
     for line in proc.stdout.splitlines():
         if line.startswith("SEQIO_CHECK "):
-            r = json.loads(line[len("SEQIO_CHECK "):])
+            r = json.loads(line[len("SEQIO_CHECK ") :])
             out[r["check"]] = r
     if proc.returncode != 0 or len(out) != len(CHECKS):
-        pytest.fail(f"the seqio check process failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"the seqio check process failed (rc {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return out
 
 
@@ -421,8 +458,9 @@ except ImportError as e:
 
 
 def test_rest_of_package_never_imports_seqio_and_missing_extra_is_explained():
-    proc = subprocess.run([sys.executable, "-c", _ISOLATION], cwd=REPO, env=_child_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _ISOLATION], cwd=REPO, env=_child_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     n = int(proc.stdout.split("IMPORTED ")[1].split()[0])
     assert n > 20  # really walked the package

@@ -74,7 +74,7 @@ def test_greedy_20_tokens_match(smollm2):
     hf, tok, model, params, _ = smollm2
     ids = tok(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
-        ref = hf.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tok.eos_token_id)[0, ids.shape[1]:]
+        ref = hf.generate(ids, max_new_tokens=20, do_sample=False, pad_token_id=tok.eos_token_id)[0, ids.shape[1] :]
     step = jax.jit(lambda p, t, c: model.apply({"params": p}, t, cache=c))
     cache = init_cache(model.cfg, 1, ids.shape[1] + 20, dtype="float32")
     logits, cache = step(params, jnp.asarray(ids.numpy()), cache)

@@ -19,33 +19,80 @@ from spiritlm_jax.speech.style import STYLE_SPEC, StyleConfig
 from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC
 from spiritlm_jax.speech.vocoder import VOCODER_SPEC
 
-HUBERT = HubertConfig(conv_layers=((16, 10, 5), (16, 3, 2)), hidden=32, num_layers=2, num_heads=2, ffn=64,
-                      pos_conv_kernel=8, pos_conv_groups=4, output_layer=2)
+HUBERT = HubertConfig(
+    conv_layers=((16, 10, 5), (16, 3, 2)),
+    hidden=32,
+    num_layers=2,
+    num_heads=2,
+    ffn=64,
+    pos_conv_kernel=8,
+    pos_conv_groups=4,
+    output_layer=2,
+)
 MLP = MLPQuantizerConfig(vocab_size=20, dim=32, upstream_dim=32)
 STYLE = StyleConfig(encoder=dataclasses.replace(HUBERT, conv_layers=STANDARD_50HZ[:2]), proj_size=8, num_labels=5)
-VOCODER = HifiGanConfig(embedding_dim=8, num_speakers=2, num_styles=3, upsample_rates=(4, 4),
-                        upsample_kernel_sizes=(8, 8), upsample_initial_channel=16, resblock_kernel_sizes=(3,),
-                        resblock_dilation_sizes=((1, 3),), dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0))
+VOCODER = HifiGanConfig(
+    embedding_dim=8,
+    num_speakers=2,
+    num_styles=3,
+    upsample_rates=(4, 4),
+    upsample_kernel_sizes=(8, 8),
+    upsample_initial_channel=16,
+    resblock_kernel_sizes=(3,),
+    resblock_dilation_sizes=((1, 3),),
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+)
 
 # (spec, configs, a config that gives other shapes for the same files, the parameter that then differs)
 CASES = {
-    "speech tokenizer": (SPEECH_TOKENIZER_SPEC, {"hubert.yaml": HUBERT, "quantizer.yaml": MLP},
-                         {"hubert.yaml": HUBERT, "quantizer.yaml": dataclasses.replace(MLP, vocab_size=30)},
-                         "quantizer/linear_0/bias"),
-    "HuBERT only": (SPEECH_TOKENIZER_SPEC, {"hubert.yaml": HUBERT},
-                    {"hubert.yaml": dataclasses.replace(HUBERT, ffn=48)}, "hubert/layers_0/fc1/bias"),
-    "MLP quantizer": (MLP_QUANTIZER_SPEC, {"quantizer.yaml": MLP},
-                      {"quantizer.yaml": dataclasses.replace(MLP, vocab_size=30)}, "quantizer/linear_0/bias"),
-    "k-means": (KMEANS_SPEC, {KMEANS_FILE: KMeansConfig(k=7, dim=3, features={"type": "log_mel", "n_mels": 3})},
-                {KMEANS_FILE: KMeansConfig(k=8, dim=3)}, "centroids"),
-    "FCPE": (FCPE_SPEC, {"fcpe.yaml": FCPEConfig(n_mels=16, hidden_dims=32, n_layers=1, out_dims=24)},
-             {"fcpe.yaml": FCPEConfig(n_mels=16, hidden_dims=32, n_layers=1, out_dims=12)}, "cent_table"),
-    "F0 VQ-VAE": (F0_VQVAE_SPEC, {"f0_vqvae.yaml": F0VQVAEConfig(width=8, depth=2, l_bins=8)},
-                  {"f0_vqvae.yaml": F0VQVAEConfig(width=8, depth=2, l_bins=6)}, "codebook_0"),
-    "style encoder": (STYLE_SPEC, {"style.yaml": STYLE}, {"style.yaml": dataclasses.replace(STYLE, num_labels=6)},
-                      "classifier/bias"),
-    "vocoder": (VOCODER_SPEC, {"config.yaml": VOCODER}, {"config.yaml": dataclasses.replace(VOCODER, num_speakers=3)},
-                "spkr/embedding"),
+    "speech tokenizer": (
+        SPEECH_TOKENIZER_SPEC,
+        {"hubert.yaml": HUBERT, "quantizer.yaml": MLP},
+        {"hubert.yaml": HUBERT, "quantizer.yaml": dataclasses.replace(MLP, vocab_size=30)},
+        "quantizer/linear_0/bias",
+    ),
+    "HuBERT only": (
+        SPEECH_TOKENIZER_SPEC,
+        {"hubert.yaml": HUBERT},
+        {"hubert.yaml": dataclasses.replace(HUBERT, ffn=48)},
+        "hubert/layers_0/fc1/bias",
+    ),
+    "MLP quantizer": (
+        MLP_QUANTIZER_SPEC,
+        {"quantizer.yaml": MLP},
+        {"quantizer.yaml": dataclasses.replace(MLP, vocab_size=30)},
+        "quantizer/linear_0/bias",
+    ),
+    "k-means": (
+        KMEANS_SPEC,
+        {KMEANS_FILE: KMeansConfig(k=7, dim=3, features={"type": "log_mel", "n_mels": 3})},
+        {KMEANS_FILE: KMeansConfig(k=8, dim=3)},
+        "centroids",
+    ),
+    "FCPE": (
+        FCPE_SPEC,
+        {"fcpe.yaml": FCPEConfig(n_mels=16, hidden_dims=32, n_layers=1, out_dims=24)},
+        {"fcpe.yaml": FCPEConfig(n_mels=16, hidden_dims=32, n_layers=1, out_dims=12)},
+        "cent_table",
+    ),
+    "F0 VQ-VAE": (
+        F0_VQVAE_SPEC,
+        {"f0_vqvae.yaml": F0VQVAEConfig(width=8, depth=2, l_bins=8)},
+        {"f0_vqvae.yaml": F0VQVAEConfig(width=8, depth=2, l_bins=6)},
+        "codebook_0",
+    ),
+    "style encoder": (
+        STYLE_SPEC,
+        {"style.yaml": STYLE},
+        {"style.yaml": dataclasses.replace(STYLE, num_labels=6)},
+        "classifier/bias",
+    ),
+    "vocoder": (
+        VOCODER_SPEC,
+        {"config.yaml": VOCODER},
+        {"config.yaml": dataclasses.replace(VOCODER, num_speakers=3)},
+        "spkr/embedding",
+    ),
 }
 
 

@@ -32,7 +32,8 @@ from spiritlm_jax.tokens import TokenLayout, string_to_units, units_to_string
 from tests.fcpe_reference import bundled_model, spiritlm_f0
 from tests.test_convert_hifigan import EXPRESSIVE
 from tests.test_convert_hifigan import write_release as write_hifigan
-from tests.test_convert_speech import OUT_LAYER, write_release as write_hubert
+from tests.test_convert_speech import OUT_LAYER
+from tests.test_convert_speech import write_release as write_hubert
 from tests.test_f0_vqvae import _write_reference_files, build, reference_inputs
 from tests.test_hubert import hf_layer
 from tests.test_quantizer import reference_fill
@@ -45,9 +46,18 @@ DATA = Path(__file__).parent / "data"
 
 def write_llama(d: Path, vocab: int) -> None:
     torch.manual_seed(0)
-    cfg = HFLlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512, bos_token_id=1,
-                        eos_token_id=2, rope_theta=1e5)
+    cfg = HFLlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        rope_theta=1e5,
+    )
     LlamaForCausalLM(cfg).eval().save_pretrained(d)
     shutil.copy(DEMO_CORPUS / "tokenizer.model", d / "tokenizer.model")
 
@@ -81,8 +91,12 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def converted(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
-    assert spiritlm_checkpoints.main(["--src", str(tree["root"]), "--out", str(out), "--dtype", "float32",
-                                     "--hubert-layer", str(OUT_LAYER)]) == 0
+    assert (
+        spiritlm_checkpoints.main(
+            ["--src", str(tree["root"]), "--out", str(out), "--dtype", "float32", "--hubert-layer", str(OUT_LAYER)]
+        )
+        == 0
+    )
     return out
 
 
@@ -100,18 +114,31 @@ def reference_units(tree, wav: np.ndarray) -> dict:
 def test_tree_summary_and_layout(tree, converted):
     summary = json.loads((converted / "spiritlm_tree.json").read_text())["components"]
     assert {k: v["status"] for k, v in summary.items()} == {
-        "hubert": "converted", "f0_vqvae": "converted", "fcpe": "converted", "style": "converted",
-        "vocoder_base": "missing", "vocoder_expressive": "converted", "lm_base": "missing",
-        "lm_expressive": "converted"}
-    for rel in ("speech_tokenizer/hubert.yaml", "speech_tokenizer/quantizer.yaml", "speech_tokenizer/fcpe/fcpe.yaml",
-                "speech_tokenizer/f0_vqvae/f0_vqvae.yaml", "speech_tokenizer/style/style.yaml",
-                "vocoder/expressive/config.yaml", "spirit-lm-expressive-7b/config.yaml",
-                "spirit-lm-expressive-7b/tokenizer.model"):
+        "hubert": "converted",
+        "f0_vqvae": "converted",
+        "fcpe": "converted",
+        "style": "converted",
+        "vocoder_base": "missing",
+        "vocoder_expressive": "converted",
+        "lm_base": "missing",
+        "lm_expressive": "converted",
+    }
+    for rel in (
+        "speech_tokenizer/hubert.yaml",
+        "speech_tokenizer/quantizer.yaml",
+        "speech_tokenizer/fcpe/fcpe.yaml",
+        "speech_tokenizer/f0_vqvae/f0_vqvae.yaml",
+        "speech_tokenizer/style/style.yaml",
+        "vocoder/expressive/config.yaml",
+        "spirit-lm-expressive-7b/config.yaml",
+        "spirit-lm-expressive-7b/tokenizer.model",
+    ):
         assert (converted / rel).is_file(), rel
     assert not (converted / ".partial").exists()
     # each LM folder is a bundle: EXPRESSIVE by its kind, the tree's speech tokenizer and vocoder, relative paths
     assert read_manifest(converted / "spirit-lm-expressive-7b") == BundleManifest(
-        expressive=True, lm=".", tokenizer=".", speech_tokenizer="../speech_tokenizer", vocoder="../vocoder/expressive")
+        expressive=True, lm=".", tokenizer=".", speech_tokenizer="../speech_tokenizer", vocoder="../vocoder/expressive"
+    )
 
 
 def test_expressive_string_matches_the_reference_pieces(tree, converted):
@@ -139,7 +166,11 @@ def test_expressive_string_matches_the_reference_pieces(tree, converted):
 
 
 def test_spiritlm_loads_the_converted_tree(converted):
-    for path, kw in ((converted / "spirit-lm-expressive-7b", {}), (converted, {"variant": "expressive"}), (converted, {})):
+    for path, kw in (
+        (converted / "spirit-lm-expressive-7b", {}),
+        (converted, {"variant": "expressive"}),
+        (converted, {}),
+    ):
         lm = SpiritLM.from_checkpoint(path, dtype="float32", **kw)
         assert lm.layout.expressive and lm.speech_tokenizer.expressive and lm.vocoder is not None
     prompt = lm.build_prompt([("speech", str(AMFM))], OutputModality.SPEECH)
@@ -155,8 +186,10 @@ def test_rerun_skips_and_a_bad_component_is_reported(tree, converted, tmp_path, 
     assert "0 converted, 6 already there, 2 missing, 0 failed" in capsys.readouterr().out
     # a copy of the tree with a truncated style checkpoint: style fails, the others still convert
     src = tmp_path / "tree"
-    shutil.copytree(tree["root"] / "speech_tokenizer" / "hifigan_spiritlm_expressive_w2v2",
-                    src / "speech_tokenizer" / "hifigan_spiritlm_expressive_w2v2")
+    shutil.copytree(
+        tree["root"] / "speech_tokenizer" / "hifigan_spiritlm_expressive_w2v2",
+        src / "speech_tokenizer" / "hifigan_spiritlm_expressive_w2v2",
+    )
     style = src / "speech_tokenizer" / "style_encoder_w2v2"
     shutil.copytree(tree["root"] / "speech_tokenizer" / "style_encoder_w2v2", style)
     weights = next(p for p in style.iterdir() if p.suffix in (".safetensors", ".bin"))
@@ -173,15 +206,32 @@ def test_rerun_skips_and_a_bad_component_is_reported(tree, converted, tmp_path, 
 
 def test_prepare_with_the_expressive_tokenizer(converted, tmp_path):
     """`python -m spiritlm_jax.prepare --tokenizer expressive:DIR` writes all three streams."""
-    from spiritlm_jax.prepare import main as prepare_main
     from spiritlm_jax.data.sources import read_examples
+    from spiritlm_jax.prepare import main as prepare_main
 
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text(json.dumps({"audio": str(AMFM)}) + "\n"
-                        + json.dumps({"audio": str(DATA / "vm-intro.wav"), "text": "hello"}) + "\n")
+    manifest.write_text(
+        json.dumps({"audio": str(AMFM)})
+        + "\n"
+        + json.dumps({"audio": str(DATA / "vm-intro.wav"), "text": "hello"})
+        + "\n"
+    )
     out = tmp_path / "corpus"
-    assert prepare_main(["--out", str(out), "--manifest", str(manifest), "--tokenizer",
-                         f"expressive:{converted / 'speech_tokenizer'}", "--format", "jsonl"]) == 0
+    assert (
+        prepare_main(
+            [
+                "--out",
+                str(out),
+                "--manifest",
+                str(manifest),
+                "--tokenizer",
+                f"expressive:{converted / 'speech_tokenizer'}",
+                "--format",
+                "jsonl",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "corpus.json").read_text())
     assert summary["layout"]["expressive"] is True
     examples = read_examples(out / "speech" / "audio-00000.jsonl")

@@ -9,19 +9,56 @@ from pathlib import Path
 import pytest
 
 from spiritlm_jax.evaluation.likelihood import Encoder, accuracy, score_items
-from spiritlm_jax.evaluation.storycloze import load_storycloze, read_spoken_storycloze, read_storycloze_csv, topic_variant
+from spiritlm_jax.evaluation.storycloze import (
+    load_storycloze,
+    read_spoken_storycloze,
+    read_storycloze_csv,
+    topic_variant,
+)
 from tests.test_stsp import tiny_lm
 
 DATA = Path(__file__).parent / "data"
-HEADER = ["InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", "InputSentence4",
-          "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
+HEADER = [
+    "InputStoryid",
+    "InputSentence1",
+    "InputSentence2",
+    "InputSentence3",
+    "InputSentence4",
+    "RandomFifthSentenceQuiz1",
+    "RandomFifthSentenceQuiz2",
+    "AnswerRightEnding",
+]
 ROWS = [
-    ["a1", "Tom had an exam.", "He studied all night.", "He woke up late.", "He ran to school.", "He passed.",
-     "He hated pizza.", "1"],
-    ["b2", "Ann bought a dog.", "It barked a lot.", "She trained it.", "It learned fast.", "The cat flew away.",
-     "Ann was proud.", "2"],
-    ["c3", "The agent logged in.", "He read the mail.", "It was long.", "He replied.", "He logged out.",
-     "The sea was dry.", "1"],
+    [
+        "a1",
+        "Tom had an exam.",
+        "He studied all night.",
+        "He woke up late.",
+        "He ran to school.",
+        "He passed.",
+        "He hated pizza.",
+        "1",
+    ],
+    [
+        "b2",
+        "Ann bought a dog.",
+        "It barked a lot.",
+        "She trained it.",
+        "It learned fast.",
+        "The cat flew away.",
+        "Ann was proud.",
+        "2",
+    ],
+    [
+        "c3",
+        "The agent logged in.",
+        "He read the mail.",
+        "It was long.",
+        "He replied.",
+        "He logged out.",
+        "The sea was dry.",
+        "1",
+    ],
 ]
 
 
@@ -39,10 +76,20 @@ def test_csv_reader(tmp_path):
     assert items[0].context == {"text": "Tom had an exam. He studied all night. He woke up late. He ran to school."}
     assert items[1].candidates == [{"text": "The cat flew away."}, {"text": "Ann was proud."}]
     # the Hugging Face / TFDS copies' column names, with extra columns
-    hf = ["story_id", "input_sentence_1", "input_sentence_2", "input_sentence_3", "input_sentence_4",
-          "sentence_quiz1", "sentence_quiz2", "answer_right_ending"]
+    hf = [
+        "story_id",
+        "input_sentence_1",
+        "input_sentence_2",
+        "input_sentence_3",
+        "input_sentence_4",
+        "sentence_quiz1",
+        "sentence_quiz2",
+        "answer_right_ending",
+    ]
     again = read_storycloze_csv(write_csv(tmp_path / "hf.csv", [r + ["x"] for r in ROWS], hf + ["extra"]))
-    assert [(it.context, it.candidates, it.label) for it in again] == [(it.context, it.candidates, it.label) for it in items]
+    assert [(it.context, it.candidates, it.label) for it in again] == [
+        (it.context, it.candidates, it.label) for it in items
+    ]
 
     bad = tmp_path / "bad.csv"
     with pytest.raises(ValueError, match=r"bad.csv: missing column AnswerRightEnding"):
@@ -72,20 +119,34 @@ def spoken(folder: Path, stories: dict) -> Path:
 
 
 def test_spoken_reader_whole_stories_and_context_layout(tmp_path):
-    whole = spoken(tmp_path / "sSC", {
-        0: {"correct": (WAVS[0], "agent logged in"), "incorrect": (WAVS[1], "please enter your password")},
-        1: {"correct": (WAVS[2], "please leave a message"), "incorrect": (WAVS[0], None)},
-    })
+    whole = spoken(
+        tmp_path / "sSC",
+        {
+            0: {"correct": (WAVS[0], "agent logged in"), "incorrect": (WAVS[1], "please enter your password")},
+            1: {"correct": (WAVS[2], "please leave a message"), "incorrect": (WAVS[0], None)},
+        },
+    )
     items = read_spoken_storycloze(whole)
     assert [it.id for it in items] == ["0", "1"] and all(it.context is None for it in items)
     # the correct one's position alternates with the story number
-    assert items[0].label == 0 and items[0].candidates[0] == {"audio": str(whole / "0_correct.wav"), "text": "agent logged in"}
-    assert items[1].label == 1 and items[1].candidates == [{"audio": str(whole / "1_incorrect.wav")},
-                                                           {"audio": str(whole / "1_correct.wav"),
-                                                            "text": "please leave a message"}]
-    ctx = spoken(tmp_path / "split", {
-        3: {"context": (WAVS[1], "please enter"), "correct": (WAVS[0], "logged in"), "incorrect": (WAVS[2], "the tone")},
-    })
+    assert items[0].label == 0 and items[0].candidates[0] == {
+        "audio": str(whole / "0_correct.wav"),
+        "text": "agent logged in",
+    }
+    assert items[1].label == 1 and items[1].candidates == [
+        {"audio": str(whole / "1_incorrect.wav")},
+        {"audio": str(whole / "1_correct.wav"), "text": "please leave a message"},
+    ]
+    ctx = spoken(
+        tmp_path / "split",
+        {
+            3: {
+                "context": (WAVS[1], "please enter"),
+                "correct": (WAVS[0], "logged in"),
+                "incorrect": (WAVS[2], "the tone"),
+            },
+        },
+    )
     (it,) = read_spoken_storycloze(ctx)
     assert it.context == {"audio": str(ctx / "3_context.wav"), "text": "please enter"} and it.label == 1
     assert it.candidates[1]["text"] == "logged in"
@@ -98,11 +159,18 @@ def test_spoken_reader_whole_stories_and_context_layout(tmp_path):
     shutil.copy(WAVS[0], bad / "notes.wav")
     with pytest.raises(ValueError, match=r"notes.wav: cannot tell the story number and role"):
         read_spoken_storycloze(bad)
-    mixed = spoken(tmp_path / "mixed", {0: {"context": (WAVS[0], None), "correct": (WAVS[1], None), "incorrect": (WAVS[2], None)},
-                                        1: {"correct": (WAVS[1], None), "incorrect": (WAVS[2], None)}})
+    mixed = spoken(
+        tmp_path / "mixed",
+        {
+            0: {"context": (WAVS[0], None), "correct": (WAVS[1], None), "incorrect": (WAVS[2], None)},
+            1: {"correct": (WAVS[1], None), "incorrect": (WAVS[2], None)},
+        },
+    )
     with pytest.raises(ValueError, match=r"1 of 2 stories have a context file but stories \[1\] do not"):
         read_spoken_storycloze(mixed)
-    dup = spoken(tmp_path / "dup", {0: {"correct": (WAVS[0], None), "incorrect": (WAVS[1], None), "pos": (WAVS[2], None)}})
+    dup = spoken(
+        tmp_path / "dup", {0: {"correct": (WAVS[0], None), "incorrect": (WAVS[1], None), "pos": (WAVS[2], None)}}
+    )
     with pytest.raises(ValueError, match="story 0 has two right files"):
         read_spoken_storycloze(dup)
     empty = spoken(tmp_path / "empty", {0: {"correct": (WAVS[0], ""), "incorrect": (WAVS[1], None)}})
@@ -121,8 +189,13 @@ def test_topic_variant(tmp_path):
         assert wrong != it.candidates[1 - it.label] and wrong in rights.values() and wrong != rights[it.id]
     assert [t.candidates for t in topic_variant(items, seed=1)] == [t.candidates for t in topic]
     assert load_storycloze(csv_path=str(tmp_path / "c.csv"), topic=True, seed=1)[2].candidates == topic[2].candidates
-    whole = spoken(tmp_path / "w", {0: {"correct": (WAVS[0], None), "incorrect": (WAVS[1], None)},
-                                    1: {"correct": (WAVS[1], None), "incorrect": (WAVS[2], None)}})
+    whole = spoken(
+        tmp_path / "w",
+        {
+            0: {"correct": (WAVS[0], None), "incorrect": (WAVS[1], None)},
+            1: {"correct": (WAVS[1], None), "incorrect": (WAVS[2], None)},
+        },
+    )
     with pytest.raises(ValueError, match="have no context .* use the tStoryCloze release folder"):
         load_storycloze(folder=str(whole), topic=True)
     with pytest.raises(ValueError, match="exactly one"):
@@ -131,10 +204,21 @@ def test_topic_variant(tmp_path):
 
 def test_scoring_in_all_four_settings(tmp_path):
     lm = tiny_lm()
-    folder = spoken(tmp_path / "split", {
-        0: {"context": (WAVS[1], "please enter"), "correct": (WAVS[0], "agent logged in"), "incorrect": (WAVS[2], "the tone")},
-        1: {"context": (WAVS[0], "agent logged in"), "correct": (WAVS[1], "your password"), "incorrect": (WAVS[2], None)},
-    })
+    folder = spoken(
+        tmp_path / "split",
+        {
+            0: {
+                "context": (WAVS[1], "please enter"),
+                "correct": (WAVS[0], "agent logged in"),
+                "incorrect": (WAVS[2], "the tone"),
+            },
+            1: {
+                "context": (WAVS[0], "agent logged in"),
+                "correct": (WAVS[1], "your password"),
+                "incorrect": (WAVS[2], None),
+            },
+        },
+    )
     items = read_spoken_storycloze(folder)
     enc = Encoder(lm.tokenizer, lm.speech_tokenizer)
     for setting in ("T", "S", "T2S", "S2T"):

@@ -19,8 +19,10 @@ from spiritlm_jax.speech.audio import load_audio
 from tests.test_generation import tiny_lm as tiny_generation_lm
 
 DATA = Path(__file__).parent / "data"
-WORDS = ("please enter your password followed by the pound key agent logged in leave message after tone when done "
-         "hang up or press").split()
+WORDS = (
+    "please enter your password followed by the pound key agent logged in leave message after tone when done "
+    "hang up or press"
+).split()
 TEXT_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 AUDIO_LABELS = {0: "angry", 1: "default", 2: "happy", 3: "sad"}  # EXPRESSO emotions, as the release's
 
@@ -33,13 +35,29 @@ def make_text_classifier(d: Path, id2label=TEXT_LABELS, seed=0) -> Path:
     vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + sorted(set(WORDS)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]", model_max_length=64).save_pretrained(d)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=64,
+    ).save_pretrained(d)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64, num_labels=len(id2label),
-                     id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=len(id2label),
+        id2label=dict(id2label),
+        label2id={v: k for k, v in id2label.items()},
+    )
     model = BertForSequenceClassification(cfg)
     with torch.no_grad():  # larger random head so the argmax really depends on the input
         model.classifier.weight.normal_(0, 2.0)
@@ -51,16 +69,28 @@ def make_audio_classifier(d: Path, id2label=AUDIO_LABELS, seed=0) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
 
     torch.manual_seed(seed)
-    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                         conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=8,
-                         num_conv_pos_embedding_groups=2, classifier_proj_size=8, num_labels=len(id2label),
-                         id2label=dict(id2label), label2id={v: k for k, v in id2label.items()})
+    cfg = Wav2Vec2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=8,
+        num_labels=len(id2label),
+        id2label=dict(id2label),
+        label2id={v: k for k, v in id2label.items()},
+    )
     model = Wav2Vec2ForSequenceClassification(cfg)
     with torch.no_grad():
         model.classifier.weight.normal_(0, 2.0)
     model.save_pretrained(d)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=False).save_pretrained(d)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+    ).save_pretrained(d)
     return d
 
 
@@ -74,14 +104,18 @@ def classifiers(tmp_path_factory):
 def _hf_text(model_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir), AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    return AutoTokenizer.from_pretrained(model_dir), AutoModelForSequenceClassification.from_pretrained(
+        model_dir
+    ).eval()
 
 
 @functools.lru_cache(maxsize=None)
 def _hf_audio(model_dir):
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-    return AutoFeatureExtractor.from_pretrained(model_dir), AutoModelForAudioClassification.from_pretrained(model_dir).eval()
+    return AutoFeatureExtractor.from_pretrained(model_dir), AutoModelForAudioClassification.from_pretrained(
+        model_dir
+    ).eval()
 
 
 def direct_text_label(model_dir, text):
@@ -125,11 +159,22 @@ def lm():
 
 
 MANIFEST = [
-    {"id": 1, "wav_path": "emov/agent-pass.wav", "asr": "please enter your password followed by the pound key",
-     "sentiment": "neutral", "split": "test", "speaker": "a"},
+    {
+        "id": 1,
+        "wav_path": "emov/agent-pass.wav",
+        "asr": "please enter your password followed by the pound key",
+        "sentiment": "neutral",
+        "split": "test",
+        "speaker": "a",
+    },
     {"id": 2, "wav_path": "emov/agent-loginok.wav", "asr": "agent logged in", "emotion": "happy", "split": "test"},
-    {"id": 3, "wav_path": "emov/vm-intro.wav", "asr": "please leave your message after the tone",
-     "emotion": "angry", "sentiment": "negative"},
+    {
+        "id": 3,
+        "wav_path": "emov/vm-intro.wav",
+        "asr": "please leave your message after the tone",
+        "emotion": "angry",
+        "sentiment": "negative",
+    },
     {"id": 4, "wav_path": "emov/missing.wav", "asr": "hang up", "sentiment": "negative"},  # bad in S2x
     {"id": 5, "wav_path": "emov/agent-pass.wav", "emotion": "sad"},  # no asr: bad in T2x
 ]
@@ -145,16 +190,25 @@ def write_release(root: Path, rows=MANIFEST) -> Path:
     man.write_text("".join(json.dumps(r) + "\n" for r in rows))
     few = root / "manifest" / "few_shot"
     few.mkdir(parents=True, exist_ok=True)
-    texts = {"positive": ("agent logged in", "press the key"), "negative": ("hang up", "when done"),
-             "neutral": ("please enter", "your password")}
+    texts = {
+        "positive": ("agent logged in", "press the key"),
+        "negative": ("hang up", "when done"),
+        "neutral": ("please enter", "your password"),
+    }
     wavs = {"positive": "emov/agent-loginok.wav", "negative": "emov/vm-intro.wav", "neutral": "emov/agent-pass.wav"}
     for direction, name in S.FEWSHOT_FILES.items():
         in_s, out_s = direction[0] == "S", direction[2] == "S"
         lines = []
         for k in range(2):  # two examples per sentiment
             for s in S.SENTIMENTS:
-                lines.append({"id": f"{s}{k}", "sentiment": s,
-                              "prompt": wavs[s] if in_s else texts[s][k], "generation": wavs[s] if out_s else texts[s][1 - k]})
+                lines.append(
+                    {
+                        "id": f"{s}{k}",
+                        "sentiment": s,
+                        "prompt": wavs[s] if in_s else texts[s][k],
+                        "generation": wavs[s] if out_s else texts[s][1 - k],
+                    }
+                )
         (few / name).write_text("".join(json.dumps(r) + "\n" for r in lines))
     return man
 
@@ -172,7 +226,10 @@ def test_manifest_and_fewshot_readers(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     cases = [
-        ({"id": 1, "wav_path": "a.wav", "sentiment": "neutral", "transcript": "x"}, r"bad.jsonl:1: unknown field\(s\) \['transcript'\]"),
+        (
+            {"id": 1, "wav_path": "a.wav", "sentiment": "neutral", "transcript": "x"},
+            r"bad.jsonl:1: unknown field\(s\) \['transcript'\]",
+        ),
         ({"wav_path": "a.wav", "sentiment": "neutral"}, "bad.jsonl:1: missing 'id'"),
         ({"id": 1, "sentiment": "happy"}, "sentiment must be one of"),
         ({"id": 1, "emotion": "confused"}, "emotion 'confused' does not map"),
@@ -181,7 +238,9 @@ def test_manifest_and_fewshot_readers(tmp_path):
         bad.write_text(json.dumps(row) + "\n")
         with pytest.raises(ValueError, match=msg):
             S.load_manifest(bad)
-    bad.write_text(json.dumps({"id": 1, "sentiment": "neutral"}) + "\n\n" + json.dumps({"id": 1, "sentiment": "neutral"}) + "\n")
+    bad.write_text(
+        json.dumps({"id": 1, "sentiment": "neutral"}) + "\n\n" + json.dumps({"id": 1, "sentiment": "neutral"}) + "\n"
+    )
     with pytest.raises(ValueError, match="bad.jsonl:3: id 1 appears twice"):
         S.load_manifest(bad)
     bad.write_text("{not json\n")
@@ -221,8 +280,9 @@ def test_classifiers_equal_running_them_directly(classifiers, tmp_path):
         S.HFTextClassifier(generic, device="cpu")
     with pytest.raises(ValueError, match="does not have"):
         S.HFTextClassifier(generic, label_map={"LABEL_7": "neutral"}, device="cpu")
-    mapped = S.HFTextClassifier(generic, label_map=S.parse_label_map(["LABEL_0=negative", "LABEL_1=ignore",
-                                                                      "LABEL_2=positive"]), device="cpu")
+    mapped = S.HFTextClassifier(
+        generic, label_map=S.parse_label_map(["LABEL_0=negative", "LABEL_1=ignore", "LABEL_2=positive"]), device="cpu"
+    )
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok, model = AutoTokenizer.from_pretrained(generic), AutoModelForSequenceClassification.from_pretrained(generic)
@@ -238,8 +298,9 @@ def test_classifiers_equal_running_them_directly(classifiers, tmp_path):
         shutil.copytree(generic, no_tok)
         for f in no_tok.glob("tokenizer*"):
             f.unlink()
-        S.HFTextClassifier(no_tok, label_map={"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"},
-                           device="cpu")
+        S.HFTextClassifier(
+            no_tok, label_map={"LABEL_0": "negative", "LABEL_1": "neutral", "LABEL_2": "positive"}, device="cpu"
+        )
 
 
 def test_balanced_fewshot_prefix(lm, tmp_path):
@@ -260,7 +321,7 @@ def test_balanced_fewshot_prefix(lm, tmp_path):
     example = p3.split("\n")[0]
     gen = next(e for e in t2s if "[Text]" + e["prompt"] + "[Speech]" in example)
     wav = load_audio(root / gen["generation"])  # ... and a generation the second half of its wav
-    assert example.endswith("[Speech]" + lm.speech_tokenizer.encode_string(wav[len(wav) // 2:]))
+    assert example.endswith("[Speech]" + lm.speech_tokenizer.encode_string(wav[len(wav) // 2 :]))
     with pytest.raises(ValueError, match="multiple of 3"):
         S.fewshot_prefix(lm, pool, "S2T", 4, seed=0, data_root=root)
     with pytest.raises(ValueError, match="2 positive example.*9-shot prompts need 3"):
@@ -292,14 +353,21 @@ def test_run_end_to_end_labels_bad_items_and_resume(lm, classifiers, tmp_path):
     tc, ac = S.HFTextClassifier(text_dir, device="cpu"), S.HFAudioClassifier(audio_dir, device="cpu")
     out = tmp_path / "out"
     # equal new-token counts: text- and speech-prompted directions share compiled decode shapes
-    kw = dict(text_new_tokens=40, speech_new_tokens=40, save_audio=True, manifest=str(man), batch_size=4,
-              progress=lambda m: None)
+    kw = dict(
+        text_new_tokens=40,
+        speech_new_tokens=40,
+        save_audio=True,
+        manifest=str(man),
+        batch_size=4,
+        progress=lambda m: None,
+    )
     report = S.run_stsp(lm, items, out, list(S.DIRECTIONS), FlakyText(tc), ac, **kw)
     rows = report["rows"]
     assert (rows["T2T"]["n"], rows["T2T"]["bad"]) == (3, 2)  # item 5 has no asr; one classifier failure
-    assert {b["id"] for b in rows["T2T"]["bad_items"]} == {"5", next(iter(json.loads(l)["id"] for l in
-                                                                         (out / "T2T.jsonl").read_text().splitlines()
-                                                                         if "exploded" in l))}
+    assert {b["id"] for b in rows["T2T"]["bad_items"]} == {
+        "5",
+        next(iter(json.loads(r)["id"] for r in (out / "T2T.jsonl").read_text().splitlines() if "exploded" in r)),
+    }
     assert (rows["T2S"]["n"], rows["T2S"]["bad"]) == (4, 1)
     assert (rows["S2S"]["n"], rows["S2S"]["bad"]) == (4, 1)  # missing.wav
     assert "item 4" in rows["S2T"]["bad_items"][0]["error"] and "missing.wav" in rows["S2T"]["bad_items"][0]["error"]
@@ -369,8 +437,19 @@ def test_fewshot_run_and_requirements(lm, classifiers, tmp_path):
 
     lm.generate_batch = spy
     try:
-        rep = S.run_stsp(lm, items, tmp_path / "o", ["S2T"], tc, None, shots=3, text_new_tokens=40, manifest=str(man), batch_size=4,
-                         progress=lambda m: None)
+        rep = S.run_stsp(
+            lm,
+            items,
+            tmp_path / "o",
+            ["S2T"],
+            tc,
+            None,
+            shots=3,
+            text_new_tokens=40,
+            manifest=str(man),
+            batch_size=4,
+            progress=lambda m: None,
+        )
     finally:
         del lm.generate_batch
     assert rep["rows"]["S2T"]["n"] == 3 and len(rep["few_shot_examples"]["S2T"]) == 3

@@ -28,11 +28,22 @@ CONV = tuple((32, k, s) for _, k, s in STANDARD_50HZ)  # narrow channels for spe
 
 
 def hf_classifier(seed=0, layers=2, labels=10):
-    cfg = Wav2Vec2Config(hidden_size=64, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=96,
-                         conv_dim=[c for c, _, _ in CONV], conv_kernel=[k for _, k, _ in CONV],
-                         conv_stride=[s for _, _, s in CONV], conv_bias=False, feat_extract_norm="group",
-                         do_stable_layer_norm=False, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                         classifier_proj_size=24, num_labels=labels)
+    cfg = Wav2Vec2Config(
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=96,
+        conv_dim=[c for c, _, _ in CONV],
+        conv_kernel=[k for _, k, _ in CONV],
+        conv_stride=[s for _, _, s in CONV],
+        conv_bias=False,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        classifier_proj_size=24,
+        num_labels=labels,
+    )
     torch.manual_seed(seed)
     m = Wav2Vec2ForSequenceClassification(cfg).eval()
     with torch.no_grad():
@@ -43,8 +54,9 @@ def hf_classifier(seed=0, layers=2, labels=10):
 
 
 # facebook/wav2vec2-base's preprocessor_config.json, which the reference downloads
-WAV2VEC2_BASE_FEATURES = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                                  do_normalize=True, return_attention_mask=False)
+WAV2VEC2_BASE_FEATURES = Wav2Vec2FeatureExtractor(
+    feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=False
+)
 
 
 def reference_style(m, wav: np.ndarray, pool_size: int = 50):
@@ -53,7 +65,7 @@ def reference_style(m, wav: np.ndarray, pool_size: int = 50):
     with torch.no_grad():
         h = m.projector(m.wav2vec2(inputs)[0])
         b, t, p = h.shape
-        pooled = torch.cat([h[:, i:i + pool_size].mean(1) for i in range(0, t, pool_size)], 1).view(b, -1, p)
+        pooled = torch.cat([h[:, i : i + pool_size].mean(1) for i in range(0, t, pool_size)], 1).view(b, -1, p)
         logits = m.classifier(pooled)
         units = torch.argmax(torch.log_softmax(logits, -1), -1).squeeze(0)
     return logits.numpy()[0], units.numpy()
@@ -72,7 +84,8 @@ def test_matches_reference_style_encoder_batched():
     for i, w in enumerate(wavs):
         batch[i, : len(w)] = w
     logits, units = jax.jit(lambda p, w, n: StyleEncoder(cfg).apply({"params": p}, w, n))(
-        params, jnp.asarray(batch), jnp.asarray([len(w) for w in wavs]))
+        params, jnp.asarray(batch), jnp.asarray([len(w) for w in wavs])
+    )
     for i, w in enumerate(wavs):
         ref_logits, ref_units = reference_style(m, w)
         c = int(units[i])
@@ -91,7 +104,7 @@ def test_normalisation_matches_wav2vec2_feature_extractor():
         ref = WAV2VEC2_BASE_FEATURES(w, sampling_rate=16000).input_values[0]
         assert np.abs(normalize(w) - ref).max() <= 1e-5
         assert np.abs(ours[i, : len(w)] - ref).max() <= 1e-5  # 1e-5: float32 mean/var reduction order
-        assert not ours[i, len(w):].any()
+        assert not ours[i, len(w) :].any()
 
 
 def test_converter_and_tokenizer(tmp_path):

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spiritlm_jax.tokens import (
-    MOST_COMMON_STYLES, RATES, SpiritTokenizer, TokenLayout, merge_units, parse_token, read_added_tokens,
-    string_to_units, units_to_string,
+    MOST_COMMON_STYLES,
+    RATES,
+    SpiritTokenizer,
+    TokenLayout,
+    merge_units,
+    parse_token,
+    read_added_tokens,
+    string_to_units,
+    units_to_string,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -199,10 +207,22 @@ def llama_like_sp(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("llama_like")
     spm.SentencePieceTrainer.train(
-        input=str(DATA / "english.txt"), model_prefix=str(d / "tokenizer"), vocab_size=300, model_type="bpe",
-        bos_id=1, eos_id=2, unk_id=0, pad_id=-1, remove_extra_whitespaces=False, add_dummy_prefix=True,
-        normalization_rule_name="identity", byte_fallback=True, split_digits=True, character_coverage=1.0,
-        minloglevel=2, num_threads=1,
+        input=str(DATA / "english.txt"),
+        model_prefix=str(d / "tokenizer"),
+        vocab_size=300,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=True,
+        normalization_rule_name="identity",
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=1.0,
+        minloglevel=2,
+        num_threads=1,
     )
     return d / "tokenizer.model"
 
@@ -212,12 +232,31 @@ def _hf_dir(d: Path, sp_model: Path, tokens: dict, config: bool = True) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     shutil.copy(sp_model, d / "tokenizer.model")
     if config:
-        decoder = {str(i): {"content": t, "special": False, "lstrip": False, "rstrip": False,
-                            "normalized": False, "single_word": False} for t, i in tokens.items()}
-        (d / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
-            "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "legacy": True,
-            "added_tokens_decoder": decoder}))
+        decoder = {
+            str(i): {
+                "content": t,
+                "special": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "single_word": False,
+            }
+            for t, i in tokens.items()
+        }
+        (d / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "LlamaTokenizer",
+                    "add_bos_token": True,
+                    "add_eos_token": False,
+                    "bos_token": "<s>",
+                    "eos_token": "</s>",
+                    "unk_token": "<unk>",
+                    "legacy": True,
+                    "added_tokens_decoder": decoder,
+                }
+            )
+        )
     return d
 
 
@@ -278,8 +317,9 @@ def test_ids_come_from_the_tokenizer_files(llama_like_sp, tmp_path):
     base = SpiritTokenizer.from_dir(d, expressive=False)  # only the BASE tokens of the files
     assert base.layout == TokenLayout(300, False)
     # plain tokenizer.model, no HF files: the layout table
-    assert SpiritTokenizer.from_dir(_hf_dir(tmp_path / "plain", llama_like_sp, {}, config=False)).layout == \
-        TokenLayout(300, False)
+    assert SpiritTokenizer.from_dir(_hf_dir(tmp_path / "plain", llama_like_sp, {}, config=False)).layout == TokenLayout(
+        300, False
+    )
     # an extra added token (a <pad> at 300) shifts the Spirit LM tokens by one: ids follow the files
     shifted = {"<pad>": 300, **{t: i + 1 for t, i in TokenLayout(300, False).special_tokens().items()}}
     tok = SpiritTokenizer.from_dir(_hf_dir(tmp_path / "shifted", llama_like_sp, shifted))
@@ -319,7 +359,11 @@ def test_encode_matches_transformers_llama_tokenizer(llama_like_sp, tmp_path):
     cases = [
         "[Text]hello there[Speech][Hu3][Hu7][Text]the fox",
         "[Speech]" + GOLDEN + "[Text]Please enter your password.",
-        "digits 12345 and unicode é ü 😀", "x[Text]y", "two  spaces\nnew line", "", "[St0][Pi63][Hu500]",
+        "digits 12345 and unicode é ü 😀",
+        "x[Text]y",
+        "two  spaces\nnew line",
+        "",
+        "[St0][Pi63][Hu500]",
         "[Text]The quick brown fox[Speech][Hu1][Hu2][Text]jumps over the lazy dog.",
     ]
     for s in cases:

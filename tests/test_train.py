@@ -17,8 +17,14 @@ from spiritlm_jax.config import ConfigError, load_config
 from spiritlm_jax.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["model.n_layers=2", "data.seq_len=64", "data.batch_size=4", "model.max_seq_len=64", "log_every=1",
-         "progress=false"]
+SMALL = [
+    "model.n_layers=2",
+    "data.seq_len=64",
+    "data.batch_size=4",
+    "model.max_seq_len=64",
+    "log_every=1",
+    "progress=false",
+]
 
 
 def _env(**extra):
@@ -28,8 +34,15 @@ def _env(**extra):
 
 
 def _train(args, **popen):
-    return subprocess.Popen([sys.executable, "-m", "spiritlm_jax.train", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "spiritlm_jax.train", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
@@ -47,7 +60,12 @@ def test_shipped_configs_load():
         cfg = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
         assert cfg.model.rope_theta == 1e5
     base = load_config(TrainConfig, ROOT / "configs" / "spiritlm_base_7b.yaml")
-    assert (base.model.vocab_size, base.data.seq_len, base.optim.lr, base.optim.schedule) == (32512, 4096, 3e-5, "constant")
+    assert (base.model.vocab_size, base.data.seq_len, base.optim.lr, base.optim.schedule) == (
+        32512,
+        4096,
+        3e-5,
+        "constant",
+    )
     assert base.data.batch_size * 8 * base.data.seq_len >= 1_000_000  # ~1M tokens/step on 8 hosts
 
 
@@ -70,13 +88,27 @@ def test_default_run_short_form_then_generate(tmp_path):
     assert summary["steps"] == 6 and "eval_loss" in summary["final"]
     assert (run / "tensorboard").is_dir() and sorted(os.listdir(run / "checkpoints"))[:2] == ["3", "6"]
 
-    from spiritlm_jax.generate import main as generate_main
     from spiritlm_jax.bundle import load_pretrained
+    from spiritlm_jax.generate import main as generate_main
 
     model, params = load_pretrained(run)
     assert model.cfg.vocab_size == 1024
-    assert generate_main(["--checkpoint", str(run), "--text", "please enter", "--output-modality", "text",
-                          "--greedy", "--max-new-tokens", "4"]) == 0
+    assert (
+        generate_main(
+            [
+                "--checkpoint",
+                str(run),
+                "--text",
+                "please enter",
+                "--output-modality",
+                "text",
+                "--greedy",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
 
 
 def test_sigkill_resume_is_exact(tmp_path):
@@ -103,8 +135,18 @@ def test_sigkill_resume_is_exact(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    p = _train(SMALL + ["steps=30", "checkpoint.every=2", "optim.lr=1e6", "optim.grad_clip=0", "optim.warmup_steps=0",
-                        "eval_every=0", f"out_dir={tmp_path}"])
+    p = _train(
+        SMALL
+        + [
+            "steps=30",
+            "checkpoint.every=2",
+            "optim.lr=1e6",
+            "optim.grad_clip=0",
+            "optim.warmup_steps=0",
+            "eval_every=0",
+            f"out_dir={tmp_path}",
+        ]
+    )
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 1 and "training stopped: loss is" in out, out
     good = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
@@ -133,9 +175,25 @@ def test_two_processes_train_one_model(tmp_path):
     procs = []
     for pid in range(2):
         env = _env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", script, *SMALL, "steps=4", "eval_every=0", "checkpoint.every=100",
-             f"out_dir={tmp_path}"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    script,
+                    *SMALL,
+                    "steps=4",
+                    "eval_every=0",
+                    "checkpoint.every=100",
+                    f"out_dir={tmp_path}",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     results = [json.loads(o.split("RESULT ", 1)[1].splitlines()[0]) for o in outs]
@@ -154,11 +212,17 @@ def test_resume_onto_a_different_mesh(tmp_path):
 
     assert jax.device_count() == 8
     base = SMALL + ["eval_every=0", "checkpoint.every=2", "checkpoint.async_save=false", "data.batch_size=8"]
-    ref = load_config(TrainConfig, None, base + ["steps=4", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
-                                                 f"out_dir={tmp_path / 'ref'}"])
+    ref = load_config(
+        TrainConfig,
+        None,
+        base + ["steps=4", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", f"out_dir={tmp_path / 'ref'}"],
+    )
     run(ref)
-    first = load_config(TrainConfig, None, base + ["steps=2", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",
-                                                   f"out_dir={tmp_path / 'moved'}"])
+    first = load_config(
+        TrainConfig,
+        None,
+        base + ["steps=2", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2", f"out_dir={tmp_path / 'moved'}"],
+    )
     run(first)
     moved = load_config(TrainConfig, None, base + ["steps=4", "mesh.data=-1", f"out_dir={tmp_path / 'moved'}"])
     run(moved)
@@ -171,18 +235,34 @@ def test_init_from_imported_checkpoint_with_vocab_extension(tmp_path, capsys):
     kept, the new ones initialised; a mismatched architecture is a config error naming the field."""
     import jax
     import torch
-    from transformers import LlamaConfig as HFConfig, LlamaForCausalLM
+    from transformers import LlamaConfig as HFConfig
+    from transformers import LlamaForCausalLM
 
     from spiritlm_jax.bundle import load_pretrained
     from spiritlm_jax.training.loop import run
     from tools.convert_weights.llama_from_hf import convert
 
     torch.manual_seed(0)
-    hf = LlamaForCausalLM(HFConfig(vocab_size=512, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256))
+    hf = LlamaForCausalLM(
+        HFConfig(
+            vocab_size=512,
+            hidden_size=128,
+            intermediate_size=352,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        )
+    )
     hf.save_pretrained(tmp_path / "hf")
     convert(tmp_path / "hf", tmp_path / "jax", progress=False)
-    common = SMALL + ["steps=2", "data.batch_size=8", "eval_every=0", "checkpoint.async_save=false", f"init.checkpoint={tmp_path / 'jax'}"]
+    common = SMALL + [
+        "steps=2",
+        "data.batch_size=8",
+        "eval_every=0",
+        "checkpoint.async_save=false",
+        f"init.checkpoint={tmp_path / 'jax'}",
+    ]
     run(load_config(TrainConfig, None, common + [f"out_dir={tmp_path / 'run'}"]))
     assert "initialised from" in capsys.readouterr().out
     _, src = load_pretrained(tmp_path / "jax")
@@ -208,9 +288,25 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
 
     work = tmp_path / "work"
     shutil.copytree(DEMO_CORPUS, work / "corp1")
-    p = subprocess.Popen([sys.executable, "-m", "spiritlm_jax.train", *SMALL, "steps=2", "eval_every=0",
-                          "checkpoint.every=2", "checkpoint.async_save=false", "data.corpus=corp1", "out_dir=run"],
-                         cwd=work, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spiritlm_jax.train",
+            *SMALL,
+            "steps=2",
+            "eval_every=0",
+            "checkpoint.every=2",
+            "checkpoint.async_save=false",
+            "data.corpus=corp1",
+            "out_dir=run",
+        ],
+        cwd=work,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out
     shutil.rmtree(work / "corp1")
@@ -225,12 +321,32 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     lm = SpiritLM.from_checkpoint(moved)
     assert lm.speech_tokenizer is not None and lm.layout.vocab_size <= lm.model.cfg.vocab_size
-    gen = lm.generate([("text", "please enter")], OutputModality.TEXT,
-                      GenerationConfig(max_new_tokens=4, do_sample=False))
+    gen = lm.generate(
+        [("text", "please enter")], OutputModality.TEXT, GenerationConfig(max_new_tokens=4, do_sample=False)
+    )
     assert len(gen) == 1 and isinstance(gen[0].content, str)
-    cli = subprocess.run([sys.executable, "-m", "spiritlm_jax.generate", "--checkpoint", str(moved), "--text",
-                          "please enter", "--output-modality", "text", "--greedy", "--max-new-tokens", "4"],
-                         cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spiritlm_jax.generate",
+            "--checkpoint",
+            str(moved),
+            "--text",
+            "please enter",
+            "--output-modality",
+            "text",
+            "--greedy",
+            "--max-new-tokens",
+            "4",
+        ],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
     assert cli.returncode == 0, cli.stdout
 
 

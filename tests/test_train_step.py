@@ -23,14 +23,17 @@ def _batches(n, b=8, t=16, seed=0):
     for _ in range(n):
         tokens = rng.integers(0, CFG.vocab_size, (b, t), dtype=np.int32)
         seg = np.ones((b, t), np.int32)
-        seg[:, t // 2:] = 2  # two packed documents per row
+        seg[:, t // 2 :] = 2  # two packed documents per row
         pos = np.concatenate([np.arange(t // 2), np.arange(t - t // 2)])[None].repeat(b, 0).astype(np.int32)
         targets = np.roll(tokens, -1, 1)
         targets[:, t // 2 - 1] = -1  # no target across the document boundary
         targets[:, -1] = -1
         loss_groups = rng.integers(0, 3, (b, 1)).repeat(t, 1).astype(np.int32)
-        out.append(dict(tokens=tokens, targets=targets.astype(np.int32), segment_ids=seg, positions=pos,
-                        loss_groups=loss_groups))
+        out.append(
+            dict(
+                tokens=tokens, targets=targets.astype(np.int32), segment_ids=seg, positions=pos, loss_groups=loss_groups
+            )
+        )
     return out
 
 
@@ -70,8 +73,11 @@ def test_grad_accumulation_equals_full_batch():
 
 
 def test_weight_decay_mask_skips_norms_and_embeddings():
-    params = {"embed": {"embedding": jnp.ones((4, 2))}, "final_norm": {"scale": jnp.ones(2)},
-              "layers": {"attn_norm": {"scale": jnp.ones((1, 2))}, "mlp": {"up": {"kernel": jnp.ones((1, 2, 2))}}}}
+    params = {
+        "embed": {"embedding": jnp.ones((4, 2))},
+        "final_norm": {"scale": jnp.ones(2)},
+        "layers": {"attn_norm": {"scale": jnp.ones((1, 2))}, "mlp": {"up": {"kernel": jnp.ones((1, 2, 2))}}},
+    }
     zero = jax.tree.map(jnp.zeros_like, params)
     cfg = OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.5, grad_clip=0)
     tx = make_optimizer(cfg, 10)
@@ -80,8 +86,9 @@ def test_weight_decay_mask_skips_norms_and_embeddings():
     assert float(jnp.abs(upd["final_norm"]["scale"]).max()) == 0
     assert float(jnp.abs(upd["layers"]["attn_norm"]["scale"]).max()) == 0
     assert float(jnp.abs(upd["layers"]["mlp"]["up"]["kernel"]).max()) > 0
-    tx_all = make_optimizer(OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.5, grad_clip=0,
-                                        decay_norms_and_embeddings=True), 10)
+    tx_all = make_optimizer(
+        OptimConfig(lr=0.1, warmup_steps=0, weight_decay=0.5, grad_clip=0, decay_norms_and_embeddings=True), 10
+    )
     upd, _ = tx_all.update(zero, tx_all.init(params), params)
     assert float(jnp.abs(upd["embed"]["embedding"]).max()) > 0
 

@@ -17,20 +17,41 @@ from tools.convert_weights.hifigan_from_pt import params_from_state_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 
-TINY = dict(upsample_rates=(4, 4), upsample_kernel_sizes=(8, 8), upsample_initial_channel=16,
-            resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3, 5),))
-BASE = HifiGanConfig(num_embeddings=501, embedding_dim=8, num_speakers=4, num_styles=10,
-                     dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0), **TINY)
-EXPRESSIVE = HifiGanConfig(num_embeddings=501, embedding_dim=8, num_f0_tokens=64, num_style_tokens=100, num_speakers=3,
-                           multistyle=False, dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0), **TINY)
+TINY = dict(
+    upsample_rates=(4, 4),
+    upsample_kernel_sizes=(8, 8),
+    upsample_initial_channel=16,
+    resblock_kernel_sizes=(3,),
+    resblock_dilation_sizes=((1, 3, 5),),
+)
+BASE = HifiGanConfig(
+    num_embeddings=501,
+    embedding_dim=8,
+    num_speakers=4,
+    num_styles=10,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+    **TINY,
+)
+EXPRESSIVE = HifiGanConfig(
+    num_embeddings=501,
+    embedding_dim=8,
+    num_f0_tokens=64,
+    num_style_tokens=100,
+    num_speakers=3,
+    multistyle=False,
+    dur_predictor_params=DurPredictorConfig(8, 8, 3, 0.0),
+    **TINY,
+)
 TOL = 1e-4
 
 
 def make(cfg, seed=0):
     ref = RefCodeGenerator(cfg).randomize(seed).eval()
     params = params_from_state_dict(ref_state_dict(ref), cfg)
-    names = dict(speakers=[f"spk{i}" for i in range(cfg.num_speakers)],
-                 styles=[f"st{i}" for i in range(cfg.num_styles)] if cfg.multistyle else None)
+    names = dict(
+        speakers=[f"spk{i}" for i in range(cfg.num_speakers)],
+        styles=[f"st{i}" for i in range(cfg.num_styles)] if cfg.multistyle else None,
+    )
     return ref, Vocoder(params, cfg, **names, max_batch=4)
 
 
@@ -45,7 +66,7 @@ def expressive():
 
 
 def run_ref(ref, hubert, pitch=None, style=None, spkr=2, gstyle=8, dur_pred=True):
-    t = (lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.long))
+    t = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.long)
     with torch.no_grad():
         return ref(t(hubert), t(pitch), t(style), spkr=spkr, style=gstyle, dur_pred=dur_pred).numpy()
 
@@ -150,13 +171,17 @@ def test_write_wav_and_directory_round_trip(tmp_path, base):
     audio = voc.vocode("[Hu5][Hu9][Hu11]")
     write_wav(tmp_path / "out.wav", audio)
     back, sr = sf.read(tmp_path / "out.wav", dtype="float32")
-    assert sr == 16000 and back.shape == audio.shape and np.abs(back - audio).max() <= 1 / 2 ** 15
+    assert sr == 16000 and back.shape == audio.shape and np.abs(back - audio).max() <= 1 / 2**15
     out = voc.save(tmp_path / "voc")
     loaded = Vocoder.load(out)
     assert loaded.cfg == BASE and loaded.speakers == voc.speakers and loaded.styles == voc.styles
     assert np.array_equal(loaded.vocode("[Hu5][Hu9][Hu11]"), audio)
-    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("embedding_dim: 8", "embedding_dim: 16")
-                                     .replace("encoder_embed_dim: 8", "encoder_embed_dim: 16"))
+    (out / "config.yaml").write_text(
+        (out / "config.yaml")
+        .read_text()
+        .replace("embedding_dim: 8", "embedding_dim: 16")
+        .replace("encoder_embed_dim: 8", "encoder_embed_dim: 16")
+    )
     with pytest.raises(ValueError, match=r"parameter dict/embedding has shape \(501, 8\), expected \(501, 16\)"):
         Vocoder.load(out)
     with pytest.raises(FileExistsError):

@@ -125,17 +125,37 @@ def train_sentencepiece(lines: list[str], vocab: int, path: Path) -> Path:
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab, model_type="bpe", bos_id=1, eos_id=2,
-        unk_id=0, pad_id=-1, character_coverage=1.0, normalization_rule_name="identity", num_threads=1,
-        minloglevel=2, byte_fallback=False, split_digits=True,
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=vocab,
+        model_type="bpe",
+        bos_id=1,
+        eos_id=2,
+        unk_id=0,
+        pad_id=-1,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        num_threads=1,
+        minloglevel=2,
+        byte_fallback=False,
+        split_digits=True,
     )
     path.write_bytes(model.getvalue())
     return path
 
 
-def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], max_aligned: int = 400,
-          k: int = 100, vocab: int = 512, seed: int = 0, kmeans_steps: int = 300, voices_per_prompt: int = 2,
-          progress: bool = True) -> dict:
+def build(
+    out: Path,
+    prompts: list[tuple[str, Path, str]],
+    own_text: list[str],
+    max_aligned: int = 400,
+    k: int = 100,
+    vocab: int = 512,
+    seed: int = 0,
+    kmeans_steps: int = 300,
+    voices_per_prompt: int = 2,
+    progress: bool = True,
+) -> dict:
     """Build the corpus into `out` (replacing its OUTPUTS) and return corpus.json's content."""
     from tqdm import tqdm
 
@@ -150,37 +170,54 @@ def build(out: Path, prompts: list[tuple[str, Path, str]], own_text: list[str], 
         import soundfile as sf
 
         (tmp / "synth").mkdir()
-        jobs = [(i, VOICES[(n * voices_per_prompt + j) % len(VOICES)])
-                for n, i in enumerate(chosen) for j in range(voices_per_prompt)]
+        jobs = [
+            (i, VOICES[(n * voices_per_prompt + j) % len(VOICES)])
+            for n, i in enumerate(chosen)
+            for j in range(voices_per_prompt)
+        ]
         for i, (voice, speed) in tqdm(jobs, desc="espeak-ng", disable=not progress):
             name, _, text = prompts[i]
             audio, words = synth_aligned(text, voice, speed, rng, tmp)
             path = tmp / "synth" / f"{len(manifest):05d}.wav"
             sf.write(path, audio, SAMPLE_RATE, subtype="FLOAT")
-            manifest.append({"audio": str(path), "words": words, "id": f"espeak-{voice}-{speed}/{name}",
-                             "source": "espeak-ng"})
+            manifest.append(
+                {"audio": str(path), "words": words, "id": f"espeak-{voice}-{speed}/{name}", "source": "espeak-ng"}
+            )
         (tmp / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in manifest))
         texts = list(dict.fromkeys([t for _, _, t in prompts] + own_text))
         (tmp / "demo_text.txt").write_text("\n".join(texts) + "\n")
 
         # units: k-means over the log-mel frames of all the audio
-        x = np.concatenate([feats(load_audio(e["audio"]))
-                            for e in tqdm(manifest, desc="log-mel", disable=not progress)])
+        x = np.concatenate(
+            [feats(load_audio(e["audio"])) for e in tqdm(manifest, desc="log-mel", disable=not progress)]
+        )
         res = train_kmeans(x, k, seed=seed, steps=kmeans_steps, batch_size=min(4096, len(x)), progress=progress)
         for name in OUTPUTS:
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         training = {"seed": seed, "steps": kmeans_steps, "files": len(manifest), "source": "demo corpus audio"}
-        save_component(out / "quantizer", KMEANS_SPEC, {"centroids": res.centroids},
-                       {KMEANS_FILE: kmeans_config(res, feats.params(), training)})
+        save_component(
+            out / "quantizer",
+            KMEANS_SPEC,
+            {"centroids": res.centroids},
+            {KMEANS_FILE: kmeans_config(res, feats.params(), training)},
+        )
         sp_model = train_sentencepiece(texts, vocab, out / "tokenizer.model")
 
         # examples through the preparation path (same tokenizer a user would apply)
         prepared = tmp / "prepared"
-        summary = prepare(PrepareConfig(out=str(prepared), manifest=(str(tmp / "manifest.jsonl"),),
-                                        text=(str(tmp / "demo_text.txt"),), tokenizer=f"mel:{out / 'quantizer'}",
-                                        sp_model=str(sp_model), format="jsonl", progress=progress))
+        summary = prepare(
+            PrepareConfig(
+                out=str(prepared),
+                manifest=(str(tmp / "manifest.jsonl"),),
+                text=(str(tmp / "demo_text.txt"),),
+                tokenizer=f"mel:{out / 'quantizer'}",
+                sp_model=str(sp_model),
+                format="jsonl",
+                progress=progress,
+            )
+        )
         if summary["bad_files"]:
             raise RuntimeError(f"demo inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")
         counts = {}
@@ -224,8 +261,9 @@ def main(argv=None) -> int:
     prompts = read_prompts()
     own = [ln.strip() for ln in OWN_TEXT.read_text().splitlines() if ln.strip()]
     print(f"{len(prompts)} transcribed prompts, {len(own)} own text lines")
-    corpus = build(Path(args.out), prompts, own, args.max_aligned, args.k, args.vocab,
-                   voices_per_prompt=args.voices_per_prompt)
+    corpus = build(
+        Path(args.out), prompts, own, args.max_aligned, args.k, args.vocab, voices_per_prompt=args.voices_per_prompt
+    )
     print(json.dumps(corpus, indent=2))
     return 0
 

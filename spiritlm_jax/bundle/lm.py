@@ -25,8 +25,9 @@ from spiritlm_jax.model.llama import Llama
 
 LM_CONFIG = "config.yaml"
 EXTRA_FILE = "extra.json"
-SHAPE_FIELDS = frozenset({"vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff",
-                          "tie_embeddings"})
+SHAPE_FIELDS = frozenset(
+    {"vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "tie_embeddings"}
+)
 
 
 def abstract_lm_params(cfg: LlamaConfig):

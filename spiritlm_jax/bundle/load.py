@@ -18,9 +18,9 @@ from typing import Any, Optional
 from spiritlm_jax.bundle.lm import load_pretrained, save_lm
 from spiritlm_jax.bundle.manifest import MANIFEST, BundleManifest, decide_expressive, read_manifest, write_manifest
 from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files, load_text_tokenizer
-from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.speech.tokenizer import PITCH_DIRS, STYLE_DIR, SpeechTokenizer
 from spiritlm_jax.speech.vocoder import Vocoder
 from spiritlm_jax.tokens import SpiritTokenizer
@@ -47,8 +47,14 @@ class Bundle:
         return Llama(self.lm_config)
 
 
-def save_bundle(directory: str | Path, params, cfg: LlamaConfig, tokenizer_src: Optional[str | Path] = None,
-                expressive: Optional[bool] = None, extra: Optional[dict] = None) -> Path:
+def save_bundle(
+    directory: str | Path,
+    params,
+    cfg: LlamaConfig,
+    tokenizer_src: Optional[str | Path] = None,
+    expressive: Optional[bool] = None,
+    extra: Optional[dict] = None,
+) -> Path:
     """An LM directory that is a bundle: params + config.yaml (+ extra.json), the tokenizer files of
     `tokenizer_src` copied in, and bundle.yaml (`expressive` as `decide_expressive`)."""
     d = save_lm(directory, params, cfg, extra=extra)
@@ -58,8 +64,13 @@ def save_bundle(directory: str | Path, params, cfg: LlamaConfig, tokenizer_src: 
     return d
 
 
-def write_bundle_manifest(directory: str | Path, expressive: Optional[bool] = None, lm: str = ".",
-                          speech_tokenizer: Optional[str] = None, vocoder: Optional[str] = None) -> BundleManifest:
+def write_bundle_manifest(
+    directory: str | Path,
+    expressive: Optional[bool] = None,
+    lm: str = ".",
+    speech_tokenizer: Optional[str] = None,
+    vocoder: Optional[str] = None,
+) -> BundleManifest:
     """bundle.yaml for the files now in `directory` (tokenizer files at its root). Without a readable
     tokenizer.model (none, or one SentencePiece cannot read) the declared `expressive` (default BASE)
     is recorded, with a warning for an unreadable one."""
@@ -69,10 +80,12 @@ def write_bundle_manifest(directory: str | Path, expressive: Optional[bool] = No
         try:
             expr = decide_expressive(d, expressive)
         except ValueError as e:
-            print(f"warning: {d}: the text tokenizer cannot be read as a Spirit LM tokenizer ({e}); "
-                  f"bundle.yaml records expressive={expr}", file=sys.stderr)
-    manifest = BundleManifest(expressive=expr, lm=lm, tokenizer=".", speech_tokenizer=speech_tokenizer,
-                              vocoder=vocoder)
+            print(
+                f"warning: {d}: the text tokenizer cannot be read as a Spirit LM tokenizer ({e}); "
+                f"bundle.yaml records expressive={expr}",
+                file=sys.stderr,
+            )
+    manifest = BundleManifest(expressive=expr, lm=lm, tokenizer=".", speech_tokenizer=speech_tokenizer, vocoder=vocoder)
     write_manifest(d, manifest)
     return manifest
 
@@ -85,22 +98,33 @@ def resolve_bundle_dir(path: str | Path, variant: Optional[str] = None) -> Path:
     if (path / MANIFEST).is_file():
         return path
     if not (path / TREE_MANIFEST).is_file():
-        hint = ("; a run trained before bundles gets one by re-running its train command (it resumes at its "
-                "last step)") if (path / "checkpoints").is_dir() else ""
-        raise FileNotFoundError(f"{path} has no {MANIFEST}: give a training run, a converted model directory "
-                                f"or a converted reference tree (tools/convert_weights){hint}")
+        hint = (
+            ("; a run trained before bundles gets one by re-running its train command (it resumes at its last step)")
+            if (path / "checkpoints").is_dir()
+            else ""
+        )
+        raise FileNotFoundError(
+            f"{path} has no {MANIFEST}: give a training run, a converted model directory "
+            f"or a converted reference tree (tools/convert_weights){hint}"
+        )
     summary = json.loads((path / TREE_MANIFEST).read_text()).get("components", {})
-    models = sorted(path / e["output"] for name, e in summary.items()
-                    if name.startswith("lm_") and e.get("status") in ("converted", "exists")
-                    and (path / e["output"] / MANIFEST).is_file())
+    models = sorted(
+        path / e["output"]
+        for name, e in summary.items()
+        if name.startswith("lm_")
+        and e.get("status") in ("converted", "exists")
+        and (path / e["output"] / MANIFEST).is_file()
+    )
     if variant is not None:
         models = [p for p in models if variant.lower() in p.name.lower()]
     if not models:
         which = f" matching variant={variant!r}" if variant is not None else ""
         raise ValueError(f"{path} is a converted tree without a language model{which}")
     if len(models) > 1:
-        raise ValueError(f"{path} is a converted tree with language models {', '.join(p.name for p in models)}; "
-                         "pass variant='base' or 'expressive' (or the model's folder)")
+        raise ValueError(
+            f"{path} is a converted tree with language models {', '.join(p.name for p in models)}; "
+            "pass variant='base' or 'expressive' (or the model's folder)"
+        )
     return models[0]
 
 
@@ -111,22 +135,27 @@ def load_speech_tokenizer(directory: str | Path, expressive: bool):
         return MelUnitTokenizer(d)
     missing = [p for p in (*PITCH_DIRS, STYLE_DIR) if not (d / p).is_dir()]
     if expressive and missing:
-        print(f"warning: EXPRESSIVE model, but {d} has no {', '.join(missing)}; speech inputs get "
-              "HuBERT units only", file=sys.stderr)
+        print(
+            f"warning: EXPRESSIVE model, but {d} has no {', '.join(missing)}; speech inputs get HuBERT units only",
+            file=sys.stderr,
+        )
     return SpeechTokenizer.load(d, expressive=expressive and not missing)
 
 
-def load_bundle(path: str | Path, variant: Optional[str] = None, vocoder: Optional[str | Path] = None,
-                shardings=None, **numerics) -> Bundle:
+def load_bundle(
+    path: str | Path, variant: Optional[str] = None, vocoder: Optional[str | Path] = None, shardings=None, **numerics
+) -> Bundle:
     """Read a bundle (see the module docstring). `vocoder` replaces the bundle's vocoder; `numerics`
     override dtype/attention of the LM (e.g. dtype="float32"; param_dtype casts the stored params)."""
     d = resolve_bundle_dir(path, variant)
     manifest = read_manifest(d)
     model, params = load_pretrained(d / manifest.lm, shardings=shardings, **numerics)
     tokenizer = load_text_tokenizer(d / manifest.tokenizer, expressive=manifest.expressive)
-    speech = load_speech_tokenizer(d / manifest.speech_tokenizer, manifest.expressive) \
-        if manifest.speech_tokenizer is not None else None
-    voc_dir = Path(vocoder) if vocoder is not None else (
-        d / manifest.vocoder if manifest.vocoder is not None else None)
+    speech = (
+        load_speech_tokenizer(d / manifest.speech_tokenizer, manifest.expressive)
+        if manifest.speech_tokenizer is not None
+        else None
+    )
+    voc_dir = Path(vocoder) if vocoder is not None else (d / manifest.vocoder if manifest.vocoder is not None else None)
     voc = Vocoder.load(voc_dir) if voc_dir is not None else None
     return Bundle(d, model.cfg, params, tokenizer, manifest.expressive, speech_tokenizer=speech, vocoder=voc)

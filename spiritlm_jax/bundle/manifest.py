@@ -49,8 +49,10 @@ def write_manifest(directory: str | Path, manifest: BundleManifest) -> Path:
 def read_manifest(directory: str | Path) -> BundleManifest:
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{Path(directory)} has no {MANIFEST}: not a bundle (a training run, a converted "
-                                "model directory (tools/convert_weights) or a converted reference tree)")
+        raise FileNotFoundError(
+            f"{Path(directory)} has no {MANIFEST}: not a bundle (a training run, a converted "
+            "model directory (tools/convert_weights) or a converted reference tree)"
+        )
     return from_dict(BundleManifest, read_yaml(path))
 
 

@@ -14,8 +14,15 @@ from typing import Optional
 from spiritlm_jax.tokens import SpiritTokenizer
 
 SP_MODEL = "tokenizer.model"
-TOKENIZER_FILES = (SP_MODEL, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json", "chat_template.jinja", "chat_template.json")
+TOKENIZER_FILES = (
+    SP_MODEL,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 def sp_model_path(path: str | Path) -> Path:

@@ -46,8 +46,9 @@ def read_only_manager(directory: str | Path) -> ocp.CheckpointManager:
     path = Path(directory).absolute()
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    return ocp.CheckpointManager(path, item_names=ITEM_NAMES,
-                                 options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    return ocp.CheckpointManager(
+        path, item_names=ITEM_NAMES, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+    )
 
 
 def pick_step(mngr: ocp.CheckpointManager, directory, step: Optional[int]) -> int:
@@ -65,6 +66,7 @@ def restore_params(directory: str | Path, step: Optional[int] = None):
     """
     mngr = read_only_manager(directory)
     step = pick_step(mngr, directory, step)
-    out = mngr.restore(step, args=ocp.args.Composite(
-        **{STATE_ITEM: ocp.args.StandardRestore(), META_ITEM: ocp.args.JsonRestore()}))
+    out = mngr.restore(
+        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(), META_ITEM: ocp.args.JsonRestore()})
+    )
     return out[STATE_ITEM][PARAMS_KEY], out[META_ITEM]

@@ -13,15 +13,37 @@ Corpus preparation lives in the prepare/ package; the k-means unit quantizer is 
 from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS, LOSS_GROUPS
 from spiritlm_jax.data.interleave import Encoded, encode_example, example_rng, interleave, plan_spans, windows
 from spiritlm_jax.data.pipeline import (
-    DataConfig, build_eval_batches, build_iterator, build_train_iterator, check_vocab, example_dataset,
+    DataConfig,
+    build_eval_batches,
+    build_iterator,
+    build_train_iterator,
+    check_vocab,
+    example_dataset,
     load_tokenizer,
 )
 from spiritlm_jax.data.sources import KINDS, ExampleSource, read_examples, shard_files, write_array_record, write_jsonl
 
 __all__ = [
-    "BATCH_KEYS", "KINDS", "LOSS_GROUPS", "LOSS_GROUP_IDS", "DataConfig", "Encoded", "ExampleSource",
-    "build_eval_batches", "build_iterator", "build_train_iterator", "check_vocab", "encode_example", "example_dataset",
+    "BATCH_KEYS",
+    "KINDS",
+    "LOSS_GROUPS",
+    "LOSS_GROUP_IDS",
+    "DataConfig",
+    "Encoded",
+    "ExampleSource",
+    "build_eval_batches",
+    "build_iterator",
+    "build_train_iterator",
+    "check_vocab",
+    "encode_example",
+    "example_dataset",
     "example_rng",
-    "interleave", "load_tokenizer", "plan_spans", "read_examples", "shard_files", "windows", "write_array_record",
+    "interleave",
+    "load_tokenizer",
+    "plan_spans",
+    "read_examples",
+    "shard_files",
+    "windows",
+    "write_array_record",
     "write_jsonl",
 ]

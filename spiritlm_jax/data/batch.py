@@ -15,4 +15,3 @@ from __future__ import annotations
 LOSS_GROUPS = ("text", "speech", "interleaved")
 LOSS_GROUP_IDS = {"text": 0, "speech": 1, "aligned": 2}  # example kind -> id in LOSS_GROUPS
 BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "loss_groups")
-

@@ -125,8 +125,9 @@ def word_of_frame(starts: np.ndarray, n_frames: int, rate: float) -> np.ndarray:
     return np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
 
 
-def interleave(ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15),
-               kinds: Sequence[str] = ("hubert",)) -> list[tuple[Span, object]]:
+def interleave(
+    ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15), kinds: Sequence[str] = ("hubert",)
+) -> list[tuple[Span, object]]:
     """Aligned example -> [(span, content)]: content is the text of a text span or the merged
     (time_s, stream, unit) list of a speech span (markers not included)."""
     words = ex.get("words")
@@ -136,16 +137,20 @@ def interleave(ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_sp
         raise ValueError("aligned example has no 'hubert' units")
     duration = streams["hubert"].size / RATES["hubert"]
     if starts[-1] > duration + 1.0:
-        raise ValueError(f"aligned example: word times (last start {starts[-1]:.2f} s) run past the "
-                         f"units ({duration:.2f} s of HuBERT frames)")
+        raise ValueError(
+            f"aligned example: word times (last start {starts[-1]:.2f} s) run past the "
+            f"units ({duration:.2f} s of HuBERT frames)"
+        )
     owner = {k: word_of_frame(starts, v.size, RATES[k]) for k, v in streams.items() if v is not None}
     out: list[tuple[Span, object]] = []
     for span in plan_spans(len(words), rng, text_span, speech_span):
         if span.modality == TEXT:
-            out.append((span, " ".join(w[0] for w in words[span.first:span.end])))
+            out.append((span, " ".join(w[0] for w in words[span.first : span.end])))
         else:
-            sliced = {k: (None if v is None else v[(owner[k] >= span.first) & (owner[k] < span.end)])
-                      for k, v in streams.items()}
+            sliced = {
+                k: (None if v is None else v[(owner[k] >= span.first) & (owner[k] < span.end)])
+                for k, v in streams.items()
+            }
             out.append((span, merge_units(**sliced)))
     return out
 
@@ -158,8 +163,9 @@ def _text_ids(tok: SpiritTokenizer, text: str) -> list[int]:
     return tok.encode(text, bos=False, eos=False) if text else []
 
 
-def encode_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30),
-                   speech_span=(5, 15)) -> Encoded:
+def encode_example(
+    ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)
+) -> Encoded:
     """Example -> Encoded(tokens, loss_groups) with BOS ... EOS. ValueError on malformed input."""
     if not isinstance(ex, dict):
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
@@ -202,7 +208,7 @@ def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] =
     if n <= seq_len:
         return [enc]
     if speech_prefix is None:
-        return [Encoded(enc.tokens[i:i + seq_len], enc.loss_groups[i:i + seq_len]) for i in range(0, n, seq_len)]
+        return [Encoded(enc.tokens[i : i + seq_len], enc.loss_groups[i : i + seq_len]) for i in range(0, n, seq_len)]
     p = len(speech_prefix)
     if list(enc.tokens[:p]) != list(speech_prefix):
         raise ValueError("windows: the example does not start with the given prefix")
@@ -212,6 +218,6 @@ def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] =
     step = seq_len - p
     out = []
     for i in range(0, len(body), step):
-        toks = np.concatenate([prefix, body[i:i + step]])
+        toks = np.concatenate([prefix, body[i : i + step]])
         out.append(Encoded(toks, np.full(toks.shape, enc.loss_groups[0], np.int32)))
     return out

@@ -130,8 +130,10 @@ def check_vocab(cfg: DataConfig, model_vocab_size: int) -> None:
         layout = json.loads(summary.read_text()).get("layout", {})
         n = layout.get("text_vocab_size")
         if n is not None and int(n) != tok.layout.text_vocab_size:
-            raise ConfigError(f"data.tokenizer: {cfg.tokenizer_path} has {tok.layout.text_vocab_size} pieces but "
-                              f"{summary} says the corpus was prepared with {n}")
+            raise ConfigError(
+                f"data.tokenizer: {cfg.tokenizer_path} has {tok.layout.text_vocab_size} pieces but "
+                f"{summary} says the corpus was prepared with {n}"
+            )
     if not any(shard_files(cfg.corpus_dir, "train", k) for k in KINDS):
         raise ConfigError(f"data.corpus: {cfg.corpus_dir} has no training shards (see spiritlm_jax/data/sources.py)")
 
@@ -164,8 +166,9 @@ class _KindStream:
         index = self.start + r
         ex = self.source[index]
         if ex.get("kind") != self.kind:
-            raise ValueError(f"{self.source.describe(index)}: example of kind {ex.get('kind')!r} "
-                             f"in the {self.kind!r} shards")
+            raise ValueError(
+                f"{self.source.describe(index)}: example of kind {ex.get('kind')!r} in the {self.kind!r} shards"
+            )
         rng = example_rng(self.cfg.seed, epoch, index, self.kind_id)
         try:
             enc = encode_example(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span)
@@ -188,14 +191,18 @@ def example_dataset(cfg: DataConfig, split: str = "train", process_index: int = 
         src = ExampleSource(files)
         start, stop = shard_range(len(src), process_index, process_count)
         if stop == start:
-            raise ValueError(f"{len(src)} {kind} examples in {cfg.corpus_dir} ({split}) cannot feed "
-                             f"{process_count} processes: process {process_index} gets none")
+            raise ValueError(
+                f"{len(src)} {kind} examples in {cfg.corpus_dir} ({split}) cannot feed "
+                f"{process_count} processes: process {process_index} gets none"
+            )
         length = (stop - start) * cfg.num_epochs if cfg.num_epochs else sys.maxsize
         streams.append(grain.MapDataset.range(length).map(_KindStream(cfg, tok, src, kind, start, stop)))
         weights.append(float(w))
     if not streams:
-        raise ValueError(f"{cfg.corpus_dir} ({split}): no shards of any kind with a non-zero weight "
-                         f"(weights text/speech/aligned = {cfg.weights})")
+        raise ValueError(
+            f"{cfg.corpus_dir} ({split}): no shards of any kind with a non-zero weight "
+            f"(weights text/speech/aligned = {cfg.weights})"
+        )
     return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
 
 
@@ -206,10 +213,10 @@ def pack_row(windows_: list[Encoded], seq_len: int) -> dict[str, np.ndarray]:
     used = 0
     for seg, w in enumerate(windows_, 1):
         n = len(w.tokens)
-        row["tokens"][used:used + n] = w.tokens
-        row["loss_groups"][used:used + n] = w.loss_groups
-        row["segment_ids"][used:used + n] = seg
-        row["positions"][used:used + n] = np.arange(n)
+        row["tokens"][used : used + n] = w.tokens
+        row["loss_groups"][used : used + n] = w.loss_groups
+        row["segment_ids"][used : used + n] = seg
+        row["positions"][used : used + n] = np.arange(n)
         used += n
     if used > seq_len:
         raise ValueError(f"windows hold {used} tokens, more than seq_len {seq_len}")

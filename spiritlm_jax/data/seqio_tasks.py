@@ -114,15 +114,21 @@ class SpiritVocabulary(seqio.Vocabulary):
         return self.tokenizer.layout
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, SpiritVocabulary) and self._sp_bytes == other._sp_bytes
-                and self.layout == other.layout and self._token_table() == other._token_table())
+        return (
+            isinstance(other, SpiritVocabulary)
+            and self._sp_bytes == other._sp_bytes
+            and self.layout == other.layout
+            and self._token_table() == other._token_table()
+        )
 
     def __hash__(self) -> int:
         return hash((self._sp_bytes, self.layout))
 
     def __str__(self) -> str:
-        return (f"SpiritVocabulary({self.tokenizer.path}, text_vocab_size={self.layout.text_vocab_size}, "
-                f"expressive={self.layout.expressive}, vocab_size={self.vocab_size})")
+        return (
+            f"SpiritVocabulary({self.tokenizer.path}, text_vocab_size={self.layout.text_vocab_size}, "
+            f"expressive={self.layout.expressive}, vocab_size={self.vocab_size})"
+        )
 
     def _token_table(self) -> dict[str, int]:
         """Every token the string splitter recognises: Spirit LM tokens and added literal tokens."""
@@ -137,7 +143,7 @@ class SpiritVocabulary(seqio.Vocabulary):
     def _has_token(self) -> np.ndarray:
         """[vocab_size] bool: the id has a token (a piece, a Spirit LM token or an added literal)."""
         has = np.zeros(self.vocab_size, bool)
-        has[:self.tokenizer.num_pieces] = True
+        has[: self.tokenizer.num_pieces] = True
         has[list(self.tokenizer._id_to_token)] = True
         return has
 
@@ -185,9 +191,11 @@ class SpiritVocabulary(seqio.Vocabulary):
         for i, t in tok._id_to_token.items():
             names[i] = t
         return {
-            "pattern": pattern, "lookup": lookup,
+            "pattern": pattern,
+            "lookup": lookup,
             "sp": tf_text.SentencepieceTokenizer(model=self._sp_bytes, out_type=tf.int32),
-            "names": tf.constant(names, tf.string), "is_text": tf.constant(is_text),
+            "names": tf.constant(names, tf.string),
+            "is_text": tf.constant(is_text),
             "has_token": tf.constant(self._has_token),
         }
 
@@ -208,7 +216,8 @@ class SpiritVocabulary(seqio.Vocabulary):
         check = tf.debugging.assert_non_negative(
             tf.boolean_mask(special_ids, special),
             message="encode_tf: a special token ([HuN]/[PiN]/[StN]) is malformed, out of range or "
-                    "not part of this vocabulary's layout (pitch/style exist only in EXPRESSIVE)")
+            "not part of this vocabulary's layout (pitch/style exist only in EXPRESSIVE)",
+        )
         with tf.control_dependencies([check]):
             text = r["sp"].tokenize(tf.where(special, "", p))  # [pieces, None]: special pieces -> no ids
         # lay the ids out flat: piece k takes one slot if special, else its text ids
@@ -216,15 +225,21 @@ class SpiritVocabulary(seqio.Vocabulary):
         piece_len = tf.where(special, 1, text_len)
         piece_start = tf.cumsum(piece_len, exclusive=True)
         text_row = tf.cast(text.value_rowids(), tf.int32)
-        text_pos = (tf.gather(piece_start, text_row) + tf.range(tf.size(text.values))
-                    - tf.gather(tf.cast(text.row_starts(), tf.int32), text_row))
-        flat = tf.scatter_nd(tf.concat([text_pos, tf.boolean_mask(piece_start, special)], 0)[:, tf.newaxis],
-                             tf.concat([text.values, tf.boolean_mask(special_ids, special)], 0),
-                             tf.reduce_sum(piece_len)[tf.newaxis])
+        text_pos = (
+            tf.gather(piece_start, text_row)
+            + tf.range(tf.size(text.values))
+            - tf.gather(tf.cast(text.row_starts(), tf.int32), text_row)
+        )
+        flat = tf.scatter_nd(
+            tf.concat([text_pos, tf.boolean_mask(piece_start, special)], 0)[:, tf.newaxis],
+            tf.concat([text.values, tf.boolean_mask(special_ids, special)], 0),
+            tf.reduce_sum(piece_len)[tf.newaxis],
+        )
         if s.shape.rank == 0:
             return flat
-        lengths = tf.math.unsorted_segment_sum(piece_len, tf.cast(pieces.value_rowids(), tf.int32),
-                                               tf.cast(pieces.nrows(), tf.int32))
+        lengths = tf.math.unsorted_segment_sum(
+            piece_len, tf.cast(pieces.value_rowids(), tf.int32), tf.cast(pieces.nrows(), tf.int32)
+        )
         return tf.RaggedTensor.from_row_lengths(flat, lengths, validate=False)
 
     @tf.autograph.experimental.do_not_convert
@@ -263,8 +278,7 @@ class SpiritVocabulary(seqio.Vocabulary):
         new = tf.not_equal(row, prev_row) | tf.logical_not(is_text) | tf.logical_not(prev_text)
         seg = tf.cumsum(tf.cast(new, tf.int32)) - 1
         nseg = tf.reduce_sum(tf.cast(new, tf.int32))
-        runs = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(v, is_text), tf.boolean_mask(seg, is_text),
-                                                 nrows=nseg)
+        runs = tf.RaggedTensor.from_value_rowids(tf.boolean_mask(v, is_text), tf.boolean_mask(seg, is_text), nrows=nseg)
         run_text = r["sp"].detokenize(runs)  # "" for the non-text segments
         first = tf.boolean_mask(tf.range(n), new)
         seg_str = tf.where(tf.gather(is_text, first), run_text, tf.gather(r["names"], tf.gather(v, first)))
@@ -273,8 +287,9 @@ class SpiritVocabulary(seqio.Vocabulary):
 
 
 # ----- examples -> Spirit LM strings -------------------------------------------------------------
-def render_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30),
-                   speech_span=(5, 15)) -> str:
+def render_example(
+    ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)
+) -> str:
     """Example -> the Spirit LM string of its sequence without BOS/EOS. Tokenizing it (splitting at the
     special tokens, each text segment on its own) gives exactly `interleave.encode_example`'s ids between
     BOS and EOS, with the same rng draws and the same validation."""
@@ -293,8 +308,10 @@ def render_example(ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, tex
             raise ValueError("speech example has no 'hubert' units")
         return SPEECH_MARKER + _units_string(merged)
     if kind == "aligned":
-        return "".join(TEXT_MARKER + content if span.modality == TEXT else SPEECH_MARKER + _units_string(content)
-                       for span, content in interleave(ex, rng, text_span, speech_span, kinds))
+        return "".join(
+            TEXT_MARKER + content if span.modality == TEXT else SPEECH_MARKER + _units_string(content)
+            for span, content in interleave(ex, rng, text_span, speech_span, kinds)
+        )
     raise ValueError(f"example kind {kind!r} is not one of {sorted(LOSS_GROUP_IDS)}")
 
 
@@ -306,8 +323,17 @@ class SpiritCorpusSource(seqio.DataSource):
     `shuffle` permutes the order within the block (seeded by `seed`); the sequence of an example does
     not depend on either."""
 
-    def __init__(self, corpus: Union[str, Path], kind: str, tokenizer: SpiritTokenizer, *, splits: Sequence[str],
-                 seed: int = 0, text_span=(10, 30), speech_span=(5, 15)):
+    def __init__(
+        self,
+        corpus: Union[str, Path],
+        kind: str,
+        tokenizer: SpiritTokenizer,
+        *,
+        splits: Sequence[str],
+        seed: int = 0,
+        text_span=(10, 30),
+        speech_span=(5, 15),
+    ):
         self.corpus, self.kind, self.tok = Path(corpus), kind, tokenizer
         self.seed, self.text_span, self.speech_span = int(seed), tuple(text_span), tuple(speech_span)
         self._sources: dict[str, ExampleSource] = {}
@@ -346,9 +372,17 @@ class SpiritCorpusSource(seqio.DataSource):
             where = f"{src.describe(index)} (id {ex.get('id')!r}, kind {self.kind!r})"
             raise ValueError(f"bad example {where}: {e}") from None
 
-    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: Optional[int] = None,
-                    shard_info: Optional[seqio.ShardInfo] = None, *, sequence_length=None, use_cached=False,
-                    num_epochs=1) -> tf.data.Dataset:
+    def get_dataset(
+        self,
+        split: str = "train",
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        shard_info: Optional[seqio.ShardInfo] = None,
+        *,
+        sequence_length=None,
+        use_cached=False,
+        num_epochs=1,
+    ) -> tf.data.Dataset:
         src = self._source(split)
         n = len(src)
         p, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
@@ -361,14 +395,24 @@ class SpiritCorpusSource(seqio.DataSource):
             if shuffle:
                 order = np.random.default_rng(seed).permutation(order)
             for c in range(0, len(order), _CHUNK):
-                chunk = order[c:c + _CHUNK]
+                chunk = order[c : c + _CHUNK]
                 rendered = [self.example_string(split, i) for i in chunk.tolist()]
-                yield {"targets": [t for t, _ in rendered], "id": [i for _, i in rendered],
-                       "index": chunk.astype(np.int64), "kind": np.full(len(chunk), kind_id, np.int32)}
+                yield {
+                    "targets": [t for t, _ in rendered],
+                    "id": [i for _, i in rendered],
+                    "index": chunk.astype(np.int64),
+                    "kind": np.full(len(chunk), kind_id, np.int32),
+                }
 
-        return tf.data.Dataset.from_generator(generate, output_signature={
-            "targets": tf.TensorSpec((None,), tf.string), "id": tf.TensorSpec((None,), tf.string),
-            "index": tf.TensorSpec((None,), tf.int64), "kind": tf.TensorSpec((None,), tf.int32)}).unbatch()
+        return tf.data.Dataset.from_generator(
+            generate,
+            output_signature={
+                "targets": tf.TensorSpec((None,), tf.string),
+                "id": tf.TensorSpec((None,), tf.string),
+                "index": tf.TensorSpec((None,), tf.int64),
+                "kind": tf.TensorSpec((None,), tf.int32),
+            },
+        ).unbatch()
 
 
 # ----- preprocessors -------------------------------------------------------------------------------
@@ -387,8 +431,9 @@ def prepend_bos(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
     return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def split_windows(dataset: tf.data.Dataset, sequence_length=None, output_features=None,
-                  speech_prefix: Optional[Sequence[int]] = None) -> tf.data.Dataset:
+def split_windows(
+    dataset: tf.data.Dataset, sequence_length=None, output_features=None, speech_prefix: Optional[Sequence[int]] = None
+) -> tf.data.Dataset:
     """Cut `targets` longer than sequence_length["targets"] into windows as `interleave.windows` does:
     consecutive pieces, or, with `speech_prefix` (BOS [Speech]), pieces that each start with the prefix
     (the units split, none repeated). Other features repeat on every window. No-op without a length."""
@@ -404,12 +449,13 @@ def split_windows(dataset: tf.data.Dataset, sequence_length=None, output_feature
     def fn(ex):
         t = ex["targets"]
         pre = tf.constant(prefix, t.dtype) if prefix else None
-        body = t[len(prefix):]
+        body = t[len(prefix) :]
         rows = tf.RaggedTensor.from_row_starts(body, tf.range(0, tf.size(body), step))
         if prefix:
             nrows = rows.nrows()
-            pres = tf.RaggedTensor.from_tensor(tf.tile(pre[tf.newaxis], [nrows, 1]),
-                                               row_splits_dtype=rows.row_splits.dtype)
+            pres = tf.RaggedTensor.from_tensor(
+                tf.tile(pre[tf.newaxis], [nrows, 1]), row_splits_dtype=rows.row_splits.dtype
+            )
             rows = tf.concat([pres, rows], axis=1)
         nrows = rows.nrows()
         out = {k: tf.repeat(v[tf.newaxis], nrows, axis=0) for k, v in ex.items() if k != "targets"}
@@ -426,8 +472,13 @@ def _as_config(data: Union[DataConfig, str, Path]) -> DataConfig:
     return DataConfig(corpus=str(data))
 
 
-def register_tasks(data: Union[DataConfig, str, Path] = "demo", prefix: str = "spiritlm", *,
-                   splits: Sequence[str] = SPLITS, overwrite: bool = False) -> dict[str, str]:
+def register_tasks(
+    data: Union[DataConfig, str, Path] = "demo",
+    prefix: str = "spiritlm",
+    *,
+    splits: Sequence[str] = SPLITS,
+    overwrite: bool = False,
+) -> dict[str, str]:
     """Register seqio Tasks over a prepared corpus (the shards `python -m spiritlm_jax.prepare` writes).
 
     `data`: a corpus directory, "demo", or a DataConfig (its corpus, tokenizer, expressive, weights,
@@ -438,8 +489,10 @@ def register_tasks(data: Union[DataConfig, str, Path] = "demo", prefix: str = "s
     cfg = _as_config(data)
     corpus = cfg.corpus_dir
     if not corpus.is_dir():
-        raise FileNotFoundError(f"seqio tasks: corpus {corpus} is not a directory (expected a prepared corpus: "
-                                f"<corpus>/<split>/<kind>*.jsonl[.gz]|.array_record and tokenizer.model)")
+        raise FileNotFoundError(
+            f"seqio tasks: corpus {corpus} is not a directory (expected a prepared corpus: "
+            f"<corpus>/<split>/<kind>*.jsonl[.gz]|.array_record and tokenizer.model)"
+        )
     try:
         tok = load_tokenizer(cfg)
     except (FileNotFoundError, ValueError) as e:
@@ -456,23 +509,35 @@ def register_tasks(data: Union[DataConfig, str, Path] = "demo", prefix: str = "s
         name = f"{prefix}_{task_kind}"
         if overwrite:
             seqio.TaskRegistry.remove(name)
-        source = SpiritCorpusSource(corpus, kind, tok, splits=task_splits, seed=cfg.seed,
-                                    text_span=cfg.text_span, speech_span=cfg.speech_span)
+        source = SpiritCorpusSource(
+            corpus, kind, tok, splits=task_splits, seed=cfg.seed, text_span=cfg.text_span, speech_span=cfg.speech_span
+        )
         windows = functools.partial(split_windows, speech_prefix=speech_prefix if kind == "speech" else None)
         seqio.TaskRegistry.add(
-            name, source=source, output_features={"targets": feature},
-            preprocessors=[seqio.preprocessors.tokenize, prepend_bos, seqio.preprocessors.append_eos,
-                           seqio.CacheDatasetPlaceholder(), windows])
+            name,
+            source=source,
+            output_features={"targets": feature},
+            preprocessors=[
+                seqio.preprocessors.tokenize,
+                prepend_bos,
+                seqio.preprocessors.append_eos,
+                seqio.CacheDatasetPlaceholder(),
+                windows,
+            ],
+        )
         names[task_kind] = name
         if weight > 0:
             rates.append((name, float(weight)))
     if not names:
-        raise ValueError(f"seqio tasks: {corpus} has no shards for any kind in splits {tuple(splits)} "
-                         f"(expected <corpus>/<split>/<kind>*.jsonl[.gz]|.array_record, kinds text/speech/aligned; "
-                         f"see spiritlm_jax/data/sources.py)")
+        raise ValueError(
+            f"seqio tasks: {corpus} has no shards for any kind in splits {tuple(splits)} "
+            f"(expected <corpus>/<split>/<kind>*.jsonl[.gz]|.array_record, kinds text/speech/aligned; "
+            f"see spiritlm_jax/data/sources.py)"
+        )
     if not rates:
-        raise ValueError(f"seqio tasks: every kind with shards has weight 0 "
-                         f"(weights text/speech/aligned = {cfg.weights})")
+        raise ValueError(
+            f"seqio tasks: every kind with shards has weight 0 (weights text/speech/aligned = {cfg.weights})"
+        )
     mixture = f"{prefix}_mixture"
     if overwrite:
         seqio.MixtureRegistry.remove(mixture)
@@ -481,5 +546,13 @@ def register_tasks(data: Union[DataConfig, str, Path] = "demo", prefix: str = "s
     return names
 
 
-__all__ = ["SpiritVocabulary", "SpiritCorpusSource", "render_example", "prepend_bos", "split_windows",
-           "register_tasks", "TASK_KINDS", "DEMO_CORPUS"]
+__all__ = [
+    "SpiritVocabulary",
+    "SpiritCorpusSource",
+    "render_example",
+    "prepend_bos",
+    "split_windows",
+    "register_tasks",
+    "TASK_KINDS",
+    "DEMO_CORPUS",
+]

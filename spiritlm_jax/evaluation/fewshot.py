@@ -35,11 +35,23 @@ import numpy as np
 from spiritlm_jax.data.sources import iter_jsonl
 from spiritlm_jax.evaluation.report import JsonlCache, fmt_number, write_report
 from spiritlm_jax.inference import (
-    DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, OutputModality, SpiritLM,
+    DEFAULT_SPEAKER,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    GenerationConfig,
+    OutputModality,
+    SpiritLM,
 )
 from spiritlm_jax.inference.fewshot import (
-    DEFAULT_FORMAT, OUTPUT, FewShotFormat, asr_segments, intent_segments, parse_intent, parse_transcript,
-    strip_end_word, tts_segments,
+    DEFAULT_FORMAT,
+    OUTPUT,
+    FewShotFormat,
+    asr_segments,
+    intent_segments,
+    parse_intent,
+    parse_transcript,
+    strip_end_word,
+    tts_segments,
 )
 from spiritlm_jax.model.decode import check_context_length
 from spiritlm_jax.speech.vocoder import write_wav
@@ -126,6 +138,7 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> dict:
 
 # ----- transcribers (TTS scoring) ------------------------------------------------------------------
 
+
 class Transcriber(Protocol):
     def __call__(self, audio_16k: np.ndarray) -> str: ...
 
@@ -156,7 +169,7 @@ class WhisperTranscriber:
 
 
 def load_transcriber(spec: Optional[str]) -> Optional[Transcriber]:
-    """"whisper:DIR", or "package.module:factory" (factory() returns a callable audio -> text)."""
+    """ "whisper:DIR", or "package.module:factory" (factory() returns a callable audio -> text)."""
     if not spec:
         return None
     kind, _, arg = spec.partition(":")
@@ -174,6 +187,7 @@ def load_transcriber(spec: Optional[str]) -> Optional[Transcriber]:
 
 
 # ----- the run -------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class FewShotConfig:
@@ -206,27 +220,43 @@ def _prompt(lm, cfg: FewShotConfig, shots: list, item: Example, encode: Callable
     elif cfg.task == "intent":
         segments = intent_segments(shots, encode(item.audio, f"item {item.id} audio"), fmt=cfg.fmt)
     else:
-        segments = tts_segments(shots, item.text, fmt=cfg.fmt,
-                                stop_speech=cfg.stop_speech and encode(cfg.stop_speech, "stop speech"))
+        segments = tts_segments(
+            shots, item.text, fmt=cfg.fmt, stop_speech=cfg.stop_speech and encode(cfg.stop_speech, "stop speech")
+        )
     return build_prompt(lm.tokenizer, segments, OUTPUT[cfg.task])
 
 
-def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg: FewShotConfig,
-                transcriber: Optional[Transcriber] = None, log=print) -> dict:
+def run_fewshot(
+    lm,
+    items: Sequence[Example],
+    pool: Sequence[Example],
+    out,
+    cfg: FewShotConfig,
+    transcriber: Optional[Transcriber] = None,
+    log=print,
+) -> dict:
     """Run (or resume) one few-shot evaluation; returns the report's row for the task."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.task == "tts" and transcriber is None:
-        raise ValueError("TTS is scored by transcribing the generated speech: give a transcriber "
-                         "(--transcriber whisper:DIR or module:factory)")
+        raise ValueError(
+            "TTS is scored by transcribing the generated speech: give a transcriber "
+            "(--transcriber whisper:DIR or module:factory)"
+        )
     if cfg.task == "tts" and lm.vocoder is None:
         raise ValueError("TTS needs a vocoder in the checkpoint (or --vocoder)")
     chosen = pick_shots(pool, cfg.shots, cfg.seed, balanced=cfg.task == "intent")
-    setup = {"task": cfg.task, "shots": [ex.id for ex in chosen], "seed": cfg.seed, "format": dataclasses.asdict(cfg.fmt)}
+    setup = {
+        "task": cfg.task,
+        "shots": [ex.id for ex in chosen],
+        "seed": cfg.seed,
+        "format": dataclasses.asdict(cfg.fmt),
+    }
     setup_file = out / "shots.json"
     if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
-        raise ValueError(f"{out} holds results of a different run (task, shots, seed or format differ); "
-                         "use a new --out")
+        raise ValueError(
+            f"{out} holds results of a different run (task, shots, seed or format differ); use a new --out"
+        )
     setup_file.write_text(json.dumps(setup, indent=2))
 
     encoded: dict = {}
@@ -242,19 +272,25 @@ def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg:
         shots.append((units, ex.target) if cfg.task != "tts" else (ex.text, units))
 
     modality = OutputModality.SPEECH if cfg.task == "tts" else OutputModality.TEXT
-    gen_cfg = GenerationConfig(max_new_tokens=cfg.new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                               do_sample=cfg.do_sample)
+    gen_cfg = GenerationConfig(
+        max_new_tokens=cfg.new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, do_sample=cfg.do_sample
+    )
     ctx = lm.model.cfg.max_seq_len
     cache = JsonlCache(out / "results.jsonl")
     todo = [it for it in items if it.id not in cache]
     log(f"{cfg.task}: {len(items) - len(todo)} of {len(items)} items already done, {len(todo)} to run")
     for start in range(0, len(todo), cfg.batch_size):
         batch, prompts = [], []
-        for it in todo[start:start + cfg.batch_size]:
+        for it in todo[start : start + cfg.batch_size]:
             try:
                 p = _prompt(lm, cfg, shots, it, encode)
-                check_context_length(len(p.ids), cfg.new_tokens, ctx, what=f"item {it.id}: the prompt",
-                                     new="new tokens (use fewer shots)")
+                check_context_length(
+                    len(p.ids),
+                    cfg.new_tokens,
+                    ctx,
+                    what=f"item {it.id}: the prompt",
+                    new="new tokens (use fewer shots)",
+                )
             except (ValueError, FileNotFoundError) as e:
                 cache.add({"id": it.id, "reference": it.target, "error": str(e)})
                 log(f"  bad item {it.id}: {e}")
@@ -263,8 +299,9 @@ def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg:
             prompts.append(p)
         if not batch:
             continue
-        outs, _ = lm.generate_batch(None, modality, gen_cfg, speaker_id=cfg.speaker_id, seed=cfg.seed + start,
-                                    prompts=prompts)
+        outs, _ = lm.generate_batch(
+            None, modality, gen_cfg, speaker_id=cfg.speaker_id, seed=cfg.seed + start, prompts=prompts
+        )
         for it, o in zip(batch, outs):
             rec = {"id": it.id, "reference": it.target}
             if cfg.task == "tts":
@@ -281,8 +318,10 @@ def run_fewshot(lm, items: Sequence[Example], pool: Sequence[Example], out, cfg:
                     rec.update(transcript=heard, prediction=strip_end_word(heard, cfg.fmt), audio=str(wav))
             else:
                 text = o[0].content if o else ""
-                rec.update(generated=text, prediction=parse_transcript(text, cfg.fmt) if cfg.task == "asr"
-                           else parse_intent(text))
+                rec.update(
+                    generated=text,
+                    prediction=parse_transcript(text, cfg.fmt) if cfg.task == "asr" else parse_intent(text),
+                )
             cache.add(rec)
         log(f"{cfg.task}: {min(start + cfg.batch_size, len(todo))}/{len(todo)} items")
     return score_results([cache.records[it.id] for it in items if it.id in cache], cfg.task)
@@ -308,16 +347,32 @@ COLUMNS["tts"] = COLUMNS["asr"]
 
 def write_fewshot_report(out, cfg: FewShotConfig, row: dict, name: Optional[str] = None) -> None:
     key = "accuracy" if cfg.task == "intent" else "wer"
-    write_report(Path(out), f"fewshot_{cfg.task}", name or f"few-shot {cfg.task} ({cfg.shots}-shot)",
-                 {cfg.task: row}, COLUMNS[cfg.task], chart_key=key,
-                 chart_label="accuracy" if key == "accuracy" else "word error rate", chance=None,
-                 summary={f"{cfg.task}_{key}": row.get(key)}, extra={"config": {
-                     "shots": cfg.shots, "seed": cfg.seed, "max_new_tokens": cfg.new_tokens,
-                     "do_sample": cfg.do_sample, "temperature": cfg.temperature, "top_p": cfg.top_p}},
-                 first_column="task")
+    write_report(
+        Path(out),
+        f"fewshot_{cfg.task}",
+        name or f"few-shot {cfg.task} ({cfg.shots}-shot)",
+        {cfg.task: row},
+        COLUMNS[cfg.task],
+        chart_key=key,
+        chart_label="accuracy" if key == "accuracy" else "word error rate",
+        chance=None,
+        summary={f"{cfg.task}_{key}": row.get(key)},
+        extra={
+            "config": {
+                "shots": cfg.shots,
+                "seed": cfg.seed,
+                "max_new_tokens": cfg.new_tokens,
+                "do_sample": cfg.do_sample,
+                "temperature": cfg.temperature,
+                "top_p": cfg.top_p,
+            }
+        },
+        first_column="task",
+    )
 
 
 # ----- the command (`python -m spiritlm_jax.evaluate fewshot`) -------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class FewShotRunConfig:
@@ -348,10 +403,18 @@ class FewShotRunConfig:
 
 def run_fewshot_command(args: FewShotRunConfig, progress: Callable = print) -> int:
     """Load the manifests, the transcriber and the checkpoint, run, write the report."""
-    cfg = FewShotConfig(task=args.task, shots=args.shots, seed=args.seed, batch_size=args.batch_size,
-                        max_new_tokens=args.max_new_tokens, temperature=args.temperature if args.sample else 1.0,
-                        top_p=args.top_p if args.sample else 1.0, do_sample=args.sample, speaker_id=args.speaker,
-                        stop_speech=args.stop_speech)
+    cfg = FewShotConfig(
+        task=args.task,
+        shots=args.shots,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature if args.sample else 1.0,
+        top_p=args.top_p if args.sample else 1.0,
+        do_sample=args.sample,
+        speaker_id=args.speaker,
+        stop_speech=args.stop_speech,
+    )
     items = load_examples(args.items, args.task, need_audio=args.task != "tts")
     pool = load_examples(args.shots_from, args.task)
     transcriber = load_transcriber(args.transcriber)

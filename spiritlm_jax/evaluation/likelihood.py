@@ -5,8 +5,8 @@ text form, an audio form, or both; the setting picks which:
     T: text -> text     S: speech -> speech     T2S: text context, speech candidates     S2T: speech -> text
 Items are scored by the summed log-likelihood of each candidate's tokens given BOS + the context
 (+ the candidate's modality marker when the modality switches, T2S/S2T, or there is no context; in T
-and S the candidate continues the context's span without a second marker); accuracy is reported with and without the paper's length
-normalisation (mean per-token log-likelihood), with a bootstrap 95% interval.
+and S the candidate continues the context's span without a second marker); accuracy is reported with
+and without the paper's length normalisation (mean per-token log-likelihood), with a bootstrap 95% interval.
 
 Manifest (JSONL, one item per line; unknown fields are errors):
     {"id": "...", "context": {"text": "...", "audio": "a.wav"} | null,
@@ -65,12 +65,14 @@ def load_items(path: str | Path) -> list[Item]:
         if not isinstance(label, int) or not 0 <= label < len(cands):
             raise ValueError(f"{where}: 'label' must index a candidate, got {label!r}")
         ctx = raw.get("context")
-        items.append(Item(
-            str(raw.get("id", n)),
-            None if ctx is None else _check_content(ctx, f"{where} context", path.parent),
-            [_check_content(c, f"{where} candidate {i}", path.parent) for i, c in enumerate(cands)],
-            label,
-        ))
+        items.append(
+            Item(
+                str(raw.get("id", n)),
+                None if ctx is None else _check_content(ctx, f"{where} context", path.parent),
+                [_check_content(c, f"{where} candidate {i}", path.parent) for i, c in enumerate(cands)],
+                label,
+            )
+        )
     if not items:
         raise ValueError(f"manifest {path} has no items")
     return items

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from spiritlm_jax.evaluation.likelihood import (
-    SETTINGS, Encoder, accuracy, load_items, read_zerospeech_gold, score_items,
+    SETTINGS,
+    Encoder,
+    accuracy,
+    load_items,
+    read_zerospeech_gold,
+    score_items,
 )
 from spiritlm_jax.evaluation.report import write_report
 from spiritlm_jax.evaluation.storycloze import load_storycloze
@@ -24,8 +29,9 @@ class LikelihoodRunConfig:
 
     checkpoint: str  # training run, converted model directory or converted tree
     out: str  # output folder (report, score caches)
-    setting: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "T, S, T2S or S2T (repeat --setting for several; at least one)"})
+    setting: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "T, S, T2S or S2T (repeat --setting for several; at least one)"}
+    )
     items: Optional[str] = None  # manifest JSONL (see spiritlm_jax/evaluation/likelihood.py)
     zerospeech: Optional[str] = None  # a ZeroSpeech 2021 lexical/syntactic folder with gold.csv
     storycloze_csv: Optional[str] = None  # the ROCStories cloze test CSV (text StoryCloze)
@@ -44,15 +50,18 @@ class LikelihoodRunConfig:
             raise ValueError("give at least one --setting (T, S, T2S, S2T)")
         sources = [k for k in ("items", "zerospeech", "storycloze_csv", "storycloze_dir") if getattr(self, k)]
         if len(sources) != 1:
-            raise ValueError("give exactly one item source: --items, --zerospeech, --storycloze-csv or "
-                             f"--storycloze-dir (got {sources or 'none'})")
+            raise ValueError(
+                "give exactly one item source: --items, --zerospeech, --storycloze-csv or "
+                f"--storycloze-dir (got {sources or 'none'})"
+            )
 
 
 def likelihood_items(cfg: LikelihoodRunConfig):
     """(items, default report name) from the config's source."""
     if cfg.topic and not (cfg.storycloze_csv or cfg.storycloze_dir):
-        raise ValueError("--topic builds Topic-StoryCloze from StoryCloze: use it with --storycloze-csv or "
-                         "--storycloze-dir")
+        raise ValueError(
+            "--topic builds Topic-StoryCloze from StoryCloze: use it with --storycloze-csv or --storycloze-dir"
+        )
     if cfg.zerospeech:
         return read_zerospeech_gold(cfg.zerospeech), Path(cfg.zerospeech).name
     if cfg.storycloze_csv or cfg.storycloze_dir:
@@ -66,14 +75,20 @@ def check_forms(items, setting: str) -> None:
     """A setting no item can be scored in is a usage error, not N bad items."""
     ctx_form, cand_form = SETTINGS[setting]
     if setting in ("T2S", "S2T") and all(it.context is None for it in items):
-        raise ValueError(f"setting {setting} scores candidates given a context in the other modality, but these "
-                         "items have no context (e.g. whole spoken stories); use T or S")
-    usable = [it for it in items if all(cand_form in c for c in it.candidates)
-              and (it.context is None or ctx_form in it.context)]
+        raise ValueError(
+            f"setting {setting} scores candidates given a context in the other modality, but these "
+            "items have no context (e.g. whole spoken stories); use T or S"
+        )
+    usable = [
+        it
+        for it in items
+        if all(cand_form in c for c in it.candidates) and (it.context is None or ctx_form in it.context)
+    ]
     if not usable:
         need = {"text": "text (transcripts)", "audio": "audio"}
-        raise ValueError(f"setting {setting} needs {need[ctx_form]} contexts and {need[cand_form]} candidates; "
-                         "no item has them")
+        raise ValueError(
+            f"setting {setting} needs {need[ctx_form]} contexts and {need[cand_form]} candidates; no item has them"
+        )
 
 
 def run_likelihood(cfg: LikelihoodRunConfig, progress: Callable = print) -> int:
@@ -92,14 +107,22 @@ def run_likelihood(cfg: LikelihoodRunConfig, progress: Callable = print) -> int:
         done = json.loads(cache.read_text()) if cache.is_file() else {}
         todo = [it for it in items if it.id not in done]
         for start in range(0, len(todo), cfg.chunk):
-            part = todo[start:start + cfg.chunk]
+            part = todo[start : start + cfg.chunk]
             done.update(score_items(lm.model, lm.params, part, enc, setting, cfg.batch_size))
             cache.write_text(json.dumps(done))
             progress(f"{setting}: {min(start + cfg.chunk, len(todo))}/{len(todo)} items scored")
         rows[setting] = r = accuracy(done, items)
-        progress(f"{setting}: accuracy {r['accuracy']} (normalised {r['accuracy_normalized']}) over {r['n']} items, "
-                 f"{r['bad']} bad")
-    write_report(out, "likelihood", cfg.name or default_name, rows, rows_key="settings",
-                 summary={s: r.get("accuracy_normalized") for s, r in rows.items()})
+        progress(
+            f"{setting}: accuracy {r['accuracy']} (normalised {r['accuracy_normalized']}) over {r['n']} items, "
+            f"{r['bad']} bad"
+        )
+    write_report(
+        out,
+        "likelihood",
+        cfg.name or default_name,
+        rows,
+        rows_key="settings",
+        summary={s: r.get("accuracy_normalized") for s, r in rows.items()},
+    )
     progress(f"report: {out / 'report.md'}")
     return 0

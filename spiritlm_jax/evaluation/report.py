@@ -30,9 +30,12 @@ def fmt_ci(v) -> str:
 
 # (header, key, formatter) of the likelihood table
 LIKELIHOOD_COLUMNS = [
-    ("n", "n", fmt_number), ("bad", "bad", fmt_number),
-    ("accuracy", "accuracy", fmt_number), ("95% CI", "accuracy_ci95", fmt_ci),
-    ("normalised", "accuracy_normalized", fmt_number), ("95% CI", "accuracy_normalized_ci95", fmt_ci),
+    ("n", "n", fmt_number),
+    ("bad", "bad", fmt_number),
+    ("accuracy", "accuracy", fmt_number),
+    ("95% CI", "accuracy_ci95", fmt_ci),
+    ("normalised", "accuracy_normalized", fmt_number),
+    ("95% CI", "accuracy_normalized_ci95", fmt_ci),
 ]
 
 
@@ -67,10 +70,22 @@ def bar_chart(path: Path, values: dict, title: str, ylabel: str, chance: Optiona
     return True
 
 
-def write_report(out: Path, task: str, title: str, rows: dict, columns=LIKELIHOOD_COLUMNS, *,
-                 chart_key: str = "accuracy_normalized", chart_label: str = "accuracy (length-normalised)",
-                 chance: Optional[float] = 0.5, summary: Optional[dict] = None, extra: Optional[dict] = None,
-                 notes: Iterable[str] = (), first_column: str = "setting", rows_key: str = "rows") -> None:
+def write_report(
+    out: Path,
+    task: str,
+    title: str,
+    rows: dict,
+    columns=LIKELIHOOD_COLUMNS,
+    *,
+    chart_key: str = "accuracy_normalized",
+    chart_label: str = "accuracy (length-normalised)",
+    chance: Optional[float] = 0.5,
+    summary: Optional[dict] = None,
+    extra: Optional[dict] = None,
+    notes: Iterable[str] = (),
+    first_column: str = "setting",
+    rows_key: str = "rows",
+) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"task": task, "title": title, rows_key: rows, "summary": summary or {}}

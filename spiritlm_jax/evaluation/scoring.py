@@ -46,14 +46,15 @@ def score(
             raise ValueError(f"pair {i}: the prompt is empty (it needs at least a BOS token)")
         if len(c) == 0:
             raise ValueError(f"pair {i}: the continuation is empty")
-        check_context_length(len(p), len(c), model.cfg.max_seq_len, what=f"pair {i}: the prompt",
-                             new="continuation tokens")
+        check_context_length(
+            len(p), len(c), model.cfg.max_seq_len, what=f"pair {i}: the prompt", new="continuation tokens"
+        )
     n = len(prompts)
     sums = np.zeros(n, np.float64)
     lens = np.array([len(c) for c in continuations], np.int64)
     order = np.argsort([len(p) + len(c) for p, c in zip(prompts, continuations)])  # similar lengths together
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         t = pow2_bucket(max(len(prompts[i]) + len(continuations[i]) for i in idx), PROMPT_BUCKET_MIN)
         tokens = np.zeros((batch_size, t), np.int32)
         seg = np.zeros((batch_size, t), np.int32)
@@ -64,5 +65,5 @@ def score(
         lp = np.asarray(_token_logprobs(model, params, jnp.asarray(tokens), jnp.asarray(seg)))
         for row, i in enumerate(idx):
             p, c = len(prompts[i]), len(continuations[i])
-            sums[i] = lp[row, p - 1: p - 1 + c].astype(np.float64).sum()
+            sums[i] = lp[row, p - 1 : p - 1 + c].astype(np.float64).sum()
     return sums, lens

@@ -44,9 +44,15 @@ CSV_COLUMNS = {  # canonical name -> accepted spellings
     "answer": ("AnswerRightEnding", "answer_right_ending"),
 }
 ROLES = {
-    "correct": "right", "positive": "right", "pos": "right",
-    "incorrect": "wrong", "negative": "wrong", "neg": "wrong",
-    "context": "context", "prompt": "context", "prefix": "context",
+    "correct": "right",
+    "positive": "right",
+    "pos": "right",
+    "incorrect": "wrong",
+    "negative": "wrong",
+    "neg": "wrong",
+    "context": "context",
+    "prompt": "context",
+    "prefix": "context",
 }
 _NAME = re.compile(r"^(\d+)[_-](.+)$")
 
@@ -63,9 +69,11 @@ def read_storycloze_csv(path: str | Path) -> list[Item]:
         for key, names in CSV_COLUMNS.items():
             found = [n for n in names if n in header]
             if not found:
-                raise ValueError(f"{path}: missing column {names[0]} (the header has {header}); expected the "
-                                 "ROCStories cloze test columns InputStoryid, InputSentence1..4, "
-                                 "RandomFifthSentenceQuiz1/2, AnswerRightEnding")
+                raise ValueError(
+                    f"{path}: missing column {names[0]} (the header has {header}); expected the "
+                    "ROCStories cloze test columns InputStoryid, InputSentence1..4, "
+                    "RandomFifthSentenceQuiz1/2, AnswerRightEnding"
+                )
             cols[key] = found[0]
         items, seen = [], set()
         for row in reader:
@@ -80,8 +88,11 @@ def read_storycloze_csv(path: str | Path) -> list[Item]:
                 raise ValueError(f"{where}: story id {vals['id']!r} appears twice")
             seen.add(vals["id"])
             context = " ".join(vals[k] for k in ("s1", "s2", "s3", "s4"))
-            items.append(Item(vals["id"], {"text": context}, [{"text": vals["e1"]}, {"text": vals["e2"]}],
-                              int(vals["answer"]) - 1))
+            items.append(
+                Item(
+                    vals["id"], {"text": context}, [{"text": vals["e1"]}, {"text": vals["e2"]}], int(vals["answer"]) - 1
+                )
+            )
     if not items:
         raise ValueError(f"StoryCloze CSV {path} has no rows")
     return items
@@ -95,8 +106,10 @@ def _role(path: Path) -> tuple[int, str]:
         found = {ROLES[w] for w in words if w in ROLES}
         role = found.pop() if len(found) == 1 else None
     if role is None:
-        raise ValueError(f"{path}: cannot tell the story number and role from the name; expected "
-                         "<n>_correct, <n>_incorrect or <n>_context (with the story number n)")
+        raise ValueError(
+            f"{path}: cannot tell the story number and role from the name; expected "
+            "<n>_correct, <n>_incorrect or <n>_context (with the story number n)"
+        )
     return int(m.group(1)), role
 
 
@@ -127,8 +140,10 @@ def read_spoken_storycloze(folder: str | Path, audio_ext: str = ".wav") -> list[
     with_context = sum("context" in s for s in stories.values())
     if 0 < with_context < len(stories):
         lacking = sorted(n for n, s in stories.items() if "context" not in s)[:5]
-        raise ValueError(f"{folder}: {with_context} of {len(stories)} stories have a context file but stories "
-                         f"{lacking} do not; a release folder is either whole stories or context + endings")
+        raise ValueError(
+            f"{folder}: {with_context} of {len(stories)} stories have a context file but stories "
+            f"{lacking} do not; a release folder is either whole stories or context + endings"
+        )
     items = []
     for n in sorted(stories):
         s = stories[n]
@@ -148,8 +163,10 @@ def topic_variant(items: list[Item], seed: int = 0) -> list[Item]:
         raise ValueError("Topic-StoryCloze needs at least two stories to swap endings between")
     whole = [it.id for it in items if it.context is None]
     if whole:
-        raise ValueError(f"items {whole[:5]} have no context (whole spoken stories): their Topic variant cannot be "
-                         "built by swapping endings; use the tStoryCloze release folder instead")
+        raise ValueError(
+            f"items {whole[:5]} have no context (whole spoken stories): their Topic variant cannot be "
+            "built by swapping endings; use the tStoryCloze release folder instead"
+        )
     rng = np.random.default_rng(seed)
     n = len(items)
     while True:
@@ -168,8 +185,9 @@ def topic_variant(items: list[Item], seed: int = 0) -> list[Item]:
     return out
 
 
-def load_storycloze(csv_path: Optional[str] = None, folder: Optional[str] = None, topic: bool = False,
-                    seed: int = 0) -> list[Item]:
+def load_storycloze(
+    csv_path: Optional[str] = None, folder: Optional[str] = None, topic: bool = False, seed: int = 0
+) -> list[Item]:
     """The CLI's entry: a text CSV or a spoken folder, optionally turned into its Topic variant."""
     if (csv_path is None) == (folder is None):
         raise ValueError("give exactly one of a StoryCloze CSV and a spoken StoryCloze folder")

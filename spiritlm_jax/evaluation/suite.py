@@ -68,8 +68,15 @@ def suite_runs(spec, source: str = "suite") -> list[dict]:
         if run["task"] == "suite":
             raise ValueError(f"{where}: a suite cannot run another suite")
         args = {str(k).replace("-", "_"): v for k, v in {**defaults, **(run.get("args") or {})}.items()}
-        runs.append({"task": str(run["task"]), "name": str(run.get("name") or f"{i}-{run['task']}"),
-                     "args": args, "argv": _argv(str(run["task"]), args, where), "out": args.get("out")})
+        runs.append(
+            {
+                "task": str(run["task"]),
+                "name": str(run.get("name") or f"{i}-{run['task']}"),
+                "args": args,
+                "argv": _argv(str(run["task"]), args, where),
+                "out": args.get("out"),
+            }
+        )
     return runs
 
 
@@ -117,9 +124,17 @@ def run_suite(cfg: SuiteConfig, progress: Callable = print) -> int:
         progress(f"[suite {i}/{len(runs)}] {run['name']}: python -m spiritlm_jax.evaluate {shlex.join(run['argv'])}")
         t0 = time.time()
         rc, error = run_one(run["task"], run["args"], progress)
-        res = {"name": run["name"], "task": run["task"], "argv": run["argv"], "rc": rc,
-               "status": "ok" if rc == 0 else "failed", "seconds": round(time.time() - t0, 1), "error": error,
-               "summary": {}, "report": None}
+        res = {
+            "name": run["name"],
+            "task": run["task"],
+            "argv": run["argv"],
+            "rc": rc,
+            "status": "ok" if rc == 0 else "failed",
+            "seconds": round(time.time() - t0, 1),
+            "error": error,
+            "summary": {},
+            "report": None,
+        }
         report = Path(run["out"]) / "report.json" if run["out"] else None
         if rc == 0 and report is not None and report.is_file():
             res["report"] = str(report)

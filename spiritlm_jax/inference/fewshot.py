@@ -64,31 +64,47 @@ def _speech(units: str) -> Segment:
     return Segment(Modality.SPEECH, units)
 
 
-def asr_segments(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
-                 encode: Optional[Callable[[Any], str]] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
+def asr_segments(
+    shots: Sequence[tuple[SpeechLike, str]],
+    query: SpeechLike,
+    encode: Optional[Callable[[Any], str]] = None,
+    fmt: FewShotFormat = DEFAULT_FORMAT,
+) -> list[Segment]:
     """shots: (speech, transcript) pairs; query: speech. Continue in TEXT and `parse_transcript`."""
     segs = []
     for i, (speech, text) in enumerate(shots):
-        segs += [_speech(_as_units(speech, encode, f"shot {i} speech")),
-                 _text(f"{fmt.asr_start}{_check_text(text, f'shot {i} transcript')}{fmt.asr_end}")]
+        segs += [
+            _speech(_as_units(speech, encode, f"shot {i} speech")),
+            _text(f"{fmt.asr_start}{_check_text(text, f'shot {i} transcript')}{fmt.asr_end}"),
+        ]
     return segs + [_speech(_as_units(query, encode, "query speech")), _text(fmt.asr_start)]
 
 
-def tts_segments(shots: Sequence[tuple[str, SpeechLike]], query: str, encode: Optional[Callable[[Any], str]] = None,
-                 stop_speech: Optional[SpeechLike] = None, fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
+def tts_segments(
+    shots: Sequence[tuple[str, SpeechLike]],
+    query: str,
+    encode: Optional[Callable[[Any], str]] = None,
+    stop_speech: Optional[SpeechLike] = None,
+    fmt: FewShotFormat = DEFAULT_FORMAT,
+) -> list[Segment]:
     """shots: (text, speech) pairs; query: text. Continue in SPEECH (the builder adds its marker).
     `stop_speech` (a recording of the end word, or its units) is appended to every example's speech."""
     stop = _as_units(stop_speech, encode, "stop speech") if stop_speech is not None else ""
     segs = []
     for i, (text, speech) in enumerate(shots):
-        segs += [_text(f"{_check_text(text, f'shot {i} text')} {fmt.tts_end_word}"),
-                 _speech(_as_units(speech, encode, f"shot {i} speech") + stop)]
+        segs += [
+            _text(f"{_check_text(text, f'shot {i} text')} {fmt.tts_end_word}"),
+            _speech(_as_units(speech, encode, f"shot {i} speech") + stop),
+        ]
     return segs + [_text(f"{_check_text(query, 'query text')} {fmt.tts_end_word}")]
 
 
-def intent_segments(shots: Sequence[tuple[SpeechLike, str]], query: SpeechLike,
-                    encode: Optional[Callable[[Any], str]] = None,
-                    fmt: FewShotFormat = DEFAULT_FORMAT) -> list[Segment]:
+def intent_segments(
+    shots: Sequence[tuple[SpeechLike, str]],
+    query: SpeechLike,
+    encode: Optional[Callable[[Any], str]] = None,
+    fmt: FewShotFormat = DEFAULT_FORMAT,
+) -> list[Segment]:
     """shots: (speech, intent label) pairs; query: speech. Continue in TEXT and `parse_intent`."""
     segs = []
     for i, (speech, label) in enumerate(shots):

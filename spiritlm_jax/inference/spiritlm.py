@@ -25,18 +25,36 @@ from spiritlm_jax.bundle import load_bundle
 from spiritlm_jax.model.decode import SamplingConfig, check_context_length, generate_tokens
 from spiritlm_jax.speech.vocoder import DEFAULT_SPEAKER
 from spiritlm_jax.tokens import (
-    Modality, Prompt, Segment, build_prompt, count_hubert, encode_prompt, last_speech_start, split_ids,
+    Modality,
+    Prompt,
+    Segment,
+    build_prompt,
+    count_hubert,
+    encode_prompt,
+    last_speech_start,
+    split_ids,
     split_string,
 )
 
 GenerationConfig = SamplingConfig  # temperature, top_k, top_p, repetition_penalty, do_sample, max_new_tokens
+DEFAULT_GENERATION = GenerationConfig()
 DEFAULT_TEMPERATURE = 0.8  # the sampling of the CLIs and STSP (the paper's); GenerationConfig() itself samples plainly
 DEFAULT_TOP_P = 0.95
 MIN_NEW_SPEECH_HUBERT = 25  # ARBITRARY mode drops new speech chunks shorter than this (reference)
 split_modalities = split_string  # '[Text]hi[Speech][Hu1]' -> [('hi', TEXT), ('[Hu1]', SPEECH)]
-__all__ = ["ContentType", "DEFAULT_SPEAKER", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "GenerationConfig",
-           "GenerationInput", "GenerationOutput", "OutputModality", "SpiritLM", "last_speech_start",
-           "split_modalities"]
+__all__ = [
+    "ContentType",
+    "DEFAULT_SPEAKER",
+    "DEFAULT_TEMPERATURE",
+    "DEFAULT_TOP_P",
+    "GenerationConfig",
+    "GenerationInput",
+    "GenerationOutput",
+    "OutputModality",
+    "SpiritLM",
+    "last_speech_start",
+    "split_modalities",
+]
 
 
 class ContentType(enum.Enum):
@@ -90,8 +108,6 @@ class GenerationOutput:
     content_type: ContentType
 
 
-
-
 class SpiritLM:
     """The LM plus what turns content into tokens and tokens back into content."""
 
@@ -107,8 +123,13 @@ class SpiritLM:
 
     # ----- loading -------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, vocoder: Optional[str | os.PathLike] = None,
-                        variant: Optional[str] = None, **numerics) -> "SpiritLM":
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        vocoder: Optional[str | os.PathLike] = None,
+        variant: Optional[str] = None,
+        **numerics,
+    ) -> "SpiritLM":
         """Load an LM with what turns content into tokens and back: a thin call of
         `spiritlm_jax.bundle.load_bundle`.
 
@@ -149,8 +170,11 @@ class SpiritLM:
                 segments.append(Segment(Modality.TEXT, item.content))
         return segments
 
-    def prompt(self, inputs: Sequence[Union[GenerationInput, tuple]],
-               output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY) -> Prompt:
+    def prompt(
+        self,
+        inputs: Sequence[Union[GenerationInput, tuple]],
+        output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY,
+    ) -> Prompt:
         """The reference's prompt of `inputs` (markers at modality changes, the output's marker last) as
         ids with modality spans."""
         return build_prompt(self.tokenizer, self.segments(inputs), OutputModality.parse(output_modality).modality)
@@ -169,7 +193,7 @@ class SpiritLM:
         self,
         interleaved_inputs: Optional[Sequence[Union[GenerationInput, tuple]]] = None,
         output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY,
-        generation_config: GenerationConfig = GenerationConfig(),
+        generation_config: GenerationConfig = DEFAULT_GENERATION,
         force_tokens_to_output_modality: bool = True,
         speaker_id: int = DEFAULT_SPEAKER,
         return_prompt: bool = False,
@@ -178,8 +202,13 @@ class SpiritLM:
     ):
         """One prompt (inputs or a ready token string) -> list of GenerationOutput [, prompt]."""
         outs, prompts = self.generate_batch(
-            [interleaved_inputs] if prompt is None else None, output_modality, generation_config,
-            force_tokens_to_output_modality, speaker_id, seed, prompts=None if prompt is None else [prompt],
+            [interleaved_inputs] if prompt is None else None,
+            output_modality,
+            generation_config,
+            force_tokens_to_output_modality,
+            speaker_id,
+            seed,
+            prompts=None if prompt is None else [prompt],
         )
         return (outs[0], prompts[0]) if return_prompt else outs[0]
 
@@ -187,7 +216,7 @@ class SpiritLM:
         self,
         batch_inputs: Optional[Sequence[Sequence[Union[GenerationInput, tuple]]]],
         output_modality: Union[OutputModality, str] = OutputModality.ARBITRARY,
-        generation_config: GenerationConfig = GenerationConfig(),
+        generation_config: GenerationConfig = DEFAULT_GENERATION,
         force_tokens_to_output_modality: bool = True,
         speaker_id: int = DEFAULT_SPEAKER,
         seed: Optional[int] = None,
@@ -204,10 +233,18 @@ class SpiritLM:
             built = [p if isinstance(p, Prompt) else encode_prompt(self.tokenizer, p) for p in prompts]
         ctx = self.model.cfg.max_seq_len
         for i, p in enumerate(built):
-            check_context_length(len(p.ids), generation_config.max_new_tokens, ctx, what=f"prompt {i}",
-                                 new="new tokens (max_new_tokens; shorten the prompt or max_new_tokens)")
+            check_context_length(
+                len(p.ids),
+                generation_config.max_new_tokens,
+                ctx,
+                what=f"prompt {i}",
+                new="new tokens (max_new_tokens; shorten the prompt or max_new_tokens)",
+            )
         new = generate_tokens(
-            self.model, self.params, [p.ids for p in built], generation_config,
+            self.model,
+            self.params,
+            [p.ids for p in built],
+            generation_config,
             eos_ids=[self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else [],
             logit_mask=self.allowed_tokens(modality, force_tokens_to_output_modality),
             seed=0 if seed is None else seed,
@@ -242,7 +279,7 @@ class SpiritLM:
         prompt_speech = ""
         if continued:
             last = split_ids(prompt, lay)[-1]
-            prompt_speech = tok.decode(prompt[last.start:last.end])
+            prompt_speech = tok.decode(prompt[last.start : last.end])
         outputs = []
         for i, (chunk, ids, kind) in enumerate(chunks):
             if kind is Modality.TEXT:
@@ -254,10 +291,10 @@ class SpiritLM:
                 # continuation may lack pitch/style tokens of its own) and cut off the prompt's share.
                 if n_new < MIN_NEW_SPEECH_HUBERT:
                     continue
-                n_prompt = count_hubert(prompt[last.start:last.end], lay)
+                n_prompt = count_hubert(prompt[last.start : last.end], lay)
                 audio = self._vocode(prompt_speech + chunk, speaker_id)
                 ratio = n_prompt / max(n_prompt + n_new, 1)
-                outputs.append(GenerationOutput(audio[int(np.ceil(audio.size * ratio)):], ContentType.SPEECH))
+                outputs.append(GenerationOutput(audio[int(np.ceil(audio.size * ratio)) :], ContentType.SPEECH))
             elif i > 0 and n_new < MIN_NEW_SPEECH_HUBERT:  # as the reference: a leading chunk is kept
                 continue
             else:
@@ -269,7 +306,7 @@ class SpiritLM:
         modality merged, the whole output stripped of leading/trailing whitespace (as the reference)."""
         chunks: list[tuple[str, list[int], Modality]] = []
         for span in split_ids(gen, self.layout):
-            ids = gen[span.start:span.end]
+            ids = gen[span.start : span.end]
             piece = self.tokenizer.decode(ids)
             if chunks and chunks[-1][2] is span.modality:
                 chunks[-1] = (chunks[-1][0] + piece, chunks[-1][1] + ids, span.modality)

@@ -46,13 +46,15 @@ class SamplingConfig:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
-def check_context_length(n_prompt: int, n_new: int, max_seq_len: int, what: str = "prompt",
-                         new: str = "new tokens") -> None:
+def check_context_length(
+    n_prompt: int, n_new: int, max_seq_len: int, what: str = "prompt", new: str = "new tokens"
+) -> None:
     """The one context-length check (decoding, SpiritLM prompts, likelihood scoring, evaluation runs):
     ValueError when `n_prompt` tokens plus `n_new` more do not fit in the model's `max_seq_len`."""
     if n_prompt + n_new > max_seq_len:
-        raise ValueError(f"{what} of {n_prompt} tokens + {n_new} {new} exceeds the model's context of "
-                         f"{max_seq_len} tokens")
+        raise ValueError(
+            f"{what} of {n_prompt} tokens + {n_new} {new} exceeds the model's context of {max_seq_len} tokens"
+        )
 
 
 def _filter_logits(logits_bv, top_k, top_p):
@@ -113,7 +115,9 @@ def _decode(model: Llama, params, tokens_bp, pad_b, rng, sparams, eos_ids, max_n
         i, tok_b, cache, out_bn, done_b, seen_bv, rng = carry
         seen_bv = seen_bv.at[jnp.arange(b), tok_b].set(True)
         pos_b1 = (prompt_len_b + i - 1)[:, None]
-        logits_b1v, cache = model.apply({"params": params}, tok_b[:, None], pos_b1, jnp.ones((b, 1), jnp.int32), cache=cache)
+        logits_b1v, cache = model.apply(
+            {"params": params}, tok_b[:, None], pos_b1, jnp.ones((b, 1), jnp.int32), cache=cache
+        )
         rng, sub = jax.random.split(rng)
         nxt_b = _next_token(logits_b1v[:, 0], seen_bv, sub, sparams)
         nxt_b = jnp.where(done_b, 0, nxt_b)
@@ -155,7 +159,7 @@ def generate_tokens(
     pad = np.zeros(len(prompts), np.int32)
     for i, p in enumerate(prompts):
         pad[i] = p_len - len(p)
-        tokens[i, pad[i]:] = p
+        tokens[i, pad[i] :] = p
     mask = np.ones(v, bool) if logit_mask is None else np.asarray(logit_mask, bool)
     if mask.shape != (v,):
         raise ValueError(f"logit_mask must have shape ({v},), got {mask.shape}")
@@ -171,7 +175,9 @@ def generate_tokens(
         "max_new_tokens": jnp.int32(sampling.max_new_tokens),
     }
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
-    out, n = _decode(model, params, jnp.asarray(tokens), jnp.asarray(pad), jax.random.PRNGKey(seed), sparams, eos, n_new)
+    out, n = _decode(
+        model, params, jnp.asarray(tokens), jnp.asarray(pad), jax.random.PRNGKey(seed), sparams, eos, n_new
+    )
     out = np.asarray(out)[:, : int(n)]
     eos_set = set(eos_ids)
     results = []

@@ -62,8 +62,10 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x_btd: Array) -> Array:
         scale_d = self.param(
-            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-            (x_btd.shape[-1],), self.param_dtype,
+            "scale",
+            nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+            (x_btd.shape[-1],),
+            self.param_dtype,
         )
         x = x_btd.astype(jnp.float32)
         x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
@@ -96,11 +98,20 @@ class Attention(nn.Module):
             new_layer_cache = None
         else:
             index = cache_meta["index"]
-            k_bskh = jax.lax.dynamic_update_slice_in_dim(layer_cache["k"], k_btkh.astype(layer_cache["k"].dtype), index, axis=1)
-            v_bskh = jax.lax.dynamic_update_slice_in_dim(layer_cache["v"], v_btkh.astype(layer_cache["v"].dtype), index, axis=1)
+            k_bskh = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache["k"], k_btkh.astype(layer_cache["k"].dtype), index, axis=1
+            )
+            v_bskh = jax.lax.dynamic_update_slice_in_dim(
+                layer_cache["v"], v_btkh.astype(layer_cache["v"].dtype), index, axis=1
+            )
             out_btnh = attention(
-                q_btnh, k_bskh.astype(dt), v_bskh.astype(dt), segment_ids_bt,
-                cache_meta["segment_ids"], index, cfg.attention,
+                q_btnh,
+                k_bskh.astype(dt),
+                v_bskh.astype(dt),
+                segment_ids_bt,
+                cache_meta["segment_ids"],
+                index,
+                cfg.attention,
             )
             new_layer_cache = {"k": k_bskh, "v": v_bskh}
         out_btnh = nn.with_logical_constraint(out_btnh, ("batch", "length", "act_heads", "head_dim"))
@@ -118,8 +129,10 @@ class Proj(nn.Module):
     def __call__(self, x_btd):
         cfg = self.cfg
         w = self.param(
-            "kernel", _dense_init(cfg, ("embed", self.axis_name, "head_dim")),
-            (cfg.d_model, self.heads, cfg.dim_per_head), _dtype(cfg.param_dtype),
+            "kernel",
+            _dense_init(cfg, ("embed", self.axis_name, "head_dim")),
+            (cfg.d_model, self.heads, cfg.dim_per_head),
+            _dtype(cfg.param_dtype),
         )
         return jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype)))
 
@@ -133,8 +146,10 @@ class OutProj(nn.Module):
     def __call__(self, x_btnh):
         cfg = self.cfg
         w = self.param(
-            "kernel", _dense_init(cfg, ("heads", "head_dim", "embed")),
-            (cfg.n_heads, cfg.dim_per_head, cfg.d_model), _dtype(cfg.param_dtype),
+            "kernel",
+            _dense_init(cfg, ("heads", "head_dim", "embed")),
+            (cfg.n_heads, cfg.dim_per_head, cfg.d_model),
+            _dtype(cfg.param_dtype),
         )
         return jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype)))
 
@@ -178,7 +193,9 @@ class DecoderLayer(nn.Module):
         dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
         x_btd = nn.with_logical_constraint(x_btd, ("batch", "length", "act_embed"))
         h_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="attn_norm")(x_btd)
-        attn_btd, new_layer_cache = Attention(cfg, name="attn")(h_btd, positions_bt, segment_ids_bt, layer_cache, cache_meta)
+        attn_btd, new_layer_cache = Attention(cfg, name="attn")(
+            h_btd, positions_bt, segment_ids_bt, layer_cache, cache_meta
+        )
         x_btd = x_btd + attn_btd.astype(x_btd.dtype)
         h_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="mlp_norm")(x_btd)
         x_btd = x_btd + MLP(cfg, name="mlp")(h_btd).astype(x_btd.dtype)
@@ -210,7 +227,10 @@ class Llama(nn.Module):
             segment_ids_bt = jnp.ones((b, t), jnp.int32)
 
         embed = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt,
+            cfg.vocab_size,
+            cfg.d_model,
+            dtype=dt,
+            param_dtype=pdt,
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), ("vocab", "embed")),
             name="embed",
         )
@@ -233,7 +253,9 @@ class Llama(nn.Module):
             cache_meta, layer_caches = None, None
         else:
             index = cache["index"]
-            kv_seg_bs = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids_bt.astype(jnp.int32), index, axis=1)
+            kv_seg_bs = jax.lax.dynamic_update_slice_in_dim(
+                cache["segment_ids"], segment_ids_bt.astype(jnp.int32), index, axis=1
+            )
             cache_meta = {"index": index, "segment_ids": kv_seg_bs}
             layer_caches = {"k": cache["k"], "v": cache["v"]}
         x_btd, new_layer_caches = stack(x_btd, positions_bt, segment_ids_bt, cache_meta, layer_caches)
@@ -247,8 +269,10 @@ class Llama(nn.Module):
         if cache is None:
             return logits_btv
         new_cache = {
-            "k": new_layer_caches["k"], "v": new_layer_caches["v"],
-            "segment_ids": cache_meta["segment_ids"], "index": cache["index"] + t,
+            "k": new_layer_caches["k"],
+            "v": new_layer_caches["v"],
+            "segment_ids": cache_meta["segment_ids"],
+            "index": cache["index"] + t,
         }
         return logits_btv, new_cache
 

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -56,7 +57,9 @@ def mesh_shape(data: int = -1, fsdp: int = 1, tensor: int = 1, num_devices: int 
             raise ValueError(f"{n} devices cannot be split into data={data} fsdp={fsdp} tensor={tensor}")
         sizes[sizes.index(-1)] = n // known
     if math.prod(sizes) != n:
-        raise ValueError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {math.prod(sizes)} devices, have {n}")
+        raise ValueError(
+            f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {math.prod(sizes)} devices, have {n}"
+        )
     return tuple(sizes)  # type: ignore[return-value]
 
 

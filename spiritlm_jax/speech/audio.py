@@ -75,8 +75,10 @@ def _array_to_frames(src, name: str) -> np.ndarray:
     if arr.ndim == 2:
         n_ch = min(arr.shape)
         if n_ch > MAX_CHANNELS or (arr.shape[0] == arr.shape[1] and arr.size > 1):
-            raise ValueError(f"{name}: cannot tell the channel axis; give [N], [channels, N] or [N, channels] "
-                             f"with at most {MAX_CHANNELS} channels (a batch of waveforms is not one audio)")
+            raise ValueError(
+                f"{name}: cannot tell the channel axis; give [N], [channels, N] or [N, channels] "
+                f"with at most {MAX_CHANNELS} channels (a batch of waveforms is not one audio)"
+            )
         return arr.T if arr.shape[0] < arr.shape[1] else arr
     raise ValueError(f"{name}: expected [N], [channels, N] or [N, channels] samples")
 
@@ -86,8 +88,13 @@ def is_silent(wav: np.ndarray, peak: float = SILENCE_PEAK) -> bool:
     return bool(np.max(np.abs(wav), initial=0.0) < peak)
 
 
-def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel: Optional[int] = None,
-               sample_rate: int = SAMPLE_RATE, reject_silent: bool = False) -> np.ndarray:
+def load_audio(
+    src: AudioInput,
+    input_sample_rate: Optional[int] = None,
+    channel: Optional[int] = None,
+    sample_rate: int = SAMPLE_RATE,
+    reject_silent: bool = False,
+) -> np.ndarray:
     """Mono float32 [N] at `sample_rate` (16 kHz) from a path, bytes, a file object or an array.
 
     `input_sample_rate` is the rate of an array input (default: `sample_rate`, i.e. no resampling);
@@ -115,8 +122,9 @@ def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel
         data, is_array = _array_to_frames(src, name), True
         sr = sample_rate if input_sample_rate is None else input_sample_rate
     else:
-        raise ValueError(f"unsupported audio input of type {type(src).__name__}; "
-                         "give a path, bytes, a file object or an array")
+        raise ValueError(
+            f"unsupported audio input of type {type(src).__name__}; give a path, bytes, a file object or an array"
+        )
     if input_sample_rate is not None and not is_array and input_sample_rate != sr:
         raise ValueError(f"{name}: the file is at {sr} Hz but input_sample_rate={input_sample_rate} was given")
     for label, rate in (("input sample rate", sr), ("sample_rate", sample_rate)):
@@ -135,8 +143,7 @@ def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel
     else:
         wav = data.mean(axis=1)
     if reject_silent and is_silent(wav):
-        raise ValueError(f"{name}: audio is silent (peak amplitude {np.max(np.abs(wav)):.2g} "
-                         f"< {SILENCE_PEAK:g})")
+        raise ValueError(f"{name}: audio is silent (peak amplitude {np.max(np.abs(wav)):.2g} < {SILENCE_PEAK:g})")
     if sr != sample_rate:
         import librosa
 
@@ -146,8 +153,12 @@ def load_audio(src: AudioInput, input_sample_rate: Optional[int] = None, channel
     return np.ascontiguousarray(wav, dtype=np.float32)
 
 
-def chunk_audio(wav: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS, min_samples: int = MIN_CHUNK_SAMPLES,
-                sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
+def chunk_audio(
+    wav: np.ndarray,
+    max_seconds: float = MAX_CHUNK_SECONDS,
+    min_samples: int = MIN_CHUNK_SAMPLES,
+    sample_rate: int = SAMPLE_RATE,
+) -> list[np.ndarray]:
     """Consecutive chunks of at most `max_seconds` (100 s); chunks shorter than `min_samples` (1280, i.e.
     80 ms; only the last chunk can be) are dropped, as the reference does. Audio shorter than
     `min_samples` gives [] (no units)."""
@@ -156,13 +167,20 @@ def chunk_audio(wav: np.ndarray, max_seconds: float = MAX_CHUNK_SECONDS, min_sam
         raise ValueError(f"chunk_audio expects mono audio [N], got shape {wav.shape}")
     step = int(max_seconds * sample_rate)
     if step <= 0 or min_samples < 0:
-        raise ValueError(f"max_seconds must give at least one sample per chunk and min_samples be >= 0 "
-                         f"(got {max_seconds} s at {sample_rate} Hz, min_samples={min_samples})")
-    return [wav[i:i + step] for i in range(0, len(wav), step) if len(wav[i:i + step]) >= min_samples]
+        raise ValueError(
+            f"max_seconds must give at least one sample per chunk and min_samples be >= 0 "
+            f"(got {max_seconds} s at {sample_rate} Hz, min_samples={min_samples})"
+        )
+    return [wav[i : i + step] for i in range(0, len(wav), step) if len(wav[i : i + step]) >= min_samples]
 
 
-def encode_chunked(audio: AudioInput, run: Callable[[list[np.ndarray]], Sequence[Any]], empty: Any,
-                   input_sample_rate: Optional[int] = None, channel: Optional[int] = None) -> Any:
+def encode_chunked(
+    audio: AudioInput,
+    run: Callable[[list[np.ndarray]], Sequence[Any]],
+    empty: Any,
+    input_sample_rate: Optional[int] = None,
+    channel: Optional[int] = None,
+) -> Any:
     """The reference's "chunk the audio, run, concatenate": `audio` loaded (16 kHz mono) and cut by
     `chunk_audio`; `run(chunks)` gives one result per chunk, an array [T_i, ...] or a dict of them
     ({stream: units}); the results are concatenated along time. `empty` is the result when no chunk
@@ -170,8 +188,9 @@ def encode_chunked(audio: AudioInput, run: Callable[[list[np.ndarray]], Sequence
     return encode_chunked_batch([load_audio(audio, input_sample_rate, channel)], run, empty)[0]
 
 
-def encode_chunked_batch(wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], Sequence[Any]],
-                         empty: Any) -> list[Any]:
+def encode_chunked_batch(
+    wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.ndarray]], Sequence[Any]], empty: Any
+) -> list[Any]:
     """`encode_chunked` of many 16 kHz waveforms with one `run` call over all their chunks (so a
     batched encoder sees them together); one concatenated result per waveform."""
     chunks = [chunk_audio(w) for w in wavs_16k]
@@ -179,7 +198,7 @@ def encode_chunked_batch(wavs_16k: Sequence[np.ndarray], run: Callable[[list[np.
     results = list(run(flat)) if flat else []
     out, i = [], 0
     for cs in chunks:
-        parts, i = results[i:i + len(cs)], i + len(cs)
+        parts, i = results[i : i + len(cs)], i + len(cs)
         if isinstance(empty, dict):  # streams of the parts (all of them); `empty` when no chunk survived
             out.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else dict(empty))
         else:

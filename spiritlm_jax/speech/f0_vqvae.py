@@ -67,15 +67,29 @@ class F0VQVAEConfig:
 
     def __post_init__(self):
         if self.levels < 1 or len(self.downs_t) != self.levels or len(self.strides_t) != self.levels:
-            raise ValueError(f"levels={self.levels} needs that many downs_t and strides_t entries, "
-                             f"got downs_t={self.downs_t}, strides_t={self.strides_t}")
+            raise ValueError(
+                f"levels={self.levels} needs that many downs_t and strides_t entries, "
+                f"got downs_t={self.downs_t}, strides_t={self.strides_t}"
+            )
         if self.features not in FEATURES:
             raise ValueError(f"features {self.features!r} is not one of {list(FEATURES)}")
         if self.output_emb_width not in (self.emb_width, 2 * self.emb_width):
-            raise ValueError(f"output_emb_width {self.output_emb_width} must be emb_width {self.emb_width} "
-                             "or twice it (the bottleneck sums the two halves)")
-        if min(self.input_emb_width, self.width, self.depth, self.l_bins, self.emb_width,
-               self.dilation_growth_rate, int(self.m_conv * self.width)) < 1:
+            raise ValueError(
+                f"output_emb_width {self.output_emb_width} must be emb_width {self.emb_width} "
+                "or twice it (the bottleneck sums the two halves)"
+            )
+        if (
+            min(
+                self.input_emb_width,
+                self.width,
+                self.depth,
+                self.l_bins,
+                self.emb_width,
+                self.dilation_growth_rate,
+                int(self.m_conv * self.width),
+            )
+            < 1
+        ):
             raise ValueError(f"F0 VQ-VAE sizes must be >= 1: {self}")
         if self.dilation_cycle is not None and self.dilation_cycle < 1:
             raise ValueError(f"dilation_cycle must be >= 1 or null, got {self.dilation_cycle}")
@@ -91,12 +105,15 @@ class F0VQVAEConfig:
             if d_t < 1 or s_t < 1:
                 raise ValueError(f"level {level}: downs_t and strides_t must be >= 1, got {d_t}, {s_t}")
             if s_t % 2:
-                raise ValueError(f"level {level}: an odd int stride {s_t} gets kernel {2 * s_t} (T - 1) // s frames, "
-                                 "which the reference's shape assertion rejects; give strides as a list")
+                raise ValueError(
+                    f"level {level}: an odd int stride {s_t} gets kernel {2 * s_t} (T - 1) // s frames, "
+                    "which the reference's shape assertion rejects; give strides as a list"
+                )
             return ((2 * s_t, s_t, s_t // 2),) * d_t
         if len(s_t) != len(d_t) or min(s_t, default=1) < 1 or min(d_t, default=0) < 0:
-            raise ValueError(f"level {level}: strides_t {s_t} and downs_t {d_t} must pair up "
-                             "(strides >= 1, downs >= 0)")
+            raise ValueError(
+                f"level {level}: strides_t {s_t} and downs_t {d_t} must pair up (strides >= 1, downs >= 0)"
+            )
         convs = []
         for s, d in zip(s_t, d_t):
             k, p = (2 * s, s // 2) if s % 2 == 0 else (2 * s + 1, s // 2 + 1)
@@ -146,8 +163,11 @@ class EncoderLevel(nn.Module):
 def nearest_code(z_btc, codebook_kc):
     """Index of the nearest codebook row, |x|^2 - 2 x.k + |k|^2 as the reference computes it."""
     hi = jax.lax.Precision.HIGHEST
-    dist = ((z_btc ** 2).sum(-1, keepdims=True) - 2 * jnp.einsum("btc,kc->btk", z_btc, codebook_kc, precision=hi)
-            + (codebook_kc ** 2).sum(-1))
+    dist = (
+        (z_btc**2).sum(-1, keepdims=True)
+        - 2 * jnp.einsum("btc,kc->btk", z_btc, codebook_kc, precision=hi)
+        + (codebook_kc**2).sum(-1)
+    )
     return jnp.argmin(dist, axis=-1)
 
 
@@ -166,7 +186,7 @@ class F0VQVAE(nn.Module):
             x_btc, n_b = EncoderLevel(cfg, level, name=f"level_{level}")(x_btc, n_b)
             z = x_btc
             if cfg.output_emb_width == 2 * cfg.emb_width:
-                z = z[..., : cfg.emb_width] + z[..., cfg.emb_width:]
+                z = z[..., : cfg.emb_width] + z[..., cfg.emb_width :]
             k = self.param(f"codebook_{level}", nn.initializers.normal(1.0), (cfg.l_bins, cfg.emb_width))
             codes = jnp.where(valid_mask(n_b, z.shape[1]), nearest_code(z, k), -1)
             out.append((codes, x_btc, n_b))
@@ -204,8 +224,12 @@ def _abstract_params(configs: dict) -> dict:
 
 
 # DIR/f0_vqvae.yaml (F0VQVAEConfig) + DIR/params
-F0_VQVAE_SPEC = ComponentSpec("converted F0 VQ-VAE", {"f0_vqvae.yaml": F0VQVAEConfig}, _abstract_params,
-                              hint="make one with tools/convert_weights/f0_vqvae_from_pt.py")
+F0_VQVAE_SPEC = ComponentSpec(
+    "converted F0 VQ-VAE",
+    {"f0_vqvae.yaml": F0VQVAEConfig},
+    _abstract_params,
+    hint="make one with tools/convert_weights/f0_vqvae_from_pt.py",
+)
 
 
 def _pitch_fn(fcpe_params, vq_params, wav_bn, n_b, f0_mean, fcpe_cfg, opts, vq_cfg, t_pad):
@@ -235,10 +259,16 @@ class PitchTokenizer:
     Audio under 1024 samples is an error (FCPE's window); under 1200 samples it gives no unit.
     """
 
-    def __init__(self, fcpe_params, fcpe_cfg: FCPEConfig, vq_params, vq_cfg: F0VQVAEConfig,
-                 opts: F0Options = F0Options()):
+    def __init__(
+        self, fcpe_params, fcpe_cfg: FCPEConfig, vq_params, vq_cfg: F0VQVAEConfig, opts: F0Options = F0Options()
+    ):
         self.fcpe_params, self.fcpe_cfg, self.vq_params, self.vq_cfg, self.opts = (
-            fcpe_params, fcpe_cfg, vq_params, vq_cfg, opts)
+            fcpe_params,
+            fcpe_cfg,
+            vq_params,
+            vq_cfg,
+            opts,
+        )
 
     @classmethod
     def load(cls, fcpe_dir, vqvae_dir, opts: F0Options = F0Options()) -> "PitchTokenizer":
@@ -261,10 +291,16 @@ class PitchTokenizer:
         n_pad = quarter_octave_bucket(max(lengths), BUCKET_MIN_SAMPLES)
         padded = pad_batch(wavs, n_pad)
         mean = None if f0_mean is None else jnp.broadcast_to(jnp.asarray(f0_mean, jnp.float32), (len(wavs),))
-        codes, n_codes, f0, vuv, frames = (np.asarray(a) for a in self._fn(n_pad)(
-            self.fcpe_params, self.vq_params, jnp.asarray(padded), jnp.asarray(lengths, jnp.int32), mean))
-        return [{"units": codes[i, : n_codes[i]].astype(np.int64), "f0": f0[i, : frames[i]],
-                 "vuv": vuv[i, : frames[i]]} for i in range(len(wavs))]
+        codes, n_codes, f0, vuv, frames = (
+            np.asarray(a)
+            for a in self._fn(n_pad)(
+                self.fcpe_params, self.vq_params, jnp.asarray(padded), jnp.asarray(lengths, jnp.int32), mean
+            )
+        )
+        return [
+            {"units": codes[i, : n_codes[i]].astype(np.int64), "f0": f0[i, : frames[i]], "vuv": vuv[i, : frames[i]]}
+            for i in range(len(wavs))
+        ]
 
     def f0_units(self, wav_16k, f0_mean=None) -> np.ndarray:
         """Pitch units (int64, 12.5 Hz) of one 16 kHz waveform (one reference chunk)."""
@@ -273,5 +309,6 @@ class PitchTokenizer:
     def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
         """Pitch units of a recording, chunked as the reference tokenizer (<= 100 s, chunks under 1280
         samples dropped), concatenated."""
-        return encode_chunked(audio, lambda chunks: [self.f0_units(c) for c in chunks], np.zeros(0, np.int64),
-                              input_sample_rate)
+        return encode_chunked(
+            audio, lambda chunks: [self.f0_units(c) for c in chunks], np.zeros(0, np.int64), input_sample_rate
+        )

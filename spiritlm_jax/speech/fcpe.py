@@ -123,6 +123,7 @@ def _precision(cfg: FCPEConfig):
 
 # ----- mel front-end ---------------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=8)
 def mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     """librosa's Slaney mel filterbank [n_mels, n_fft // 2 + 1], float32, as torchfcpe builds it."""
@@ -167,6 +168,7 @@ def log_mel(wav_bn: jax.Array, n_b: jax.Array, cfg: FCPEConfig) -> jax.Array:
 
 # ----- network -----------------------------------------------------------------------------------------
 
+
 class DepthwiseConv1d(nn.Module):
     """Depthwise Conv1d, 'same' zero padding, NWC; kernel [k, 1, C]. Written as a sum of k shifted
     products: XLA's grouped convolution on CPU was ~20x slower for FCPE's k31 x 1024 channels (GPU
@@ -179,7 +181,7 @@ class DepthwiseConv1d(nn.Module):
         c, t, half = x_btc.shape[-1], x_btc.shape[1], self.kernel // 2
         w = self.param("kernel", nn.initializers.lecun_normal(), (self.kernel, 1, c))
         xp = jnp.pad(x_btc, ((0, 0), (half, half), (0, 0)))
-        y = sum(xp[:, k: k + t] * w[k, 0] for k in range(self.kernel))
+        y = sum(xp[:, k : k + t] * w[k, 0] for k in range(self.kernel))
         return y + self.param("bias", nn.initializers.zeros, (c,))
 
 
@@ -198,10 +200,10 @@ def softmax_kernel(x_bhtd, proj_md, is_query: bool, precision, eps: float = 1e-4
     """Performer positive random features (torchfcpe's softmax_kernel, including its key-side
     `exp(. + eps)` quirk)."""
     d = x_bhtd.shape[-1]
-    norm = d ** -0.25
+    norm = d**-0.25
     ratio = proj_md.shape[0] ** -0.5
     dash = jnp.einsum("bhtd,md->bhtm", norm * x_bhtd, proj_md, precision=precision)
-    diag = (x_bhtd ** 2).sum(-1, keepdims=True) / 2.0 * norm ** 2
+    diag = (x_bhtd**2).sum(-1, keepdims=True) / 2.0 * norm**2
     if is_query:
         return ratio * (jnp.exp(dash - diag - dash.max(-1, keepdims=True)) + eps)
     return ratio * jnp.exp(dash - diag + eps)
@@ -299,6 +301,7 @@ class FCPE(nn.Module):
 
 # ----- decoder -------------------------------------------------------------------------------------------
 
+
 def salience_to_f0(salience_btc, cents_c, threshold: float, decoder: str = "local_argmax"):
     """Salience -> F0 in Hz [B, T]; frames whose peak salience is <= threshold get 0 (torchfcpe
     multiplies their cents by -inf, which 10 * 2^(c / 1200) maps to 0)."""
@@ -332,8 +335,11 @@ def interpolate_unvoiced(f0_bt, uv_bt, valid_bt):
     y_next = jnp.take_along_axis(f0_bt, jnp.clip(nxt, 0, t - 1), axis=1)
     # same operation order as the reference: y_l + ((x - x_l) * (y_r - y_l) / (x_r - x_l))
     inner = y_prev + ((ar - prev).astype(f0_bt.dtype) * (y_next - y_prev) / (nxt - prev).astype(f0_bt.dtype))
-    filled = jnp.where(prev < 0, jnp.take_along_axis(f0_bt, first, axis=1),
-                       jnp.where(nxt >= t, jnp.take_along_axis(f0_bt, last, axis=1), inner))
+    filled = jnp.where(
+        prev < 0,
+        jnp.take_along_axis(f0_bt, first, axis=1),
+        jnp.where(nxt >= t, jnp.take_along_axis(f0_bt, last, axis=1), inner),
+    )
     replace = uv_bt & valid_bt & voiced.any(1, keepdims=True)
     return jnp.where(replace, filled, f0_bt)
 
@@ -376,6 +382,7 @@ def fcpe_f0(params, wav_bn, n_b, cfg: FCPEConfig, opts: F0Options = F0Options())
 
 # ----- params on disk, and a loaded extractor ---------------------------------------------------------
 
+
 def init_params(cfg: FCPEConfig, seed: int = 0) -> dict:
     wav = jnp.zeros((1, cfg.win_size), jnp.float32)
     return FCPE(cfg).init(jax.random.PRNGKey(seed), wav, jnp.array([cfg.win_size]))["params"]
@@ -389,8 +396,12 @@ def _abstract_params(configs: dict) -> dict:
 
 
 # DIR/fcpe.yaml (FCPEConfig) + DIR/params: io.save_component(DIR, FCPE_SPEC, params, {"fcpe.yaml": cfg})
-FCPE_SPEC = ComponentSpec("converted FCPE model", {"fcpe.yaml": FCPEConfig}, _abstract_params,
-                          hint="make one with tools/convert_weights/fcpe_from_torchfcpe.py")
+FCPE_SPEC = ComponentSpec(
+    "converted FCPE model",
+    {"fcpe.yaml": FCPEConfig},
+    _abstract_params,
+    hint="make one with tools/convert_weights/fcpe_from_torchfcpe.py",
+)
 BUCKET_MIN_SAMPLES = 16384  # waveforms are padded to buckets.quarter_octave_bucket(n, BUCKET_MIN_SAMPLES)
 
 
@@ -403,8 +414,10 @@ def check_waveform(wav, cfg: FCPEConfig, name: str = "waveform") -> np.ndarray:
         raise ValueError(f"{name}: expected numbers, got dtype {wav.dtype}")
     wav = wav.astype(np.float32)
     if len(wav) < cfg.win_size:
-        raise ValueError(f"{name}: {len(wav)} samples is shorter than one FCPE window ({cfg.win_size} samples "
-                         f"at {cfg.sample_rate} Hz)")
+        raise ValueError(
+            f"{name}: {len(wav)} samples is shorter than one FCPE window ({cfg.win_size} samples "
+            f"at {cfg.sample_rate} Hz)"
+        )
     if not np.isfinite(wav).all():
         raise ValueError(f"{name}: contains NaN or infinite samples")
     return wav
@@ -420,8 +433,8 @@ def jitted_f0(cfg: FCPEConfig, opts: F0Options):
 class F0Extractor:
     """A loaded FCPE: 16 kHz waveforms -> (F0 Hz, voicing) at 200 Hz, jitted, batched with padding.
 
-        fx = F0Extractor.load("converted/fcpe")
-        f0, vuv = fx("speech_16k.wav" samples)   # each [n // 80 + 1] float32
+    fx = F0Extractor.load("converted/fcpe")
+    f0, vuv = fx("speech_16k.wav" samples)   # each [n // 80 + 1] float32
     """
 
     def __init__(self, params, cfg: FCPEConfig, opts: F0Options = F0Options()):
@@ -441,8 +454,9 @@ class F0Extractor:
             return []
         lengths = [len(w) for w in wavs]
         padded = pad_batch(wavs, quarter_octave_bucket(max(lengths), BUCKET_MIN_SAMPLES))
-        f0, vuv, frames = (np.asarray(a) for a in self._fn(self.params, jnp.asarray(padded),
-                                                           jnp.asarray(lengths, jnp.int32)))
+        f0, vuv, frames = (
+            np.asarray(a) for a in self._fn(self.params, jnp.asarray(padded), jnp.asarray(lengths, jnp.int32))
+        )
         return [(f0[i, : frames[i]], vuv[i, : frames[i]]) for i in range(len(wavs))]
 
     def __call__(self, wav) -> tuple[np.ndarray, np.ndarray]:

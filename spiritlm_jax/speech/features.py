@@ -53,8 +53,9 @@ class FeatureConfig:
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"feature kind {self.kind!r} is not one of {FEATURE_KINDS}")
         if self.n_mels < 1 or self.n_mfcc < 1 or (self.kind == "mfcc" and self.n_mfcc > self.n_mels):
-            raise ValueError(f"need n_mels >= 1 and 1 <= n_mfcc <= n_mels, got n_mels={self.n_mels}, "
-                             f"n_mfcc={self.n_mfcc}")
+            raise ValueError(
+                f"need n_mels >= 1 and 1 <= n_mfcc <= n_mels, got n_mels={self.n_mels}, n_mfcc={self.n_mfcc}"
+            )
         hi = self.fmax if self.fmax is not None else SAMPLE_RATE / 2
         if not 0 <= self.fmin < hi <= SAMPLE_RATE / 2:
             raise ValueError(f"need 0 <= fmin < fmax <= {SAMPLE_RATE // 2} Hz, got fmin={self.fmin}, fmax={self.fmax}")
@@ -105,20 +106,38 @@ def mel_power(wav: np.ndarray, n_mels: int = 40, fmin: float = 0.0, fmax: Option
     t = num_frames(len(wav))
     if t == 0:
         return np.zeros((0, n_mels), np.float32)
-    mel_mt = librosa.feature.melspectrogram(y=wav, sr=SAMPLE_RATE, n_fft=WINDOW, hop_length=HOP, window="hann",
-                                            center=False, power=2.0, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    mel_mt = librosa.feature.melspectrogram(
+        y=wav,
+        sr=SAMPLE_RATE,
+        n_fft=WINDOW,
+        hop_length=HOP,
+        window="hann",
+        center=False,
+        power=2.0,
+        n_mels=n_mels,
+        fmin=fmin,
+        fmax=fmax,
+    )
     return np.ascontiguousarray(mel_mt.T, dtype=np.float32)  # librosa's frames: [640 i, 640 i + 720), t of them
 
 
-def log_mel(wav: np.ndarray, n_mels: int = 40, cmvn: bool = True, fmin: float = 0.0,
-            fmax: Optional[float] = None) -> np.ndarray:
+def log_mel(
+    wav: np.ndarray, n_mels: int = 40, cmvn: bool = True, fmin: float = 0.0, fmax: Optional[float] = None
+) -> np.ndarray:
     """[N] float audio at 16 kHz -> [num_frames(N), n_mels] float32 log-mel features."""
     feats = np.log(mel_power(wav, n_mels, fmin, fmax) + 1e-6)
     return _cmvn(feats).astype(np.float32) if cmvn and len(feats) else feats.astype(np.float32)
 
 
-def mfcc(wav: np.ndarray, n_mfcc: int = 13, n_mels: int = 40, deltas: bool = False, cmvn: bool = True,
-         fmin: float = 0.0, fmax: Optional[float] = None) -> np.ndarray:
+def mfcc(
+    wav: np.ndarray,
+    n_mfcc: int = 13,
+    n_mels: int = 40,
+    deltas: bool = False,
+    cmvn: bool = True,
+    fmin: float = 0.0,
+    fmax: Optional[float] = None,
+) -> np.ndarray:
     """[N] float audio at 16 kHz -> [num_frames(N), n_mfcc (x3 with deltas)] float32 MFCCs (DCT-II of
     the log-mel energies, orthonormal), on the same frame grid as `log_mel`."""
     import librosa

@@ -39,8 +39,10 @@ class DurPredictorConfig:
     def __post_init__(self):
         # conv2 has padding 1 whatever the kernel (reference); only k=3 keeps one duration per unit
         if self.var_pred_kernel_size != 3:
-            raise ValueError(f"var_pred_kernel_size={self.var_pred_kernel_size}: the reference duration predictor's "
-                             "second conv pads by 1, so only kernel 3 gives one duration per unit")
+            raise ValueError(
+                f"var_pred_kernel_size={self.var_pred_kernel_size}: the reference duration predictor's "
+                "second conv pads by 1, so only kernel 3 gives one duration per unit"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +71,17 @@ class HifiGanConfig:
     sampling_rate: int = 16000
 
     def __post_init__(self):
-        for name in ("num_embeddings", "embedding_dim", "num_speakers", "num_styles", "upsample_initial_channel",
-                     "code_hop_size", "f0_hop_size", "style_hop_size", "sampling_rate"):
+        for name in (
+            "num_embeddings",
+            "embedding_dim",
+            "num_speakers",
+            "num_styles",
+            "upsample_initial_channel",
+            "code_hop_size",
+            "f0_hop_size",
+            "style_hop_size",
+            "sampling_rate",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -82,12 +93,16 @@ class HifiGanConfig:
             if (k - u) % 2 or k < u:
                 raise ValueError(f"upsample kernel {k} and rate {u}: need k >= u and k - u even (output length T*u)")
         if self.upsample_initial_channel % 2 ** len(self.upsample_rates):
-            raise ValueError(f"upsample_initial_channel {self.upsample_initial_channel} must be divisible by "
-                             f"2**{len(self.upsample_rates)} (channels halve at every stage)")
+            raise ValueError(
+                f"upsample_initial_channel {self.upsample_initial_channel} must be divisible by "
+                f"2**{len(self.upsample_rates)} (channels halve at every stage)"
+            )
         d = self.dur_predictor_params
         if d is not None and d.encoder_embed_dim != self.embedding_dim:
-            raise ValueError(f"dur_predictor_params.encoder_embed_dim {d.encoder_embed_dim} must equal "
-                             f"embedding_dim {self.embedding_dim} (it reads the unit embedding)")
+            raise ValueError(
+                f"dur_predictor_params.encoder_embed_dim {d.encoder_embed_dim} must equal "
+                f"embedding_dim {self.embedding_dim} (it reads the unit embedding)"
+            )
 
     @property
     def hop(self) -> int:
@@ -136,7 +151,11 @@ class ConvTranspose1d(nn.Module):
         w = self.param("kernel", nn.initializers.normal(0.01), (k, x_btc.shape[-1], self.features))
         b = self.param("bias", nn.initializers.zeros, (self.features,))
         y = jax.lax.conv_general_dilated(
-            x_btc, jnp.flip(w, 0).astype(x_btc.dtype), (1,), [(k - 1 - p, k - 1 - p)], lhs_dilation=(u,),
+            x_btc,
+            jnp.flip(w, 0).astype(x_btc.dtype),
+            (1,),
+            [(k - 1 - p, k - 1 - p)],
+            lhs_dilation=(u,),
             dimension_numbers=("NWC", "WIO", "NWC"),
         )
         return y + b.astype(y.dtype)
@@ -215,7 +234,8 @@ def predict_durations(params, cfg: HifiGanConfig, units_bt, lengths_b):
     valid_bt = valid_mask(lengths_b, units_bt.shape[1])
     emb_btc = jnp.take(params["dict"]["embedding"], units_bt, axis=0)
     log_dur = DurationPredictor(d.var_pred_hidden_dim, d.var_pred_kernel_size).apply(
-        {"params": params["dur_predictor"]}, emb_btc, valid_bt)
+        {"params": params["dur_predictor"]}, emb_btc, valid_bt
+    )
     return durations(log_dur, valid_bt)
 
 
@@ -236,8 +256,10 @@ def upsample_stream(code_k, n: int, rate: int) -> np.ndarray:
     code_k = np.asarray(code_k)
     k = len(code_k)
     if k == 0 or abs(k * rate - n) / rate > 1:
-        raise ValueError(f"a stream of {k} units at 1/{rate} of the HuBERT rate cannot cover {n} HuBERT frames "
-                         f"(expected about {n / rate:.1f} units)")
+        raise ValueError(
+            f"a stream of {k} units at 1/{rate} of the HuBERT rate cannot cover {n} HuBERT frames "
+            f"(expected about {n / rate:.1f} units)"
+        )
     up = np.repeat(code_k, rate)
     if len(up) < n:
         up = np.concatenate([up, np.full(n - len(up), up[-1], up.dtype)])
@@ -257,8 +279,17 @@ class CodeGenerator(nn.Module):
     cfg: HifiGanConfig
 
     @nn.compact
-    def __call__(self, units_bt, lengths_b, pitch_bt=None, style_bt=None, speaker_b=None, global_style_b=None,
-                 dur_pred: bool = False, max_frames: Optional[int] = None):
+    def __call__(
+        self,
+        units_bt,
+        lengths_b,
+        pitch_bt=None,
+        style_bt=None,
+        speaker_b=None,
+        global_style_b=None,
+        dur_pred: bool = False,
+        max_frames: Optional[int] = None,
+    ):
         cfg = self.cfg
         valid_bt = valid_mask(lengths_b, units_bt.shape[1])
         e = cfg.embedding_dim
@@ -275,7 +306,8 @@ class CodeGenerator(nn.Module):
             if d is None:
                 raise ValueError("this vocoder has no duration predictor; call with dur_pred=False")
             log_dur = DurationPredictor(d.var_pred_hidden_dim, d.var_pred_kernel_size, name="dur_predictor")(
-                unit_btc, valid_bt)
+                unit_btc, valid_bt
+            )
             dur_bt = durations(log_dur, valid_bt)
             needed_b = dur_bt.sum(1)
             x_btc, valid_bt = repeat_frames(x_btc, dur_bt, max_frames or units_bt.shape[1])
@@ -296,5 +328,6 @@ def init_params(cfg: HifiGanConfig, seed: int = 0):
     z = jnp.zeros((1, 4), jnp.int32)
     one = jnp.zeros((1,), jnp.int32)
     model = CodeGenerator(cfg)
-    return model.init(jax.random.PRNGKey(seed), z, jnp.asarray([4]), z, z, one, one,
-                      dur_pred=cfg.has_dur_predictor, max_frames=4)["params"]
+    return model.init(
+        jax.random.PRNGKey(seed), z, jnp.asarray([4]), z, z, one, one, dur_pred=cfg.has_dur_predictor, max_frames=4
+    )["params"]

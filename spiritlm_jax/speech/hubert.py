@@ -49,12 +49,16 @@ class HubertConfig:
 
     def __post_init__(self):
         if not self.conv_layers or any(len(c) != 3 or min(c) < 1 for c in self.conv_layers):
-            raise ValueError(f"conv_layers must be non-empty (channels, kernel, stride) triples >= 1, got {self.conv_layers}")
+            raise ValueError(
+                f"conv_layers must be non-empty (channels, kernel, stride) triples >= 1, got {self.conv_layers}"
+            )
         if not 1 <= self.output_layer <= self.num_layers:
             raise ValueError(f"output_layer must be in [1, {self.num_layers}], got {self.output_layer}")
         if self.hidden % self.num_heads or self.hidden % self.pos_conv_groups:
-            raise ValueError(f"hidden {self.hidden} must be divisible by num_heads {self.num_heads} "
-                             f"and pos_conv_groups {self.pos_conv_groups}")
+            raise ValueError(
+                f"hidden {self.hidden} must be divisible by num_heads {self.num_heads} "
+                f"and pos_conv_groups {self.pos_conv_groups}"
+            )
         if self.seq_len_multiple < 1:
             raise ValueError(f"seq_len_multiple must be >= 1, got {self.seq_len_multiple}")
 
@@ -122,12 +126,13 @@ class SelfAttention(nn.Module):
         dense = lambda name: nn.Dense(self.hidden, dtype=jnp.dtype(self.dtype), name=name)  # noqa: E731
         b, t, _ = x_btd.shape
         h = self.hidden // self.num_heads
-        q_btnh = dense("q_proj")(x_btd).reshape(b, t, self.num_heads, h) * h ** -0.5  # fairseq: scale after bias
+        q_btnh = dense("q_proj")(x_btd).reshape(b, t, self.num_heads, h) * h**-0.5  # fairseq: scale after bias
         k_btnh = dense("k_proj")(x_btd).reshape(b, t, self.num_heads, h)
         v_btnh = dense("v_proj")(x_btd).reshape(b, t, self.num_heads, h)
         if self.backend == "cudnn":
-            out_btnh = jax.nn.dot_product_attention(q_btnh, k_btnh, v_btnh, mask=valid_bs[:, None, None, :],
-                                                    scale=1.0, implementation="cudnn")
+            out_btnh = jax.nn.dot_product_attention(
+                q_btnh, k_btnh, v_btnh, mask=valid_bs[:, None, None, :], scale=1.0, implementation="cudnn"
+            )
         else:
             logits_bnts = jnp.einsum("btnh,bsnh->bnts", q_btnh, k_btnh, preferred_element_type=jnp.float32)
             logits_bnts = jnp.where(valid_bs[:, None, None, :], logits_bnts, jnp.finfo(jnp.float32).min)
@@ -166,8 +171,10 @@ class Hubert(nn.Module):
         if wav_bn.ndim != 2:
             raise ValueError(f"wav must be [batch, samples], got shape {wav_bn.shape}")
         if wav_bn.shape[1] < cfg.receptive_field:
-            raise ValueError(f"wav has {wav_bn.shape[1]} samples; HuBERT needs at least {cfg.receptive_field} "
-                             f"(one frame of this conv stack)")
+            raise ValueError(
+                f"wav has {wav_bn.shape[1]} samples; HuBERT needs at least {cfg.receptive_field} "
+                f"(one frame of this conv stack)"
+            )
         if valid_samples_b is None:
             valid_samples_b = jnp.full((wav_bn.shape[0],), wav_bn.shape[1], jnp.int32)
         if valid_samples_b.shape != wav_bn.shape[:1]:
@@ -193,7 +200,8 @@ class Hubert(nn.Module):
         if k % 2 == 0:  # fairseq SamePad: an even kernel yields one extra frame
             pos_btd = pos_btd[:, :-1]
         x_btd = nn.LayerNorm(cfg.layer_norm_eps, dtype=dt, name="encoder_layer_norm")(
-            x_btd + nn.gelu(pos_btd, approximate=False))
+            x_btd + nn.gelu(pos_btd, approximate=False)
+        )
 
         t = x_btd.shape[1]
         pad = -t % cfg.seq_len_multiple  # fairseq pads to an even length and masks the pad as keys
@@ -202,4 +210,3 @@ class Hubert(nn.Module):
         for i in range(cfg.output_layer):
             x_btd = EncoderLayer(cfg, name=f"layers_{i}")(x_btd, valid_bt)
         return x_btd[:, :t], n_b
-

@@ -44,7 +44,7 @@ INIT_METHODS = ("k-means++", "random")
 
 def _sq_dists(x_nd, c_kd):
     """Squared Euclidean distances [n, k] (clamped at 0 against cancellation)."""
-    d = jnp.sum(x_nd ** 2, 1, keepdims=True) - 2.0 * x_nd @ c_kd.T + jnp.sum(c_kd ** 2, 1)[None]
+    d = jnp.sum(x_nd**2, 1, keepdims=True) - 2.0 * x_nd @ c_kd.T + jnp.sum(c_kd**2, 1)[None]
     return jnp.maximum(d, 0.0)
 
 
@@ -61,7 +61,7 @@ def _nearest_chunks(x_nd: np.ndarray, c_kd, chunk: int = 65536) -> tuple[np.ndar
         raise ValueError(f"features of shape {x_nd.shape} do not match centroids of shape {tuple(c_kd.shape)}")
     ids, d2 = [], []
     for i in range(0, len(x_nd), chunk):
-        part = x_nd[i:i + chunk]
+        part = x_nd[i : i + chunk]
         padded = np.zeros((pow2_bucket(len(part), 256, chunk), x_nd.shape[1]), np.float32)  # few compilations
         padded[: len(part)] = part
         j, d = _nearest(jnp.asarray(padded), c_kd)
@@ -131,7 +131,7 @@ def lloyd_step(x_nd: np.ndarray, c_kd: np.ndarray, chunk: int = 65536) -> tuple[
     sums_kd, sizes_k, total = np.zeros((k, d), np.float64), np.zeros(k, np.float64), 0.0
     cj = jnp.asarray(c_kd, jnp.float32)
     for i in range(0, len(x_nd), chunk):
-        s, n, t = _chunk_sums(jnp.asarray(x_nd[i:i + chunk]), cj, k)
+        s, n, t = _chunk_sums(jnp.asarray(x_nd[i : i + chunk]), cj, k)
         sums_kd += np.asarray(s, np.float64)
         sizes_k += np.asarray(n, np.float64)
         total += float(t)
@@ -162,9 +162,18 @@ def _reseed(c_kd: np.ndarray, dead: np.ndarray, x_nd: np.ndarray) -> np.ndarray:
     return c_kd
 
 
-def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096, steps: int = 300,
-                 lloyd_steps: int = 3, init: str = "k-means++", init_sample: int = 20000, reassign_every: int = 50,
-                 progress: bool = False) -> KMeansResult:
+def train_kmeans(
+    x_nd: np.ndarray,
+    k: int,
+    seed: int = 0,
+    batch_size: int = 4096,
+    steps: int = 300,
+    lloyd_steps: int = 3,
+    init: str = "k-means++",
+    init_sample: int = 20000,
+    reassign_every: int = 50,
+    progress: bool = False,
+) -> KMeansResult:
     """Fit k centroids to the rows of x_nd [N, D] (module docstring). Raises ValueError on bad input."""
     x_nd = np.asarray(x_nd, np.float32)
     if x_nd.ndim != 2 or x_nd.shape[1] == 0:
@@ -176,8 +185,9 @@ def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096
     if init not in INIT_METHODS:
         raise ValueError(f"init {init!r} is not one of {INIT_METHODS}")
     if batch_size < 1 or steps < 0 or lloyd_steps < 0:
-        raise ValueError(f"need batch_size >= 1, steps >= 0, lloyd_steps >= 0; "
-                         f"got {batch_size}, {steps}, {lloyd_steps}")
+        raise ValueError(
+            f"need batch_size >= 1, steps >= 0, lloyd_steps >= 0; got {batch_size}, {steps}, {lloyd_steps}"
+        )
     rng = np.random.default_rng(seed)
     key = jax.random.PRNGKey(seed)
     sample = x_nd[np.sort(rng.choice(len(x_nd), min(len(x_nd), max(init_sample, k)), replace=False))]
@@ -226,23 +236,36 @@ def train_kmeans(x_nd: np.ndarray, k: int, seed: int = 0, batch_size: int = 4096
     if bar is not None:
         bar.close()
     ids, d2 = _nearest_chunks(x_nd, c_kd)
-    return KMeansResult(centroids=c_kd.astype(np.float32), inertia=float(np.sum(d2, dtype=np.float64)),
-                        sizes=np.bincount(ids, minlength=k), n_rows=len(x_nd), history=history, reseeded=reseeded)
+    return KMeansResult(
+        centroids=c_kd.astype(np.float32),
+        inertia=float(np.sum(d2, dtype=np.float64)),
+        sizes=np.bincount(ids, minlength=k),
+        n_rows=len(x_nd),
+        history=history,
+        reseeded=reseeded,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Quantizer directory: the k-means component (speech.quantizer.KMEANS_SPEC: kmeans.yaml + params/)
 
-def kmeans_config(result: KMeansResult | np.ndarray, feature_params: dict, training: Optional[dict] = None
-                  ) -> KMeansConfig:
+
+def kmeans_config(
+    result: KMeansResult | np.ndarray, feature_params: dict, training: Optional[dict] = None
+) -> KMeansConfig:
     """The kmeans.yaml of trained centroids: k, dim, the feature parameters and a training summary."""
     centroids = result.centroids if isinstance(result, KMeansResult) else np.asarray(result, np.float32)
     summary = dict(training or {})
     if isinstance(result, KMeansResult):
-        summary = {"rows": result.n_rows, "inertia_per_row": result.inertia_per_row,
-                   "reseeded": result.reseeded, **summary}
-    return KMeansConfig(k=int(centroids.shape[0]), dim=int(centroids.shape[1]), features=dict(feature_params),
-                        training=summary)
+        summary = {
+            "rows": result.n_rows,
+            "inertia_per_row": result.inertia_per_row,
+            "reseeded": result.reseeded,
+            **summary,
+        }
+    return KMeansConfig(
+        k=int(centroids.shape[0]), dim=int(centroids.shape[1]), features=dict(feature_params), training=summary
+    )
 
 
 class MelUnitTokenizer:
@@ -262,8 +285,10 @@ class MelUnitTokenizer:
             raise ValueError(f"{quantizer_dir}: kmeans.yaml names no features (centroids for caller-given features)")
         self.features = feature_extractor(self.config.features)
         if self.features.dim != self.centroids.shape[1]:
-            raise ValueError(f"{quantizer_dir}: features have dim {self.features.dim} but centroids "
-                             f"{self.centroids.shape[1]} ({self.config.features})")
+            raise ValueError(
+                f"{quantizer_dir}: features have dim {self.features.dim} but centroids "
+                f"{self.centroids.shape[1]} ({self.config.features})"
+            )
         self._cj = jnp.asarray(self.centroids)
 
     def describe(self) -> str:
@@ -275,7 +300,7 @@ class MelUnitTokenizer:
         ids = assign(np.concatenate(feats) if feats else np.zeros((0, self.centroids.shape[1]), np.float32), self._cj)
         out, start = [], 0
         for f in feats:
-            out.append({"hubert": ids[start:start + len(f)]})
+            out.append({"hubert": ids[start : start + len(f)]})
             start += len(f)
         return out
 

@@ -28,12 +28,26 @@ def mask_time(x_btc, valid_bt):
     return x_btc * valid_bt[..., None].astype(x_btc.dtype)
 
 
-def conv1d(x_btc, kernel_kio, stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1,
-           precision: Optional[jax.lax.Precision] = None):
+def conv1d(
+    x_btc,
+    kernel_kio,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+    precision: Optional[jax.lax.Precision] = None,
+):
     """PyTorch Conv1d without bias: `padding` zeros on both sides; the kernel is cast to x's dtype."""
-    return jax.lax.conv_general_dilated(x_btc, kernel_kio.astype(x_btc.dtype), (stride,), [(padding, padding)],
-                                        rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"),
-                                        feature_group_count=groups, precision=precision)
+    return jax.lax.conv_general_dilated(
+        x_btc,
+        kernel_kio.astype(x_btc.dtype),
+        (stride,),
+        [(padding, padding)],
+        rhs_dilation=(dilation,),
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        feature_group_count=groups,
+        precision=precision,
+    )
 
 
 class Conv1d(nn.Module):

@@ -38,8 +38,10 @@ class MLPQuantizerConfig:
     def __post_init__(self):
         w1, w2, _ = self.widths
         if self.vocab_size < 1 or self.dim < 1 or min(w1, w2) < 1:
-            raise ValueError(f"MLP quantizer config gives non-positive widths {self.widths} "
-                             f"(vocab_size={self.vocab_size}, dim={self.dim}, upstream_dim={self.upstream_dim})")
+            raise ValueError(
+                f"MLP quantizer config gives non-positive widths {self.widths} "
+                f"(vocab_size={self.vocab_size}, dim={self.dim}, upstream_dim={self.upstream_dim})"
+            )
 
     @property
     def blank(self) -> int:
@@ -96,8 +98,7 @@ def mlp_units(logits_td, blank: int) -> np.ndarray:
 
 def nearest_centroid(x_nd: jax.Array, centroids_kd: jax.Array) -> jax.Array:
     """Index of the nearest centre (squared Euclidean, the reference's expansion) for each row."""
-    d_nk = (jnp.sum(x_nd ** 2, -1, keepdims=True) - 2.0 * x_nd @ centroids_kd.T
-            + jnp.sum(centroids_kd ** 2, -1)[None])
+    d_nk = jnp.sum(x_nd**2, -1, keepdims=True) - 2.0 * x_nd @ centroids_kd.T + jnp.sum(centroids_kd**2, -1)[None]
     return jnp.argmin(d_nk, axis=-1)
 
 
@@ -130,9 +131,13 @@ def _kmeans_abstract_params(configs: dict) -> dict:
     return {"centroids": jax.ShapeDtypeStruct((cfg.k, cfg.dim), jnp.float32)}
 
 
-KMEANS_SPEC = ComponentSpec("k-means quantizer", {KMEANS_FILE: KMeansConfig}, _kmeans_abstract_params,
-                            hint="train one with python -m spiritlm_jax.kmeans (an old centroids.npy + "
-                                 "quantizer.json directory converts with tools/convert_weights/kmeans_from_npy.py)")
+KMEANS_SPEC = ComponentSpec(
+    "k-means quantizer",
+    {KMEANS_FILE: KMeansConfig},
+    _kmeans_abstract_params,
+    hint="train one with python -m spiritlm_jax.kmeans (an old centroids.npy + "
+    "quantizer.json directory converts with tools/convert_weights/kmeans_from_npy.py)",
+)
 
 
 def load_kmeans(directory) -> tuple[np.ndarray, KMeansConfig]:
@@ -162,8 +167,9 @@ class KMeansQuantizer:
     def save(self, directory) -> Path:
         """Write a k-means component directory (kmeans.yaml + params/, speech.kmeans.KMEANS_SPEC)."""
         k, d = self.centroids.shape
-        return save_component(directory, KMEANS_SPEC, {"centroids": self.centroids},
-                              {KMEANS_FILE: KMeansConfig(k=k, dim=d)})
+        return save_component(
+            directory, KMEANS_SPEC, {"centroids": self.centroids}, {KMEANS_FILE: KMeansConfig(k=k, dim=d)}
+        )
 
     @classmethod
     def load(cls, directory) -> "KMeansQuantizer":
@@ -175,7 +181,9 @@ class KMeansQuantizer:
         """Features [..., D] -> int64 units [...]."""
         x = np.asarray(feats, np.float32)
         if x.ndim < 1 or x.shape[-1] != self.centroids.shape[1]:
-            raise ValueError(f"features of shape {x.shape} do not match centroids of dimension {self.centroids.shape[1]}")
+            raise ValueError(
+                f"features of shape {x.shape} do not match centroids of dimension {self.centroids.shape[1]}"
+            )
         flat = x.reshape(-1, x.shape[-1])
         n = flat.shape[0]
         if n == 0:
@@ -193,6 +201,9 @@ def _mlp_abstract_params(configs: dict) -> dict:
 
 
 # A standalone MLP quantizer: DIR/quantizer.yaml (MLPQuantizerConfig) + DIR/params ({"quantizer": ...})
-MLP_QUANTIZER_SPEC = ComponentSpec("converted MLP quantizer", {"quantizer.yaml": MLPQuantizerConfig},
-                                   _mlp_abstract_params,
-                                   hint="make one with tools/convert_weights/speech_quantizer_from_pt.py")
+MLP_QUANTIZER_SPEC = ComponentSpec(
+    "converted MLP quantizer",
+    {"quantizer.yaml": MLPQuantizerConfig},
+    _mlp_abstract_params,
+    hint="make one with tools/convert_weights/speech_quantizer_from_pt.py",
+)

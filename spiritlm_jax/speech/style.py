@@ -39,10 +39,14 @@ class StyleConfig:
 
     def __post_init__(self):
         if self.encoder.output_layer != self.encoder.num_layers:
-            raise ValueError("the style encoder uses the last wav2vec2 layer: encoder.output_layer must equal num_layers")
+            raise ValueError(
+                "the style encoder uses the last wav2vec2 layer: encoder.output_layer must equal num_layers"
+            )
         if min(self.proj_size, self.num_labels, self.pool_size) < 1:
-            raise ValueError(f"proj_size, num_labels and pool_size must be >= 1, got "
-                             f"{self.proj_size}, {self.num_labels}, {self.pool_size}")
+            raise ValueError(
+                f"proj_size, num_labels and pool_size must be >= 1, got "
+                f"{self.proj_size}, {self.num_labels}, {self.pool_size}"
+            )
 
 
 def normalize(wav: np.ndarray) -> np.ndarray:
@@ -78,7 +82,9 @@ class StyleEncoder(nn.Module):
         c = -(-t // cfg.pool_size)
         pad = c * cfg.pool_size - t
         valid_bt = valid_mask(frames_b, t).astype(h_btp.dtype)
-        sums_bcp = jnp.pad(h_btp * valid_bt[..., None], ((0, 0), (0, pad), (0, 0))).reshape(b, c, cfg.pool_size, p).sum(2)
+        sums_bcp = (
+            jnp.pad(h_btp * valid_bt[..., None], ((0, 0), (0, pad), (0, 0))).reshape(b, c, cfg.pool_size, p).sum(2)
+        )
         counts_bc = jnp.pad(valid_bt, ((0, 0), (0, pad))).reshape(b, c, cfg.pool_size).sum(-1)
         pooled_bcp = sums_bcp / jnp.maximum(counts_bc, 1.0)[..., None]
         n_chunks_b = -(-frames_b // cfg.pool_size)
@@ -92,8 +98,12 @@ def _abstract_params(configs: dict) -> dict:
 
 
 # DIR/style.yaml (StyleConfig) + DIR/params
-STYLE_SPEC = ComponentSpec("converted style encoder", {"style.yaml": StyleConfig}, _abstract_params,
-                           hint="make one with tools/convert_weights/style_from_hf.py")
+STYLE_SPEC = ComponentSpec(
+    "converted style encoder",
+    {"style.yaml": StyleConfig},
+    _abstract_params,
+    hint="make one with tools/convert_weights/style_from_hf.py",
+)
 
 
 class StyleTokenizer:
@@ -116,8 +126,10 @@ class StyleTokenizer:
             return []
         lengths = [len(w) for w in wavs]
         if min(lengths) < self.cfg.encoder.receptive_field:
-            raise ValueError(f"a waveform of {min(lengths)} samples is shorter than one wav2vec2 frame "
-                             f"({self.cfg.encoder.receptive_field} samples)")
+            raise ValueError(
+                f"a waveform of {min(lengths)} samples is shorter than one wav2vec2 frame "
+                f"({self.cfg.encoder.receptive_field} samples)"
+            )
         batch = pad_batch(wavs, pow2_bucket(max(lengths), minimum=1024))
         logits, units = self._fn(self.params, jnp.asarray(batch), jnp.asarray(lengths, jnp.int32))
         logits, units = np.asarray(logits), np.asarray(units)
@@ -125,5 +137,9 @@ class StyleTokenizer:
 
     def encode_units(self, audio, input_sample_rate=None) -> np.ndarray:
         """Style units (int64, one per started second of each chunk) of one recording."""
-        return encode_chunked(audio, lambda chunks: [self.logits([c])[0].argmax(-1).astype(np.int64) for c in chunks],
-                              np.zeros(0, np.int64), input_sample_rate)
+        return encode_chunked(
+            audio,
+            lambda chunks: [self.logits([c])[0].argmax(-1).astype(np.int64) for c in chunks],
+            np.zeros(0, np.int64),
+            input_sample_rate,
+        )

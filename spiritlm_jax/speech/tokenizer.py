@@ -51,10 +51,13 @@ def _abstract_params(configs: dict) -> dict:
 
 # The HuBERT part of a speech tokenizer directory: DIR/hubert.yaml (+ quantizer.yaml) + DIR/params
 # ({"hubert"[, "quantizer"]}); the EXPRESSIVE parts are component directories inside it (fcpe/, ...).
-SPEECH_TOKENIZER_SPEC = ComponentSpec("converted speech tokenizer",
-                                      {"hubert.yaml": HubertConfig, "quantizer.yaml": MLPQuantizerConfig},
-                                      _abstract_params, optional=("quantizer.yaml",),
-                                      hint="make one with tools/convert_weights/hubert_from_fairseq.py")
+SPEECH_TOKENIZER_SPEC = ComponentSpec(
+    "converted speech tokenizer",
+    {"hubert.yaml": HubertConfig, "quantizer.yaml": MLPQuantizerConfig},
+    _abstract_params,
+    optional=("quantizer.yaml",),
+    hint="make one with tools/convert_weights/hubert_from_fairseq.py",
+)
 
 
 @functools.partial(jax.jit, static_argnames=("hubert", "quantizer"))
@@ -67,8 +70,7 @@ def _features_and_logits(hubert, quantizer, params, wav_bn, n_b):
 class SpeechTokenizer:
     """HuBERT units (BASE), plus pitch and style units when `pitch` and `style` are given (EXPRESSIVE)."""
 
-    def __init__(self, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig] = None,
-                 pitch=None, style=None):
+    def __init__(self, params, cfg: HubertConfig, qcfg: Optional[MLPQuantizerConfig] = None, pitch=None, style=None):
         if (pitch is None) != (style is None):
             raise ValueError("an EXPRESSIVE speech tokenizer needs both a pitch and a style tokenizer")
         self.params, self.cfg, self.qcfg = params, cfg, qcfg
@@ -90,9 +92,11 @@ class SpeechTokenizer:
         parts = (*PITCH_DIRS, STYLE_DIR)
         missing = [p for p in parts if not (d / p).is_dir()]
         if expressive and missing:
-            raise FileNotFoundError(f"{d} has no {', '.join(p + '/' for p in missing)}: an EXPRESSIVE speech "
-                                    "tokenizer needs fcpe/, f0_vqvae/ and style/ (see "
-                                    "tools/convert_weights/spiritlm_checkpoints.py)")
+            raise FileNotFoundError(
+                f"{d} has no {', '.join(p + '/' for p in missing)}: an EXPRESSIVE speech "
+                "tokenizer needs fcpe/, f0_vqvae/ and style/ (see "
+                "tools/convert_weights/spiritlm_checkpoints.py)"
+            )
         pitch = style = None
         if expressive is True or (expressive is None and not missing):
             pitch = PitchTokenizer.load(d / "fcpe", d / "f0_vqvae")
@@ -102,16 +106,22 @@ class SpeechTokenizer:
     def _hubert_batch(self, wavs: list[np.ndarray]):
         """(features [T_i, D], logits [T_i, V+1] or None) per waveform, as one padded jitted batch."""
         padded = pad_batch(wavs, pow2_bucket(max(len(w) for w in wavs), minimum=1024))
-        feats, logits, frames = _features_and_logits(self.hubert, self.quantizer, self.params,
-                                                     jnp.asarray(padded), jnp.asarray([len(w) for w in wavs]))
+        feats, logits, frames = _features_and_logits(
+            self.hubert, self.quantizer, self.params, jnp.asarray(padded), jnp.asarray([len(w) for w in wavs])
+        )
         feats, frames = np.asarray(feats), np.asarray(frames)
         logits = None if logits is None else np.asarray(logits)
         return [(feats[i, : frames[i]], None if logits is None else logits[i, : frames[i]]) for i in range(len(wavs))]
 
     def features(self, audio, input_sample_rate=None, channel=None) -> np.ndarray:
         """Layer-`output_layer` features [T, D] of all chunks, concatenated."""
-        return encode_chunked(audio, lambda chunks: [f for g in _groups(chunks) for f, _ in self._hubert_batch(g)],
-                              np.zeros((0, self.cfg.hidden), np.float32), input_sample_rate, channel)
+        return encode_chunked(
+            audio,
+            lambda chunks: [f for g in _groups(chunks) for f, _ in self._hubert_batch(g)],
+            np.zeros((0, self.cfg.hidden), np.float32),
+            input_sample_rate,
+            channel,
+        )
 
     def encode_units_batch(self, wavs_16k) -> list[dict[str, np.ndarray]]:
         """Unit streams of many 16 kHz waveforms (each one reference chunk: <= 100 s), run as padded
@@ -122,7 +132,7 @@ class SpeechTokenizer:
         out: list[dict] = [{} for _ in wavs]
         order = sorted(range(len(wavs)), key=lambda i: len(wavs[i]))  # similar lengths share a batch
         for group in _groups([wavs[i] for i in order]):
-            idx, order = order[: len(group)], order[len(group):]
+            idx, order = order[: len(group)], order[len(group) :]
             for i, (_, logits) in zip(idx, self._hubert_batch(group)):
                 out[i]["hubert"] = mlp_units(logits, self.qcfg.vocab_size).astype(np.int64)
             if self.expressive:
@@ -137,8 +147,9 @@ class SpeechTokenizer:
         every chunk, concatenated, as the reference. `channel` picks one channel of a stereo input
         (default: average)."""
         streams = STREAMS if self.expressive else ("hubert",)
-        return encode_chunked(audio, self.encode_units_batch, {s: np.zeros(0, np.int64) for s in streams},
-                              input_sample_rate, channel)
+        return encode_chunked(
+            audio, self.encode_units_batch, {s: np.zeros(0, np.int64) for s in streams}, input_sample_rate, channel
+        )
 
     def encode_string(self, audio, input_sample_rate=None, channel=None) -> str:
         return units_to_string(**self.encode_units(audio, input_sample_rate, channel))

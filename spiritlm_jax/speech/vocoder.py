@@ -43,8 +43,12 @@ def _abstract_params(configs: dict) -> dict:
 
 
 # DIR/config.yaml (HifiGanConfig) + DIR/params; Vocoder.save adds speakers.txt / styles.txt
-VOCODER_SPEC = ComponentSpec("converted vocoder", {"config.yaml": HifiGanConfig}, _abstract_params,
-                             hint="make one with tools/convert_weights/hifigan_from_pt.py")
+VOCODER_SPEC = ComponentSpec(
+    "converted vocoder",
+    {"config.yaml": HifiGanConfig},
+    _abstract_params,
+    hint="make one with tools/convert_weights/hifigan_from_pt.py",
+)
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int = 16000) -> None:
@@ -78,8 +82,14 @@ def _as_int_stream(x, name: str) -> np.ndarray:
 class Vocoder:
     """A HiFi-GAN CodeGenerator with its parameters, speaker/style names and bucketed jitted stages."""
 
-    def __init__(self, params, cfg: HifiGanConfig, speakers: Optional[list[str]] = None,
-                 styles: Optional[list[str]] = None, max_batch: int = 8):
+    def __init__(
+        self,
+        params,
+        cfg: HifiGanConfig,
+        speakers: Optional[list[str]] = None,
+        styles: Optional[list[str]] = None,
+        max_batch: int = 8,
+    ):
         self.params, self.cfg, self.model = params, cfg, CodeGenerator(cfg)
         self.speakers, self.styles = speakers, styles
         self.max_batch = pow2_bucket(max_batch)
@@ -109,8 +119,9 @@ class Vocoder:
 
     def _generate_impl(self, params, units_bt, lengths_b, pitch_bt, style_bt, speaker_b, gstyle_b):
         self.num_traces["generator"] += 1
-        audio, n, _ = self.model.apply({"params": params}, units_bt, lengths_b, pitch_bt, style_bt,
-                                       speaker_b, gstyle_b, dur_pred=False)
+        audio, n, _ = self.model.apply(
+            {"params": params}, units_bt, lengths_b, pitch_bt, style_bt, speaker_b, gstyle_b, dur_pred=False
+        )
         return audio, n
 
     # ----- inputs ------------------------------------------------------------------------------
@@ -119,8 +130,10 @@ class Vocoder:
             value = default
         if isinstance(value, str):
             if not names or value not in names:
-                raise ValueError(f"unknown {what} {value!r}" + (f" (known: {', '.join(names[:10])}...)" if names else
-                                                                 f": this vocoder has no {what} names"))
+                raise ValueError(
+                    f"unknown {what} {value!r}"
+                    + (f" (known: {', '.join(names[:10])}...)" if names else f": this vocoder has no {what} names")
+                )
             value = names.index(value)
         if not isinstance(value, (int, np.integer)) or not 0 <= int(value) < n:
             raise ValueError(f"{what} {value} out of range: this vocoder has {n} {what}s (0..{n - 1})")
@@ -165,15 +178,21 @@ class Vocoder:
             _check_range(arr, n, key)
             if len(arr) != len(hubert):
                 if dur_pred:
-                    raise ValueError(f"with dur_pred, {key} units must be given per HuBERT frame "
-                                     f"({len(arr)} vs {len(hubert)})")
+                    raise ValueError(
+                        f"with dur_pred, {key} units must be given per HuBERT frame ({len(arr)} vs {len(hubert)})"
+                    )
                 arr = upsample_stream(arr, len(hubert), rate)
             out[key] = arr
         return out, bool(dur_pred)
 
     # ----- synthesis ---------------------------------------------------------------------------
-    def vocode(self, units: Units, speaker: Union[int, str, None] = None, style: Union[int, str, None] = None,
-               dur_pred: Optional[bool] = None) -> np.ndarray:
+    def vocode(
+        self,
+        units: Units,
+        speaker: Union[int, str, None] = None,
+        style: Union[int, str, None] = None,
+        dur_pred: Optional[bool] = None,
+    ) -> np.ndarray:
         """A unit string ("[Hu1][Pi3]..."), a {"hubert", "pitch", "style"} dict (arrays, lists or
         space-separated strings) or a HuBERT unit array -> float32 audio at cfg.sampling_rate.
 
@@ -182,8 +201,9 @@ class Vocoder:
         when the pitch stream is not at the HuBERT length)."""
         return self.vocode_batch([units], speaker, style, dur_pred)[0]
 
-    def vocode_batch(self, items: Sequence[Units], speaker=None, style=None,
-                     dur_pred: Optional[bool] = None) -> list[np.ndarray]:
+    def vocode_batch(
+        self, items: Sequence[Units], speaker=None, style=None, dur_pred: Optional[bool] = None
+    ) -> list[np.ndarray]:
         """Several inputs in padded batches of up to max_batch (similar lengths together); `speaker`
         and `style` are one value or one per item. Returns one audio array per item, in order."""
         if isinstance(items, (str, dict)) or len(items) == 0:
@@ -194,13 +214,18 @@ class Vocoder:
         if len(speakers) != n or len(styles) != n:
             raise ValueError(f"{n} inputs but {len(speakers)} speakers and {len(styles)} styles")
         cfg = self.cfg
-        spk = [self._index(s, self.speakers, cfg.num_speakers, "speaker", DEFAULT_SPEAKER) if cfg.multispkr else 0
-               for s in speakers]
+        spk = [
+            self._index(s, self.speakers, cfg.num_speakers, "speaker", DEFAULT_SPEAKER) if cfg.multispkr else 0
+            for s in speakers
+        ]
         if not cfg.multistyle and any(s is not None for s in styles):
-            raise ValueError("this vocoder has no global styles (multistyle is off); EXPRESSIVE vocoders take "
-                             "the style from [St..] units, so call without style=")
-        gst = [self._index(s, self.styles, cfg.num_styles, "style", DEFAULT_STYLE) if cfg.multistyle else 0
-               for s in styles]
+            raise ValueError(
+                "this vocoder has no global styles (multistyle is off); EXPRESSIVE vocoders take "
+                "the style from [St..] units, so call without style="
+            )
+        gst = [
+            self._index(s, self.styles, cfg.num_styles, "style", DEFAULT_STYLE) if cfg.multistyle else 0 for s in styles
+        ]
         prepared = [self._streams(it, dur_pred) for it in items]
         # durations first (one bucketed pass per group), then repeat every stream on the host
         frames: list[dict] = [None] * n
@@ -236,7 +261,7 @@ class Vocoder:
     def _groups(self, idx: list[int], lengths: list[int]) -> list[list[int]]:
         """Indices sorted by length, cut into groups of at most max_batch."""
         idx = sorted(idx, key=lambda i: lengths[i])
-        return [idx[j: j + self.max_batch] for j in range(0, len(idx), self.max_batch)]
+        return [idx[j : j + self.max_batch] for j in range(0, len(idx), self.max_batch)]
 
     def _pad(self, rows: list[np.ndarray], t: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows -> [batch bucket, t] int32 (zeros after each row and in the padding rows) and lengths."""

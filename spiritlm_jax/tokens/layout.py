@@ -91,8 +91,10 @@ class TokenLayout:
 
     def unit_id(self, stream: str, unit: int) -> int:
         if stream not in self.streams():
-            raise ValueError(f"unit stream {stream!r} is not part of this layout (streams: {self.streams()}; "
-                             f"pitch and style exist only in the EXPRESSIVE layout)")
+            raise ValueError(
+                f"unit stream {stream!r} is not part of this layout (streams: {self.streams()}; "
+                f"pitch and style exist only in the EXPRESSIVE layout)"
+            )
         if not 0 <= unit < N_UNITS[stream]:
             raise ValueError(f"{stream} unit {unit} out of range [0, {N_UNITS[stream]})")
         return self.offset(stream) + int(unit)
@@ -114,8 +116,10 @@ class TokenLayout:
             off = self.offset(stream)
             if off <= i < off + N_UNITS[stream]:
                 return f"[{PREFIX[stream]}{i - off}]"
-        raise ValueError(f"id {i} is not a Spirit LM special token id in this layout "
-                         f"(special ids are [{self.text_marker_id}, {self.num_real_tokens}))")
+        raise ValueError(
+            f"id {i} is not a Spirit LM special token id in this layout "
+            f"(special ids are [{self.text_marker_id}, {self.num_real_tokens}))"
+        )
 
     def special_tokens(self) -> dict[str, int]:
         """{token string: id} for every special token of the layout, in id order."""
@@ -177,9 +181,9 @@ def modality_chunks(ids: Sequence[int], layout: TokenLayout) -> list[tuple[Modal
     chunks: list[tuple[Modality, list[int]]] = []
     for span in split_ids(ids, layout):
         if chunks and chunks[-1][0] is span.modality:
-            chunks[-1][1].extend(ids[span.start:span.end])
+            chunks[-1][1].extend(ids[span.start : span.end])
         else:
-            chunks.append((span.modality, ids[span.start:span.end]))
+            chunks.append((span.modality, ids[span.start : span.end]))
     return chunks
 
 

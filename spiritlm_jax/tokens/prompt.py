@@ -105,8 +105,7 @@ def encode_prompt(tokenizer, prompt: str, bos: bool = True) -> Prompt:
     return Prompt(prompt, ids, split_ids(ids, tokenizer.layout, skip={tokenizer.bos_id, tokenizer.eos_id}))
 
 
-def build_prompt(tokenizer, segments: Sequence[Segment], output: Optional[Modality] = None,
-                 bos: bool = True) -> Prompt:
+def build_prompt(tokenizer, segments: Sequence[Segment], output: Optional[Modality] = None, bos: bool = True) -> Prompt:
     """Segments -> Prompt: rendered once, encoded through `tokenizer` once."""
     return encode_prompt(tokenizer, render_prompt(segments, output), bos=bos)
 

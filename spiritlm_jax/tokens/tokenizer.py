@@ -28,8 +28,13 @@ class SpiritTokenizer:
     disagreement is a ValueError. Added tokens that are not Spirit LM tokens and sit past the
     SentencePiece pieces (e.g. a `<pad>`) are kept as literal tokens."""
 
-    def __init__(self, sp_model_path: Union[str, Path], layout: Optional[TokenLayout] = None,
-                 expressive: Optional[bool] = None, added_tokens: Optional[Mapping[str, int]] = None):
+    def __init__(
+        self,
+        sp_model_path: Union[str, Path],
+        layout: Optional[TokenLayout] = None,
+        expressive: Optional[bool] = None,
+        added_tokens: Optional[Mapping[str, int]] = None,
+    ):
         import sentencepiece as spm
 
         path = Path(sp_model_path)
@@ -61,13 +66,17 @@ class SpiritTokenizer:
         if spirit:
             missing = [t for t in table if t not in spirit]
             if missing:
-                raise ValueError(f"{path.parent}: the tokenizer files lack {len(missing)} token(s) of the "
-                                 f"{'EXPRESSIVE' if layout.expressive else 'BASE'} layout, e.g. {missing[:3]}")
+                raise ValueError(
+                    f"{path.parent}: the tokenizer files lack {len(missing)} token(s) of the "
+                    f"{'EXPRESSIVE' if layout.expressive else 'BASE'} layout, e.g. {missing[:3]}"
+                )
             wrong = [(t, spirit[t], i) for t, i in table.items() if spirit[t] != i]
             if wrong:
                 t, theirs, mine = wrong[0]
-                raise ValueError(f"{path.parent}: token {t} has id {theirs} in the tokenizer files but {mine} in "
-                                 f"the Spirit LM layout (docs/reference.md); {len(wrong)} token(s) disagree")
+                raise ValueError(
+                    f"{path.parent}: token {t} has id {theirs} in the tokenizer files but {mine} in "
+                    f"the Spirit LM layout (docs/reference.md); {len(wrong)} token(s) disagree"
+                )
             self._token_to_id = {t: spirit[t] for t in table}
         else:
             self._token_to_id = table
@@ -75,8 +84,10 @@ class SpiritTokenizer:
         self._extra = {t: i for t, i in added.items() if t not in spirit and i >= n}
         clash = [t for t, i in self._extra.items() if i >= layout.text_vocab_size]
         if clash:
-            raise ValueError(f"{path.parent}: added token(s) {clash[:3]} have ids at or past [Text] "
-                             f"({layout.text_vocab_size}), where the Spirit LM tokens live")
+            raise ValueError(
+                f"{path.parent}: added token(s) {clash[:3]} have ids at or past [Text] "
+                f"({layout.text_vocab_size}), where the Spirit LM tokens live"
+            )
         self._id_to_token = {i: t for t, i in {**self._token_to_id, **self._extra}.items()}
         literals = sorted(self._extra, key=len, reverse=True)
         self._split = re.compile("|".join([TOKEN_PATTERN] + [re.escape(t) for t in literals]))
@@ -112,17 +123,21 @@ class SpiritTokenizer:
         if token in self._extra:
             return self._extra[token]
         stream, _ = parse_token(token)  # raises for malformed / out-of-range tokens
-        raise ValueError(f"{token!r}: {stream} tokens are not part of this tokenizer's "
-                         f"{'EXPRESSIVE' if self.layout.expressive else 'BASE'} layout "
-                         f"(pitch and style exist only in the EXPRESSIVE layout)")
+        raise ValueError(
+            f"{token!r}: {stream} tokens are not part of this tokenizer's "
+            f"{'EXPRESSIVE' if self.layout.expressive else 'BASE'} layout "
+            f"(pitch and style exist only in the EXPRESSIVE layout)"
+        )
 
     def id_to_token(self, i: int) -> str:
         if i in self._id_to_token:
             return self._id_to_token[i]
         if 0 <= i < self.num_pieces:
             return self.sp.id_to_piece(i)
-        raise ValueError(f"id {i} has no token (vocabulary [0, {self.vocab_size}); "
-                         f"ids from {self.layout.num_real_tokens} on are padding)")
+        raise ValueError(
+            f"id {i} has no token (vocabulary [0, {self.vocab_size}); "
+            f"ids from {self.layout.num_real_tokens} on are padding)"
+        )
 
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         if not isinstance(text, str):
@@ -131,7 +146,7 @@ class SpiritTokenizer:
         pos = 0
         for m in self._split.finditer(text):
             if m.start() > pos:
-                ids.extend(self.sp.encode(text[pos:m.start()]))
+                ids.extend(self.sp.encode(text[pos : m.start()]))
             ids.append(self.token_to_id(m.group(0)))
             pos = m.end()
         if pos < len(text):

@@ -48,8 +48,9 @@ def parse_token(token: str) -> tuple[str, Optional[int]]:
     if digits != str(unit):
         raise ValueError(f"{token!r}: unit numbers are written without leading zeros ([{m.group(2)}{unit}])")
     if unit >= N_UNITS[stream]:
-        raise ValueError(f"{token!r}: {stream} unit {unit} out of range "
-                         f"([{m.group(2)}0]..[{m.group(2)}{N_UNITS[stream] - 1}])")
+        raise ValueError(
+            f"{token!r}: {stream} unit {unit} out of range ([{m.group(2)}0]..[{m.group(2)}{N_UNITS[stream] - 1}])"
+        )
     return stream, unit
 
 
@@ -97,8 +98,11 @@ def merge_units(hubert: Units = None, pitch: Units = None, style: Units = None) 
     frame's, style keeps every frame; the lists are concatenated style, pitch, HuBERT and stably sorted
     by time, so ties (all streams at t = 0) keep that order. Streams are lists, 1-D integer arrays or
     space-separated strings; None means the stream is absent."""
-    streams = {"hubert": _as_stream(hubert, "hubert"), "pitch": _as_stream(pitch, "pitch"),
-               "style": _as_stream(style, "style")}
+    streams = {
+        "hubert": _as_stream(hubert, "hubert"),
+        "pitch": _as_stream(pitch, "pitch"),
+        "style": _as_stream(style, "style"),
+    }
     merged = [p for stream in MERGE_ORDER for p in _stream_positions(streams[stream], stream)]
     return sorted(merged, key=lambda x: x[0])  # Python's sort is stable
 
@@ -121,8 +125,9 @@ def _pick_style(rng: Union[None, int, np.random.Generator]) -> int:
     return int(MOST_COMMON_STYLES[int(rng.integers(len(MOST_COMMON_STYLES)))])
 
 
-def string_to_units(s: str, rng: Union[None, int, np.random.Generator] = None,
-                    duplicate_hubert_for_multiple_pitch: bool = False) -> dict[str, Optional[np.ndarray]]:
+def string_to_units(
+    s: str, rng: Union[None, int, np.random.Generator] = None, duplicate_hubert_for_multiple_pitch: bool = False
+) -> dict[str, Optional[np.ndarray]]:
     """Token string -> {"hubert", "pitch", "style"} int64 arrays of the HuBERT length (reference semantics).
 
     Each HuBERT token takes the latest pitch and style token seen before it; HuBERT tokens before the
@@ -167,7 +172,9 @@ def string_to_units(s: str, rng: Union[None, int, np.random.Generator] = None,
         raise ValueError(f"{s[:60]!r}: consecutive pitch tokens with no HuBERT token to repeat")
     out: dict[str, Optional[np.ndarray]] = {
         "hubert": np.asarray([first["hubert"] if v is None else v for v in hubert], np.int64),
-        "pitch": None, "style": None}
+        "pitch": None,
+        "style": None,
+    }
     for stream, vals in (("pitch", pitch), ("style", style)):
         if first[stream] is not None:
             out[stream] = np.asarray([first[stream] if v is None else v for v in vals], np.int64)
@@ -213,7 +220,7 @@ def split_string(s: str) -> list[tuple[str, Modality]]:
 
     pos = 0
     for m in TOKEN_RE.finditer(s):
-        add(s[pos:m.start()], Modality.TEXT)
+        add(s[pos : m.start()], Modality.TEXT)
         if not m.group(1):
             add(m.group(0), Modality.SPEECH)
         pos = m.end()

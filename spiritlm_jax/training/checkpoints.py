@@ -21,7 +21,10 @@ from spiritlm_jax.config import to_dict
 
 def manager(directory: str | Path, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True,
+        max_to_keep=keep,
+        enable_async_checkpointing=async_save,
+        create=True,
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEM_NAMES)
 
@@ -29,11 +32,13 @@ def manager(directory: str | Path, keep: int = 3, async_save: bool = True) -> oc
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict[str, Any], cfg) -> None:
     mngr.save(
         step,
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardSave(state),
-            DATA_ITEM: ocp.args.JsonSave(data_state),
-            META_ITEM: ocp.args.JsonSave(make_meta(to_dict(cfg), step)),
-        }),
+        args=ocp.args.Composite(
+            **{
+                STATE_ITEM: ocp.args.StandardSave(state),
+                DATA_ITEM: ocp.args.JsonSave(data_state),
+                META_ITEM: ocp.args.JsonSave(make_meta(to_dict(cfg), step)),
+            }
+        ),
     )
 
 
@@ -45,9 +50,12 @@ def abstract_like(state_shapes, shardings):
 def restore(mngr: ocp.CheckpointManager, step: int, abstract_state):
     out = mngr.restore(
         step,
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardRestore(abstract_state), DATA_ITEM: ocp.args.JsonRestore(),
-            META_ITEM: ocp.args.JsonRestore(),
-        }),
+        args=ocp.args.Composite(
+            **{
+                STATE_ITEM: ocp.args.StandardRestore(abstract_state),
+                DATA_ITEM: ocp.args.JsonRestore(),
+                META_ITEM: ocp.args.JsonRestore(),
+            }
+        ),
     )
     return out[STATE_ITEM], out[DATA_ITEM], out[META_ITEM]

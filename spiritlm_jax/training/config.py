@@ -11,8 +11,17 @@ from spiritlm_jax.data.pipeline import DataConfig
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.training.optim import OptimConfig
 
-TINY_MODEL = LlamaConfig(vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=352,
-                         max_seq_len=256, rope_theta=100000.0, dtype="float32")
+TINY_MODEL = LlamaConfig(
+    vocab_size=1024,
+    d_model=128,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=2,
+    d_ff=352,
+    max_seq_len=256,
+    rope_theta=100000.0,
+    dtype="float32",
+)
 
 
 @dataclasses.dataclass(frozen=True)

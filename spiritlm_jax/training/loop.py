@@ -29,8 +29,14 @@ from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, trai
 from spiritlm_jax.training.optim import lr_schedule, make_optimizer
 from spiritlm_jax.training.run_dir import write_run_dir
 from spiritlm_jax.training.step import (
-    init_state, jit_eval_step, jit_train_step, loss_group_losses, make_eval_step, make_train_step,
-    state_from_params, state_shardings,
+    init_state,
+    jit_eval_step,
+    jit_train_step,
+    loss_group_losses,
+    make_eval_step,
+    make_train_step,
+    state_from_params,
+    state_shardings,
 )
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "dim_per_head", "d_ff", "tie_embeddings")
@@ -46,6 +52,7 @@ def _log(msg: str) -> None:
 
 
 # ----- set-up ---------------------------------------------------------------------------------
+
 
 def _make_mesh(cfg: TrainConfig):
     """The device mesh, after checking that the global batch divides over it."""
@@ -106,8 +113,7 @@ def _set_up(cfg: TrainConfig) -> _Run:
     tx = make_optimizer(cfg.optim, cfg.steps)
     mngr = ckpt.manager(out_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
-    return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter,
-                is_main)
+    return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter, is_main)
 
 
 def _initial_state(r: _Run):
@@ -130,6 +136,7 @@ def _initial_state(r: _Run):
 
 
 # ----- steps, eval, save --------------------------------------------------------------------------
+
 
 def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array]:
     """Assemble the global batch from each process's local rows (multi-host safe)."""
@@ -166,6 +173,7 @@ def _is_due(done: int, every: int, last: int) -> bool:
 
 # ----- logging ------------------------------------------------------------------------------------
 
+
 class _Logger:
     """Metrics records (metrics.jsonl + TensorBoard on process 0), throughput/MFU, the progress bar."""
 
@@ -174,13 +182,20 @@ class _Logger:
         self.writer = MetricsWriter(r.out_dir, enabled=r.is_main)
         self.flops_tok = train_flops_per_token(cfg.model, cfg.data.seq_len)
         self.peak = device_peak_flops()
-        _log(f"model: {cfg.model.num_params() / 1e6:.2f}M parameters; mesh data={r.mesh.shape['data']} "
-             f"fsdp={r.mesh.shape['fsdp']} tensor={r.mesh.shape['tensor']}; global batch {r.global_batch} x "
-             f"{cfg.data.seq_len} tokens")
+        _log(
+            f"model: {cfg.model.num_params() / 1e6:.2f}M parameters; mesh data={r.mesh.shape['data']} "
+            f"fsdp={r.mesh.shape['fsdp']} tensor={r.mesh.shape['tensor']}; global batch {r.global_batch} x "
+            f"{cfg.data.seq_len} tokens"
+        )
         self.bar: Optional[tqdm] = None
         if r.is_main and cfg.progress:
-            self.bar = tqdm(total=cfg.steps, initial=start_step, desc="train", dynamic_ncols=True,
-                            mininterval=0.5 if sys.stderr.isatty() else 30.0)
+            self.bar = tqdm(
+                total=cfg.steps,
+                initial=start_step,
+                desc="train",
+                dynamic_ncols=True,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0,
+            )
         self.t_last, self.tokens_since, self.first_loss, self.last = time.perf_counter(), 0.0, None, {}
 
     def step(self, m: dict, loss: float) -> None:
@@ -213,21 +228,28 @@ class _Logger:
 def _summary(r: _Run, log: _Logger) -> dict:
     """summary.json, and the closing lines on process 0."""
     first, last, out_dir = log.first_loss, log.last, r.out_dir
-    summary = {"steps": r.cfg.steps, "first_loss": first, "final": last,
-               "checkpoint": str((out_dir / "checkpoints").absolute()),
-               "metrics": str((out_dir / "metrics.jsonl").absolute())}
+    summary = {
+        "steps": r.cfg.steps,
+        "first_loss": first,
+        "final": last,
+        "checkpoint": str((out_dir / "checkpoints").absolute()),
+        "metrics": str((out_dir / "metrics.jsonl").absolute()),
+    }
     if r.is_main:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         fl = f"{first:.3f}" if first is not None else "n/a"
         ll = f"{last.get('loss', float('nan')):.3f}"
         _log(f"loss {fl} -> {ll}" + (f" (eval {last['eval_loss']:.3f})" if "eval_loss" in last else ""))
-        _log(f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
-             f"(tensorboard --logdir {out_dir / 'tensorboard'})")
-        _log(f"generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text \"[Text]hello\"")
+        _log(
+            f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
+            f"(tensorboard --logdir {out_dir / 'tensorboard'})"
+        )
+        _log(f'generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text "[Text]hello"')
     return summary
 
 
 # ----- the run ------------------------------------------------------------------------------------
+
 
 def run(cfg: TrainConfig) -> dict:
     """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json)."""
@@ -235,8 +257,7 @@ def run(cfg: TrainConfig) -> dict:
     state, start_step = _initial_state(r)
     with activation_sharding(r.mesh):
         schedule = lr_schedule(cfg.optim, cfg.steps)
-        train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings,
-                                    r.mesh)
+        train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings, r.mesh)
         eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh)
         bsh = batch_sharding(r.mesh)
         eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())

@@ -61,7 +61,8 @@ def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransfor
     if cfg.grad_clip > 0:
         chain.append(optax.clip_by_global_norm(cfg.grad_clip))
     chain.append(
-        optax.adamw(lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                    weight_decay=cfg.weight_decay, mask=mask)
+        optax.adamw(
+            lr_schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask
+        )
     )
     return optax.chain(*chain)

@@ -38,7 +38,11 @@ def write_run_dir(cfg, out_dir: Path) -> BundleManifest:
             shutil.rmtree(dest)
         shutil.copytree(speech, dest)
         speech_ref = SPEECH_TOKENIZER_DIR
-    manifest = BundleManifest(expressive=decide_expressive(out_dir, cfg.data.expressive), lm=CHECKPOINTS_DIR,
-                              tokenizer=".", speech_tokenizer=speech_ref)
+    manifest = BundleManifest(
+        expressive=decide_expressive(out_dir, cfg.data.expressive),
+        lm=CHECKPOINTS_DIR,
+        tokenizer=".",
+        speech_tokenizer=speech_ref,
+    )
     write_manifest(out_dir, manifest)
     return manifest

@@ -6,8 +6,8 @@ its moment trees, so the optimizer state is sharded exactly like the parameters)
 
 Batches are dicts of [B, T] int32 arrays (data/batch.py): tokens, targets (-1 = no target),
 segment_ids, positions, loss_groups (ids in LOSS_GROUPS: 0 text, 1 speech, 2 interleaved). Gradient
-accumulation splits B into `grad_accum` micro-batches and sums token losses before dividing by the total target count, so accumulated and
-full-batch steps compute the same update.
+accumulation splits B into `grad_accum` micro-batches and sums token losses before dividing by the total
+target count, so accumulated and full-batch steps compute the same update.
 """
 
 from __future__ import annotations
@@ -85,8 +85,10 @@ def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
             return jax.tree.map(jnp.add, acc, (g, stats)), None
 
         zero_stats = {
-            "nll_sum": jnp.zeros(()), "count": jnp.zeros(()),
-            "group_nll_sum": jnp.zeros(len(LOSS_GROUPS)), "group_count": jnp.zeros(len(LOSS_GROUPS)),
+            "nll_sum": jnp.zeros(()),
+            "count": jnp.zeros(()),
+            "group_nll_sum": jnp.zeros(len(LOSS_GROUPS)),
+            "group_count": jnp.zeros(len(LOSS_GROUPS)),
         }
         zero = (jax.tree.map(jnp.zeros_like, params), zero_stats)
         if grad_accum == 1:

@@ -23,8 +23,9 @@ def run_cli(work: Callable[[], Path]) -> int:
     return 0
 
 
-def converter_main(schema: type, argv: Optional[Sequence[str]], script: str, doc: str,
-                   work: Callable[[object], Path]) -> int:
+def converter_main(
+    schema: type, argv: Optional[Sequence[str]], script: str, doc: str, work: Callable[[object], Path]
+) -> int:
     """The `main` of a converter: flags parsed into `schema` by the one config loader
     (`--src X --out Y ...`, `--help` lists every key), then `run_cli(work(args))`."""
     prog = f"python tools/convert_weights/{Path(script).name}"
@@ -43,6 +44,7 @@ def numpy_dtype(name: str):
 
 
 # ----- tensor loading (torch only where a format needs it) ------------------------------------------
+
 
 def torch_to_numpy(t) -> np.ndarray:
     """A CPU torch tensor as numpy (bf16, which numpy lacks, is widened to fp32)."""
@@ -137,6 +139,7 @@ class NamedTensors:
 
 # ----- checked state-dict access (speech converters) ------------------------------------------------
 
+
 class ConversionError(ValueError):
     """A checkpoint does not match the expected layout (missing, extra or mis-shaped tensor, bad file)."""
 
@@ -160,7 +163,11 @@ def fold_weight_norm(g: np.ndarray, v: np.ndarray, dim: int) -> np.ndarray:
     """torch.nn.utils.weight_norm(dim=dim): w = g * v / ||v||, the norm over every axis but `dim`."""
     v = np.asarray(v, np.float32)
     axes = tuple(a for a in range(v.ndim) if a != dim % v.ndim)
-    return np.asarray(g, np.float32) * v / np.sqrt((v.astype(np.float64) ** 2).sum(axis=axes, keepdims=True)).astype(np.float32)
+    return (
+        np.asarray(g, np.float32)
+        * v
+        / np.sqrt((v.astype(np.float64) ** 2).sum(axis=axes, keepdims=True)).astype(np.float32)
+    )
 
 
 class CheckedTensors:
@@ -192,8 +199,13 @@ class CheckedTensors:
         return w.astype(np.float32)
 
     def check_all_used(self, ignore_prefixes: tuple[str, ...] = ()) -> None:
-        extra = sorted(k for k in self.sd if k not in self.used and k.startswith(self.prefix)
-                       and not k[len(self.prefix):].startswith(ignore_prefixes))
+        extra = sorted(
+            k
+            for k in self.sd
+            if k not in self.used
+            and k.startswith(self.prefix)
+            and not k[len(self.prefix) :].startswith(ignore_prefixes)
+        )
         if extra:
             shape = tuple(getattr(self.sd[extra[0]], "shape", ()))
             listed = ", ".join(extra[1:4]) + (", ..." if len(extra) > 4 else "")

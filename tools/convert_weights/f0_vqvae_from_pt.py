@@ -38,8 +38,19 @@ from tools.convert_weights.common import (  # noqa: E402
     run_cli,
 )
 
-ENCODER_KEYS = {"input_emb_width", "output_emb_width", "levels", "downs_t", "strides_t", "width", "depth",
-                "m_conv", "dilation_growth_rate", "dilation_cycle", "res_scale"}
+ENCODER_KEYS = {
+    "input_emb_width",
+    "output_emb_width",
+    "levels",
+    "downs_t",
+    "strides_t",
+    "width",
+    "depth",
+    "m_conv",
+    "dilation_growth_rate",
+    "dilation_cycle",
+    "res_scale",
+}
 IGNORED_ENCODER_KEYS = {"zero_out", "reverse_decoder_dilation"}  # init-time / decoder-only settings
 
 
@@ -70,14 +81,22 @@ def config_from_yaml(data: dict, source: str = "config.yaml") -> F0VQVAEConfig:
         raise ConversionError(f"{source}: vq_params.levels {vq['levels']} != encoder_params.levels {enc['levels']}")
     try:
         return F0VQVAEConfig(
-            input_emb_width=int(enc["input_emb_width"]), output_emb_width=int(enc["output_emb_width"]),
-            levels=int(enc["levels"]), downs_t=_levels_list(enc["downs_t"], "downs_t", source),
-            strides_t=_levels_list(enc["strides_t"], "strides_t", source), width=int(enc["width"]),
-            depth=int(enc["depth"]), m_conv=float(enc.get("m_conv", 1.0)),
+            input_emb_width=int(enc["input_emb_width"]),
+            output_emb_width=int(enc["output_emb_width"]),
+            levels=int(enc["levels"]),
+            downs_t=_levels_list(enc["downs_t"], "downs_t", source),
+            strides_t=_levels_list(enc["strides_t"], "strides_t", source),
+            width=int(enc["width"]),
+            depth=int(enc["depth"]),
+            m_conv=float(enc.get("m_conv", 1.0)),
             dilation_growth_rate=int(enc.get("dilation_growth_rate", 1)),
             dilation_cycle=None if enc.get("dilation_cycle") is None else int(enc["dilation_cycle"]),
-            res_scale=bool(enc.get("res_scale", False)), l_bins=int(vq["l_bins"]), emb_width=int(vq["emb_width"]),
-            features=str(data["features"]), speaker_norm=bool(data.get("speaker_norm", False)))
+            res_scale=bool(enc.get("res_scale", False)),
+            l_bins=int(vq["l_bins"]),
+            emb_width=int(vq["emb_width"]),
+            features=str(data["features"]),
+            speaker_norm=bool(data.get("speaker_norm", False)),
+        )
     except (TypeError, ValueError) as e:
         raise ConversionError(f"{source}: {e}") from None
 
@@ -127,8 +146,9 @@ def load_quantizer(src, trust_pickle: bool = False) -> tuple[F0VQVAEConfig, dict
         try:
             ckpt = load_torch_file(model_pt, weights_only=False)
         except Exception as e:  # noqa: BLE001 - name the file whatever torch raises
-            raise ConversionError(f"{model_pt} cannot be read as a PyTorch checkpoint: "
-                                  f"{type(e).__name__}: {e}") from None
+            raise ConversionError(
+                f"{model_pt} cannot be read as a PyTorch checkpoint: {type(e).__name__}: {e}"
+            ) from None
     else:
         ckpt = load_torch_checkpoint(model_pt)
     if not isinstance(ckpt, dict) or "model" not in ckpt:

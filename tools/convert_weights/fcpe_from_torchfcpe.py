@@ -68,13 +68,24 @@ def config_from_torchfcpe(config_dict: dict, source: str = "torchfcpe config") -
     pick = lambda sec, k, default: default if sec.get(k) is None else sec[k]  # noqa: E731  (torchfcpe: None -> default)
     try:
         return FCPEConfig(
-            sample_rate=int(pick(mel, "sr", 16000)), n_mels=int(mel["num_mels"]), n_fft=int(pick(mel, "n_fft", 1024)),
-            win_size=int(pick(mel, "win_size", 1024)), hop_size=int(pick(mel, "hop_size", 160)),
-            fmin=float(pick(mel, "fmin", 0)), fmax=float(pick(mel, "fmax", 8000)),
-            out_dims=int(model["out_dims"]), hidden_dims=int(model["hidden_dims"]), n_layers=int(model["n_layers"]),
-            n_heads=int(model["n_heads"]), conv_only=bool(pick(model, "conv_only", False)),
-            use_fa_norm=bool(model["use_fa_norm"]), use_harmonic_emb=bool(pick(model, "use_harmonic_emb", False)),
-            f0_min=float(model["f0_min"]), f0_max=float(model["f0_max"]), precision=d.precision)
+            sample_rate=int(pick(mel, "sr", 16000)),
+            n_mels=int(mel["num_mels"]),
+            n_fft=int(pick(mel, "n_fft", 1024)),
+            win_size=int(pick(mel, "win_size", 1024)),
+            hop_size=int(pick(mel, "hop_size", 160)),
+            fmin=float(pick(mel, "fmin", 0)),
+            fmax=float(pick(mel, "fmax", 8000)),
+            out_dims=int(model["out_dims"]),
+            hidden_dims=int(model["hidden_dims"]),
+            n_layers=int(model["n_layers"]),
+            n_heads=int(model["n_heads"]),
+            conv_only=bool(pick(model, "conv_only", False)),
+            use_fa_norm=bool(model["use_fa_norm"]),
+            use_harmonic_emb=bool(pick(model, "use_harmonic_emb", False)),
+            f0_min=float(model["f0_min"]),
+            f0_max=float(model["f0_max"]),
+            precision=d.precision,
+        )
     except KeyError as e:
         raise ConversionError(f"{source}: config_dict lacks {e.args[0]!r}") from None
     except ValueError as e:
@@ -109,16 +120,23 @@ def params_from_state_dict(sd: dict, cfg: FCPEConfig, source: str = "FCPE state 
     t = CheckedTensors(sd, source)
     h, m, inner = cfg.hidden_dims, cfg.n_mels, cfg.hidden_dims * cfg.conv_expansion
     gn = _norm(t, "input_stack.1", h)
-    net = {"input_conv_0": _conv(t, "input_stack.0", h, m, 3), "input_norm_scale": gn["scale"],
-           "input_norm_bias": gn["bias"], "input_conv_1": _conv(t, "input_stack.3", h, h, 3)}
+    net = {
+        "input_conv_0": _conv(t, "input_stack.0", h, m, 3),
+        "input_norm_scale": gn["scale"],
+        "input_norm_bias": gn["bias"],
+        "input_conv_1": _conv(t, "input_stack.3", h, h, 3),
+    }
     if cfg.use_harmonic_emb:
         net["harmonic_emb"] = t.take("harmonic_emb.weight", (9, h))
     for i in range(cfg.n_layers):
         pre = f"net.encoder_layers.{i}."
         conv = pre + ("conformer.0.net." if t.has(pre + "conformer.0.net.0.weight") else "conformer.net.")
-        layer = {"conv_norm": _norm(t, conv + "0", h), "pointwise_in": _dense(t, conv + "2", 2 * inner, h, True),
-                 "depthwise": _conv(t, conv + "4.conv", inner, 1, cfg.conv_kernel),
-                 "pointwise_out": _dense(t, conv + "6", h, inner, True)}
+        layer = {
+            "conv_norm": _norm(t, conv + "0", h),
+            "pointwise_in": _dense(t, conv + "2", 2 * inner, h, True),
+            "depthwise": _conv(t, conv + "4.conv", inner, 1, cfg.conv_kernel),
+            "pointwise_out": _dense(t, conv + "6", h, inner, True),
+        }
         if cfg.conv_only:
             for k in ("norm.weight", "norm.bias"):  # built but never used without attention
                 if t.has(pre + k):
@@ -128,13 +146,16 @@ def params_from_state_dict(sd: dict, cfg: FCPEConfig, source: str = "FCPE state 
             layer["attn_norm"] = _norm(t, pre + "norm", h)
             attn = {n: _dense(t, f"{pre}attn.{n}", hd, h) for n in ("to_q", "to_k", "to_v")}
             attn["to_out"] = _dense(t, f"{pre}attn.to_out", h, hd)
-            attn["projection_matrix"] = t.take(f"{pre}attn.fast_attention.projection_matrix",
-                                               (cfg.nb_features, cfg.attn_head_dim))
+            attn["projection_matrix"] = t.take(
+                f"{pre}attn.fast_attention.projection_matrix", (cfg.nb_features, cfg.attn_head_dim)
+            )
             layer["attn"] = attn
         net[f"layer_{i}"] = layer
     net["norm"] = _norm(t, "norm", h)
-    net["output_proj"] = {"kernel": _weight_norm_linear(t, "output_proj", cfg.out_dims, h).T,
-                          "bias": t.take("output_proj.bias", (cfg.out_dims,))}
+    net["output_proj"] = {
+        "kernel": _weight_norm_linear(t, "output_proj", cfg.out_dims, h).T,
+        "bias": t.take("output_proj.bias", (cfg.out_dims,)),
+    }
     params = {"net": net, "cent_table": t.take("cent_table", (cfg.out_dims,))}
     t.check_all_used(ignore_prefixes=("gaussian_blurred_cent_mask",))
     return params
@@ -165,8 +186,9 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src or bundled_checkpoint(), a.out)),
-                          __doc__)
+    return config.run_cli(
+        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src or bundled_checkpoint(), a.out)), __doc__
+    )
 
 
 if __name__ == "__main__":

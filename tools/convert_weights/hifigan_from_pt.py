@@ -34,7 +34,9 @@ from tools.convert_weights.common import (  # noqa: E402
 )
 
 UNSUPPORTED = {  # config.json features of speech-resynthesis that the Spirit LM vocoders do not use
-    "f0": "continuous F0 input", "f0_quant_num_bin": "quantized continuous F0", "embedder_params": "speaker embedder",
+    "f0": "continuous F0 input",
+    "f0_quant_num_bin": "quantized continuous F0",
+    "embedder_params": "speaker embedder",
 }
 
 
@@ -43,20 +45,36 @@ def config_from_json(cfg: dict, source: str = "config.json") -> HifiGanConfig:
     for key, what in UNSUPPORTED.items():
         if cfg.get(key):
             raise ConversionError(f"{source}: {key}={cfg[key]!r} ({what}) is not supported by this vocoder")
-    missing = [k for k in ("num_embeddings", "embedding_dim", "upsample_rates", "upsample_kernel_sizes",
-                           "upsample_initial_channel", "resblock_kernel_sizes", "resblock_dilation_sizes")
-               if k not in cfg]
+    missing = [
+        k
+        for k in (
+            "num_embeddings",
+            "embedding_dim",
+            "upsample_rates",
+            "upsample_kernel_sizes",
+            "upsample_initial_channel",
+            "resblock_kernel_sizes",
+            "resblock_dilation_sizes",
+        )
+        if k not in cfg
+    ]
     if missing:
         raise ConversionError(f"{source}: missing field {missing[0]}")
     dur = cfg.get("dur_predictor_params")
     fields = dict(
-        num_embeddings=cfg["num_embeddings"], embedding_dim=cfg["embedding_dim"],
-        num_f0_tokens=cfg.get("num_f0_tokens") or 0, num_style_tokens=cfg.get("num_style_tokens") or 0,
-        code_hop_size=cfg.get("code_hop_size", 640), f0_hop_size=cfg.get("f0_hop_size", 1280),
+        num_embeddings=cfg["num_embeddings"],
+        embedding_dim=cfg["embedding_dim"],
+        num_f0_tokens=cfg.get("num_f0_tokens") or 0,
+        num_style_tokens=cfg.get("num_style_tokens") or 0,
+        code_hop_size=cfg.get("code_hop_size", 640),
+        f0_hop_size=cfg.get("f0_hop_size", 1280),
         style_hop_size=cfg.get("style_hop_size", 16000),
-        multispkr=bool(cfg.get("multispkr")), num_speakers=cfg.get("num_speakers", 200),  # reference defaults
-        multistyle=bool(cfg.get("multistyle")), num_styles=cfg.get("num_styles", 100),
-        upsample_rates=tuple(cfg["upsample_rates"]), upsample_kernel_sizes=tuple(cfg["upsample_kernel_sizes"]),
+        multispkr=bool(cfg.get("multispkr")),
+        num_speakers=cfg.get("num_speakers", 200),  # reference defaults
+        multistyle=bool(cfg.get("multistyle")),
+        num_styles=cfg.get("num_styles", 100),
+        upsample_rates=tuple(cfg["upsample_rates"]),
+        upsample_kernel_sizes=tuple(cfg["upsample_kernel_sizes"]),
         upsample_initial_channel=cfg["upsample_initial_channel"],
         resblock_kernel_sizes=tuple(cfg["resblock_kernel_sizes"]),
         resblock_dilation_sizes=tuple(tuple(d) for d in cfg["resblock_dilation_sizes"]),
@@ -65,16 +83,21 @@ def config_from_json(cfg: dict, source: str = "config.json") -> HifiGanConfig:
     try:
         if dur:
             fields["dur_predictor_params"] = DurPredictorConfig(
-                dur["encoder_embed_dim"], dur["var_pred_hidden_dim"], dur["var_pred_kernel_size"],
-                float(dur.get("var_pred_dropout", 0.0)))
+                dur["encoder_embed_dim"],
+                dur["var_pred_hidden_dim"],
+                dur["var_pred_kernel_size"],
+                float(dur.get("var_pred_dropout", 0.0)),
+            )
         else:
             fields["dur_predictor_params"] = None
         out = HifiGanConfig(**fields)
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise ConversionError(f"{source}: {type(e).__name__}: {e}") from None
     if "model_in_dim" in cfg and cfg["model_in_dim"] != out.model_in_dim:
-        raise ConversionError(f"{source}: model_in_dim {cfg['model_in_dim']} but the configured embeddings "
-                              f"concatenate to {out.model_in_dim} channels")
+        raise ConversionError(
+            f"{source}: model_in_dim {cfg['model_in_dim']} but the configured embeddings "
+            f"concatenate to {out.model_in_dim} channels"
+        )
     return out
 
 
@@ -92,12 +115,14 @@ def fold_all_weight_norms(sd: dict, source: str) -> dict:
             g = sd[base + ".weight_g"]
             g = torch_to_numpy(g) if hasattr(g, "detach") else np.asarray(g)
             if g.shape != (v.shape[0],) + (1,) * (v.ndim - 1):
-                raise ConversionError(f"{source}: tensor {base}.weight_g has shape {g.shape}, expected "
-                                      f"{(v.shape[0],) + (1,) * (v.ndim - 1)} for weight_v {v.shape}")
+                raise ConversionError(
+                    f"{source}: tensor {base}.weight_g has shape {g.shape}, expected "
+                    f"{(v.shape[0],) + (1,) * (v.ndim - 1)} for weight_v {v.shape}"
+                )
             out[base + ".weight"] = fold_weight_norm(g, v, 0)
         else:
             out[k] = v
-    orphans = [k for k in sd if k.endswith(".weight_g") and k[: -2] + "_v" not in sd]
+    orphans = [k for k in sd if k.endswith(".weight_g") and k[:-2] + "_v" not in sd]
     if orphans:
         raise ConversionError(f"{source}: {orphans[0]} has no matching weight_v")
     return out
@@ -108,7 +133,10 @@ def params_from_state_dict(sd: dict, cfg: HifiGanConfig, source: str = "generato
     t = CheckedTensors(fold_all_weight_norms(sd, source), source)
 
     def conv(key, cin, cout, k):  # torch Conv1d weight [out, in, k] -> [k, in, out]
-        return {"kernel": t.take(key + ".weight", (cout, cin, k)).transpose(2, 1, 0), "bias": t.take(key + ".bias", (cout,))}
+        return {
+            "kernel": t.take(key + ".weight", (cout, cin, k)).transpose(2, 1, 0),
+            "bias": t.take(key + ".bias", (cout,)),
+        }
 
     def emb(key, n):
         return {"embedding": t.take(key + ".weight", (n, cfg.embedding_dim))}
@@ -126,19 +154,25 @@ def params_from_state_dict(sd: dict, cfg: HifiGanConfig, source: str = "generato
     if d is not None:
         e, h, k = cfg.embedding_dim, d.var_pred_hidden_dim, d.var_pred_kernel_size
         p["dur_predictor"] = {
-            "conv1": conv("dur_predictor.conv1.0", e, h, k), "conv2": conv("dur_predictor.conv2.0", h, h, k),
+            "conv1": conv("dur_predictor.conv1.0", e, h, k),
+            "conv2": conv("dur_predictor.conv2.0", h, h, k),
             "ln1": {"scale": t.take("dur_predictor.ln1.weight", (h,)), "bias": t.take("dur_predictor.ln1.bias", (h,))},
             "ln2": {"scale": t.take("dur_predictor.ln2.weight", (h,)), "bias": t.take("dur_predictor.ln2.bias", (h,))},
-            "proj": {"kernel": t.take("dur_predictor.proj.weight", (1, h)).T, "bias": t.take("dur_predictor.proj.bias", (1,))},
+            "proj": {
+                "kernel": t.take("dur_predictor.proj.weight", (1, h)).T,
+                "bias": t.take("dur_predictor.proj.bias", (1,)),
+            },
         }
     ch = cfg.upsample_initial_channel
     g: dict = {"conv_pre": conv("conv_pre", cfg.model_in_dim, ch, 7)}
     n_k = len(cfg.resblock_kernel_sizes)
     for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
-        cin, cout = ch // 2 ** i, ch // 2 ** (i + 1)
+        cin, cout = ch // 2**i, ch // 2 ** (i + 1)
         # torch ConvTranspose1d weight [in, out, k] -> [k, in, out] (flipped inside the module)
-        g[f"ups_{i}"] = {"kernel": t.take(f"ups.{i}.weight", (cin, cout, k)).transpose(2, 0, 1),
-                         "bias": t.take(f"ups.{i}.bias", (cout,))}
+        g[f"ups_{i}"] = {
+            "kernel": t.take(f"ups.{i}.weight", (cin, cout, k)).transpose(2, 0, 1),
+            "bias": t.take(f"ups.{i}.bias", (cout,)),
+        }
         for j, (rk, rd) in enumerate(zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes)):
             r = i * n_k + j
             blk = {}

@@ -45,6 +45,7 @@ PRETRAINING_ONLY = ("label_embs_concat", "final_proj.", "mask_emb", "target_glu.
 
 def parse_conv_layers(spec: str) -> tuple[tuple[int, int, int], ...]:
     """'[(512,10,5)] + [(512,3,2)] * 4 + ...' -> tuple of (dim, kernel, stride), without eval."""
+
     def ev(node):
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
             left, right = ev(node.left), ev(node.right)
@@ -68,6 +69,7 @@ def parse_conv_layers(spec: str) -> tuple[tuple[int, int, int], ...]:
 
 def hubert_config(model_cfg: dict, output_layer: int, task_cfg: dict | None = None) -> HubertConfig:
     """HubertConfig from fairseq's model_cfg (+ task_cfg); unsupported variants are errors."""
+
     def unsupported(key, default, wanted):
         if model_cfg.get(key, default) != wanted:
             raise ConversionError(f"model_cfg {key}={model_cfg[key]!r} is not supported (HuBERT-Base uses {wanted!r})")
@@ -85,14 +87,19 @@ def hubert_config(model_cfg: dict, output_layer: int, task_cfg: dict | None = No
     conv = parse_conv_layers(model_cfg.get("conv_feature_layers", "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"))
     hidden = int(model_cfg.get("encoder_embed_dim", 768))
     if conv[-1][0] == hidden:
-        raise ConversionError(f"encoder_embed_dim {hidden} equals the conv width: a model without "
-                              "post_extract_proj is not supported")
+        raise ConversionError(
+            f"encoder_embed_dim {hidden} equals the conv width: a model without post_extract_proj is not supported"
+        )
     try:
         return HubertConfig(
-            conv_layers=conv, hidden=hidden, num_layers=int(model_cfg.get("encoder_layers", 12)),
+            conv_layers=conv,
+            hidden=hidden,
+            num_layers=int(model_cfg.get("encoder_layers", 12)),
             num_heads=int(model_cfg.get("encoder_attention_heads", 12)),
-            ffn=int(model_cfg.get("encoder_ffn_embed_dim", 3072)), pos_conv_kernel=int(model_cfg.get("conv_pos", 128)),
-            pos_conv_groups=int(model_cfg.get("conv_pos_groups", 16)), output_layer=output_layer,
+            ffn=int(model_cfg.get("encoder_ffn_embed_dim", 3072)),
+            pos_conv_kernel=int(model_cfg.get("conv_pos", 128)),
+            pos_conv_groups=int(model_cfg.get("conv_pos_groups", 16)),
+            output_layer=output_layer,
             seq_len_multiple=int(model_cfg.get("required_seq_len_multiple", 2)),
             normalize_waveform=bool(task_cfg.get("normalize", False)),
         )
@@ -116,16 +123,29 @@ def hubert_params(sd: dict, cfg: HubertConfig, source: str = "model_weight") -> 
     k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
     pc = "encoder.pos_conv.0."
     legacy = t.has(pc + "weight_g") or t.has(pc + "weight_v")  # torch weight_norm, else its parametrization
-    names = ("weight_g", "weight_v") if legacy else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    names = (
+        ("weight_g", "weight_v")
+        if legacy
+        else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    )
     w = fold_weight_norm(t.take(pc + names[0], (1, 1, k)), t.take(pc + names[1], (d, d // g, k)), dim=2)
-    out = {"feature_extractor": fe, "layer_norm": ln("layer_norm", c_last),
-           "post_extract_proj": dense("post_extract_proj", c_last, d), "pos_conv": w.transpose(2, 1, 0),
-           "pos_conv_bias": t.take(pc + "bias", (d,)), "encoder_layer_norm": ln("encoder.layer_norm", d)}
+    out = {
+        "feature_extractor": fe,
+        "layer_norm": ln("layer_norm", c_last),
+        "post_extract_proj": dense("post_extract_proj", c_last, d),
+        "pos_conv": w.transpose(2, 1, 0),
+        "pos_conv_bias": t.take(pc + "bias", (d,)),
+        "encoder_layer_norm": ln("encoder.layer_norm", d),
+    }
     for i in range(cfg.num_layers):
         p = f"encoder.layers.{i}."
-        layer = {"self_attn": {n: dense(p + f"self_attn.{n}", d, d) for n in ("q_proj", "k_proj", "v_proj", "out_proj")},
-                 "self_attn_layer_norm": ln(p + "self_attn_layer_norm", d), "final_layer_norm": ln(p + "final_layer_norm", d),
-                 "fc1": dense(p + "fc1", d, cfg.ffn), "fc2": dense(p + "fc2", cfg.ffn, d)}
+        layer = {
+            "self_attn": {n: dense(p + f"self_attn.{n}", d, d) for n in ("q_proj", "k_proj", "v_proj", "out_proj")},
+            "self_attn_layer_norm": ln(p + "self_attn_layer_norm", d),
+            "final_layer_norm": ln(p + "final_layer_norm", d),
+            "fc1": dense(p + "fc1", d, cfg.ffn),
+            "fc2": dense(p + "fc2", cfg.ffn, d),
+        }
         if i < cfg.output_layer:  # later layers are checked but not kept: they are never run
             out[f"layers_{i}"] = layer
     t.check_all_used(ignore_prefixes=PRETRAINING_ONLY)
@@ -135,7 +155,9 @@ def hubert_params(sd: dict, cfg: HubertConfig, source: str = "model_weight") -> 
 def convert(hubert_pt, quantizer_pt, out_dir, output_layer: int = 11) -> Path:
     ck = load_torch_checkpoint(hubert_pt)
     if "model_weight" not in ck or "model_cfg" not in ck:
-        raise ConversionError(f"{hubert_pt}: expected a dict with 'model_cfg' and 'model_weight', got keys {sorted(ck)}")
+        raise ConversionError(
+            f"{hubert_pt}: expected a dict with 'model_cfg' and 'model_weight', got keys {sorted(ck)}"
+        )
     cfg = hubert_config(dict(ck["model_cfg"]), output_layer, dict(ck.get("task_cfg") or {}))
     params = {"hubert": hubert_params(ck["model_weight"], cfg, f"{hubert_pt}")}
     qcfg = None
@@ -143,8 +165,9 @@ def convert(hubert_pt, quantizer_pt, out_dir, output_layer: int = 11) -> Path:
         qcfg, params["quantizer"] = mlp_quantizer_params(load_quantizer_checkpoint(quantizer_pt), str(quantizer_pt))
         if qcfg.dim != cfg.hidden:
             raise ConversionError(f"{quantizer_pt}: quantizer dim {qcfg.dim} does not match HuBERT width {cfg.hidden}")
-    return save_component(out_dir, SPEECH_TOKENIZER_SPEC, params,
-                          {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
+    return save_component(
+        out_dir, SPEECH_TOKENIZER_SPEC, params, {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})}
+    )
 
 
 PROG = "python tools/convert_weights/hubert_from_fairseq.py"
@@ -159,8 +182,9 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.quantizer, a.out, a.layer)),
-                          __doc__)
+    return config.run_cli(
+        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.quantizer, a.out, a.layer)), __doc__
+    )
 
 
 if __name__ == "__main__":

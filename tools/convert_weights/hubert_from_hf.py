@@ -43,7 +43,9 @@ TRAINING_ONLY = ("masked_spec_embed",)  # mask embedding used only when pre-trai
 def hubert_config_from_hf(hf: dict, output_layer: int | None = None, source: str = "config.json") -> HubertConfig:
     def need(key, default, wanted):
         if hf.get(key, default) != wanted:
-            raise ConversionError(f"{source}: {key}={hf.get(key)!r} is not supported (HuBERT/wav2vec2 Base use {wanted!r})")
+            raise ConversionError(
+                f"{source}: {key}={hf.get(key)!r} is not supported (HuBERT/wav2vec2 Base use {wanted!r})"
+            )
 
     need("feat_extract_norm", "group", "group")
     need("do_stable_layer_norm", False, False)  # post-LN layers
@@ -55,10 +57,15 @@ def hubert_config_from_hf(hf: dict, output_layer: int | None = None, source: str
     try:
         layers = hf["num_hidden_layers"]
         return HubertConfig(
-            conv_layers=tuple(zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])), hidden=hf["hidden_size"],
-            num_layers=layers, num_heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-            pos_conv_kernel=hf["num_conv_pos_embeddings"], pos_conv_groups=hf["num_conv_pos_embedding_groups"],
-            output_layer=layers if output_layer is None else output_layer, layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
+            conv_layers=tuple(zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])),
+            hidden=hf["hidden_size"],
+            num_layers=layers,
+            num_heads=hf["num_attention_heads"],
+            ffn=hf["intermediate_size"],
+            pos_conv_kernel=hf["num_conv_pos_embeddings"],
+            pos_conv_groups=hf["num_conv_pos_embedding_groups"],
+            output_layer=layers if output_layer is None else output_layer,
+            layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
         )
     except KeyError as e:
         raise ConversionError(f"{source}: missing key {e.args[0]!r}") from None
@@ -66,8 +73,9 @@ def hubert_config_from_hf(hf: dict, output_layer: int | None = None, source: str
         raise ConversionError(f"{source}: {e}") from None
 
 
-def params_from_hf_state_dict(sd, cfg: HubertConfig, prefix: str = "", source: str = "state dict",
-                              check_extra: bool = True) -> dict:
+def params_from_hf_state_dict(
+    sd, cfg: HubertConfig, prefix: str = "", source: str = "state dict", check_extra: bool = True
+) -> dict:
     """HF state dict (name -> array/tensor) -> our HuBERT params (layers up to cfg.output_layer).
 
     With `check_extra`, any tensor under `prefix` that is not used (training-only ones aside) is an error."""
@@ -85,16 +93,26 @@ def params_from_hf_state_dict(sd, cfg: HubertConfig, prefix: str = "", source: s
     pc = "encoder.pos_conv_embed.conv."
     k, g = cfg.pos_conv_kernel, cfg.pos_conv_groups
     legacy = t.has(pc + "weight_g") or t.has(pc + "weight_v")  # torch weight_norm, else its parametrization
-    names = ("weight_g", "weight_v") if legacy else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    names = (
+        ("weight_g", "weight_v")
+        if legacy
+        else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    )
     w = fold_weight_norm(t.take(pc + names[0], (1, 1, k)), t.take(pc + names[1], (d, d // g, k)), dim=2)
-    out = {"feature_extractor": fe, "layer_norm": ln("feature_projection.layer_norm", c_last),
-           "post_extract_proj": dense("feature_projection.projection", c_last, d), "pos_conv": w.transpose(2, 1, 0),
-           "pos_conv_bias": t.take(pc + "bias", (d,)), "encoder_layer_norm": ln("encoder.layer_norm", d)}
+    out = {
+        "feature_extractor": fe,
+        "layer_norm": ln("feature_projection.layer_norm", c_last),
+        "post_extract_proj": dense("feature_projection.projection", c_last, d),
+        "pos_conv": w.transpose(2, 1, 0),
+        "pos_conv_bias": t.take(pc + "bias", (d,)),
+        "encoder_layer_norm": ln("encoder.layer_norm", d),
+    }
     for i in range(cfg.num_layers if check_extra else cfg.output_layer):
         p = f"encoder.layers.{i}."
         layer = {
             "self_attn": {n: dense(p + f"attention.{n}", d, d) for n in ("q_proj", "k_proj", "v_proj", "out_proj")},
-            "self_attn_layer_norm": ln(p + "layer_norm", d), "final_layer_norm": ln(p + "final_layer_norm", d),
+            "self_attn_layer_norm": ln(p + "layer_norm", d),
+            "final_layer_norm": ln(p + "final_layer_norm", d),
             "fc1": dense(p + "feed_forward.intermediate_dense", d, cfg.ffn),
             "fc2": dense(p + "feed_forward.output_dense", cfg.ffn, d),
         }
@@ -123,8 +141,9 @@ def convert(hf_dir, out_dir, output_layer: int = 11, quantizer_pt=None) -> Path:
         qcfg, params["quantizer"] = mlp_quantizer_params(load_quantizer_checkpoint(quantizer_pt), str(quantizer_pt))
         if qcfg.dim != cfg.hidden:
             raise ConversionError(f"{quantizer_pt}: quantizer dim {qcfg.dim} does not match HuBERT width {cfg.hidden}")
-    return save_component(out_dir, SPEECH_TOKENIZER_SPEC, params,
-                          {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})})
+    return save_component(
+        out_dir, SPEECH_TOKENIZER_SPEC, params, {"hubert.yaml": cfg, **({"quantizer.yaml": qcfg} if qcfg else {})}
+    )
 
 
 PROG = "python tools/convert_weights/hubert_from_hf.py"
@@ -139,8 +158,9 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.layer, a.quantizer)),
-                          __doc__)
+    return config.run_cli(
+        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.layer, a.quantizer)), __doc__
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def convert(src, out) -> Path:
     features = meta.get("feature_params")
     if features is None and meta:  # the oldest quantizer.json: log-mel with n_mels = D
         features = {"type": meta.get("features", "log_mel"), "n_mels": int(c.shape[1])}
-    cfg = KMeansConfig(k=int(c.shape[0]), dim=int(c.shape[1]), features=features or {},
-                       training=meta.get("training", {}))
+    cfg = KMeansConfig(
+        k=int(c.shape[0]), dim=int(c.shape[1]), features=features or {}, training=meta.get("training", {})
+    )
     return save_component(out, KMEANS_SPEC, {"centroids": c.astype(np.float32)}, {KMEANS_FILE: cfg})
 
 

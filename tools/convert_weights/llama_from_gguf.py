@@ -75,14 +75,18 @@ def gguf_config(reader) -> LlamaConfig:
     head_dim = int(_field(reader, "llama.rope.dimension_count", d // n_heads))
     vocab = next(t for t in reader.tensors if t.name == "token_embd.weight").shape[-1]
     return LlamaConfig(
-        vocab_size=int(vocab), d_model=d, n_layers=int(_field(reader, "llama.block_count")), n_heads=n_heads,
+        vocab_size=int(vocab),
+        d_model=d,
+        n_layers=int(_field(reader, "llama.block_count")),
+        n_heads=n_heads,
         n_kv_heads=int(_field(reader, "llama.attention.head_count_kv", n_heads)),
         head_dim=None if head_dim == d // n_heads else head_dim,
         d_ff=int(_field(reader, "llama.feed_forward_length")),
         norm_eps=float(_field(reader, "llama.attention.layer_norm_rms_epsilon")),
         rope_theta=float(_field(reader, "llama.rope.freq_base", 10000.0)),
         max_seq_len=int(_field(reader, "llama.context_length", 4096)),
-        tie_embeddings="output.weight" not in names, dtype="bfloat16",
+        tie_embeddings="output.weight" not in names,
+        dtype="bfloat16",
     )
 
 
@@ -154,8 +158,10 @@ def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", 
         raise FileExistsError(f"{out_dir / 'params'} already exists; choose a new output directory")
     reader = open_gguf(gguf_path)
     cfg, params = load_gguf(reader, dtype)
-    extra = {"source": {"format": "gguf", "path": str(Path(gguf_path).absolute())},
-             "hf_config": special_token_ids(reader)}
+    extra = {
+        "source": {"format": "gguf", "path": str(Path(gguf_path).absolute())},
+        "hf_config": special_token_ids(reader),
+    }
     del reader
     save_lm(out_dir, params, cfg.replace(param_dtype=dtype), extra=extra)
     if tokenizer:
@@ -168,8 +174,9 @@ def convert(gguf_path: str | Path, out_dir: str | Path, dtype: str = "float32", 
 
 
 def main(argv=None) -> int:
-    return converter_main(FromGGUFArgs, argv, __file__, __doc__,
-                          lambda a: convert(a.src, a.out, a.dtype, tokenizer=a.tokenizer))
+    return converter_main(
+        FromGGUFArgs, argv, __file__, __doc__, lambda a: convert(a.src, a.out, a.dtype, tokenizer=a.tokenizer)
+    )
 
 
 if __name__ == "__main__":

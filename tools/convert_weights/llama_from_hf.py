@@ -54,11 +54,18 @@ def llama_config_from_hf(hf: dict, dtype: str = "bfloat16") -> LlamaConfig:
     if head_dim == hf["hidden_size"] // n_heads:
         head_dim = None
     return LlamaConfig(
-        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-        n_heads=n_heads, n_kv_heads=hf.get("num_key_value_heads") or n_heads, head_dim=head_dim,
-        d_ff=hf["intermediate_size"], norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        rope_theta=rope_theta, max_seq_len=hf.get("max_position_embeddings", 4096),
-        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), dtype=dtype,
+        vocab_size=hf["vocab_size"],
+        d_model=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+        head_dim=head_dim,
+        d_ff=hf["intermediate_size"],
+        norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta,
+        max_seq_len=hf.get("max_position_embeddings", 4096),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        dtype=dtype,
     )
 
 
@@ -73,22 +80,46 @@ def hf_tensor_specs(cfg: LlamaConfig) -> dict[str, tuple[tuple[int, ...], tuple[
         specs["lm_head.weight"] = ((v, d), ("lm_head", "kernel"), lambda w: w.T)
     for i in range(cfg.n_layers):
         p = f"model.layers.{i}."
-        specs.update({
-            p + "input_layernorm.weight": ((d,), ("layers", "attn_norm", "scale", i), lambda w: w),
-            p + "post_attention_layernorm.weight": ((d,), ("layers", "mlp_norm", "scale", i), lambda w: w),
-            p + "self_attn.q_proj.weight": ((n * h, d), ("layers", "attn", "q", "kernel", i), lambda w: w.T.reshape(d, n, h)),
-            p + "self_attn.k_proj.weight": ((k * h, d), ("layers", "attn", "k", "kernel", i), lambda w: w.T.reshape(d, k, h)),
-            p + "self_attn.v_proj.weight": ((k * h, d), ("layers", "attn", "v", "kernel", i), lambda w: w.T.reshape(d, k, h)),
-            p + "self_attn.o_proj.weight": ((d, n * h), ("layers", "attn", "o", "kernel", i), lambda w: w.T.reshape(n, h, d)),
-            p + "mlp.gate_proj.weight": ((f, d), ("layers", "mlp", "gate", "kernel", i), lambda w: w.T),
-            p + "mlp.up_proj.weight": ((f, d), ("layers", "mlp", "up", "kernel", i), lambda w: w.T),
-            p + "mlp.down_proj.weight": ((d, f), ("layers", "mlp", "down", "kernel", i), lambda w: w.T),
-        })
+        specs.update(
+            {
+                p + "input_layernorm.weight": ((d,), ("layers", "attn_norm", "scale", i), lambda w: w),
+                p + "post_attention_layernorm.weight": ((d,), ("layers", "mlp_norm", "scale", i), lambda w: w),
+                p + "self_attn.q_proj.weight": (
+                    (n * h, d),
+                    ("layers", "attn", "q", "kernel", i),
+                    lambda w: w.T.reshape(d, n, h),
+                ),
+                p + "self_attn.k_proj.weight": (
+                    (k * h, d),
+                    ("layers", "attn", "k", "kernel", i),
+                    lambda w: w.T.reshape(d, k, h),
+                ),
+                p + "self_attn.v_proj.weight": (
+                    (k * h, d),
+                    ("layers", "attn", "v", "kernel", i),
+                    lambda w: w.T.reshape(d, k, h),
+                ),
+                p + "self_attn.o_proj.weight": (
+                    (d, n * h),
+                    ("layers", "attn", "o", "kernel", i),
+                    lambda w: w.T.reshape(n, h, d),
+                ),
+                p + "mlp.gate_proj.weight": ((f, d), ("layers", "mlp", "gate", "kernel", i), lambda w: w.T),
+                p + "mlp.up_proj.weight": ((f, d), ("layers", "mlp", "up", "kernel", i), lambda w: w.T),
+                p + "mlp.down_proj.weight": ((d, f), ("layers", "mlp", "down", "kernel", i), lambda w: w.T),
+            }
+        )
     return specs
 
 
-def params_from_tensors(cfg: LlamaConfig, names: set[str], get: Callable[[str], np.ndarray], dtype=np.float32,
-                        progress: bool = False, order: Optional[list[str]] = None):
+def params_from_tensors(
+    cfg: LlamaConfig,
+    names: set[str],
+    get: Callable[[str], np.ndarray],
+    dtype=np.float32,
+    progress: bool = False,
+    order: Optional[list[str]] = None,
+):
     """Build our param tree from named HF-layout tensors (`get(name)` loads one on demand).
 
     Layer tensors go straight into preallocated stacked [L, ...] buffers, so peak memory is the output
@@ -148,8 +179,13 @@ class FromHFArgs:
     expressive: Optional[bool] = None  # EXPRESSIVE layout when the tokenizer files do not say (default BASE)
 
 
-def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", progress: bool = True,
-            expressive: Optional[bool] = None) -> Path:
+def convert(
+    hf_dir: str | Path,
+    out_dir: str | Path,
+    dtype: str = "float32",
+    progress: bool = True,
+    expressive: Optional[bool] = None,
+) -> Path:
     """HF directory -> bundle directory (config.yaml, params/, extra.json, tokenizer files, bundle.yaml)."""
     hf_dir = Path(hf_dir)
     if not (hf_dir / "config.json").is_file():
@@ -159,16 +195,19 @@ def convert(hf_dir: str | Path, out_dir: str | Path, dtype: str = "float32", pro
     hf = json.loads((hf_dir / "config.json").read_text())
     cfg = llama_config_from_hf(hf)
     tensors = open_hf_weights(hf_dir)
-    params = params_from_tensors(cfg, tensors.names, tensors.get, numpy_dtype(dtype), progress=progress,
-                                 order=tensors.names_by_file())
+    params = params_from_tensors(
+        cfg, tensors.names, tensors.get, numpy_dtype(dtype), progress=progress, order=tensors.names_by_file()
+    )
     extra = {"source": {"format": "hf", "path": str(hf_dir.absolute())}, "hf_config": hf}
-    return save_bundle(out_dir, params, cfg.replace(param_dtype=dtype), tokenizer_src=hf_dir, expressive=expressive,
-                       extra=extra)
+    return save_bundle(
+        out_dir, params, cfg.replace(param_dtype=dtype), tokenizer_src=hf_dir, expressive=expressive, extra=extra
+    )
 
 
 def main(argv=None) -> int:
-    return converter_main(FromHFArgs, argv, __file__, __doc__,
-                          lambda a: convert(a.src, a.out, a.dtype, expressive=a.expressive))
+    return converter_main(
+        FromHFArgs, argv, __file__, __doc__, lambda a: convert(a.src, a.out, a.dtype, expressive=a.expressive)
+    )
 
 
 if __name__ == "__main__":

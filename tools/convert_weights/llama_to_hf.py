@@ -25,7 +25,6 @@ from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
 from tools.convert_weights.common import converter_main  # noqa: E402
 from tools.convert_weights.llama_from_hf import hf_tensor_specs  # noqa: E402
 
-
 TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
@@ -33,16 +32,28 @@ def hf_config(cfg: LlamaConfig, torch_dtype: str, source: dict | None = None) ->
     """config.json for transformers' LlamaForCausalLM (4.x and 5.x keys). Special token ids come from
     the imported source's config (`source`, saved in extra.json) when there was one, else LLaMA-2's."""
     out = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
-        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.dim_per_head,
-        "hidden_act": "silu", "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta, "rope_scaling": None,
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.dim_per_head,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},  # transformers >= 5
         "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False, "mlp_bias": False, "initializer_range": cfg.init_std,
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": torch_dtype,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "initializer_range": cfg.init_std,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": torch_dtype,
     }
     out.update({k: v for k, v in (source or {}).items() if k in TOKEN_ID_KEYS})
     return out
@@ -110,7 +121,8 @@ def export(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16",
             path.rename(out / fn)
             weight_map.update({nm: fn for nm in names})
         (out / "model.safetensors.index.json").write_text(
-            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+        )
     source = load_extra(checkpoint).get("hf_config")
     (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, source), indent=2))
     src = Path(checkpoint)

@@ -69,7 +69,9 @@ def kmeans_centroids(ckpt: dict, source: str = "k-means") -> np.ndarray:
     c = ckpt["cluster_centers"]
     c = torch_to_numpy(c) if hasattr(c, "detach") else np.asarray(c)
     if c.ndim != 2 or ("n_clusters" in ckpt and int(ckpt["n_clusters"]) != c.shape[0]):
-        raise ConversionError(f"{source}: cluster_centers has shape {c.shape}, expected [n_clusters={ckpt.get('n_clusters')}, D]")
+        raise ConversionError(
+            f"{source}: cluster_centers has shape {c.shape}, expected [n_clusters={ckpt.get('n_clusters')}, D]"
+        )
     return c.astype(np.float32)
 
 

@@ -104,24 +104,36 @@ def _llama(dtype: str, expressive: bool):
     return run
 
 
-def components(fcpe_pt: Optional[str] = None, dtype: str = "bfloat16", trust_pickle: bool = False,
-               hubert_layer: int = 11) -> list[Component]:
+def components(
+    fcpe_pt: Optional[str] = None, dtype: str = "bfloat16", trust_pickle: bool = False, hubert_layer: int = 11
+) -> list[Component]:
     st = "speech_tokenizer"
     return [
-        Component("hubert", (f"{st}/hubert_25hz/mhubert_base_25hz.pt",), st,
-                  _hubert(hubert_layer), "hubert.yaml"),
-        Component("f0_vqvae", (f"{st}/vqvae_f0_quantizer",), f"{st}/f0_vqvae", _f0_vqvae(trust_pickle),
-                  "f0_vqvae.yaml"),
+        Component("hubert", (f"{st}/hubert_25hz/mhubert_base_25hz.pt",), st, _hubert(hubert_layer), "hubert.yaml"),
+        Component(
+            "f0_vqvae", (f"{st}/vqvae_f0_quantizer",), f"{st}/f0_vqvae", _f0_vqvae(trust_pickle), "f0_vqvae.yaml"
+        ),
         # FCPE is not in the tree (the reference loads torchfcpe's bundled model); it is needed with the VQ-VAE.
         Component("fcpe", (f"{st}/vqvae_f0_quantizer",), f"{st}/fcpe", _fcpe(fcpe_pt), "fcpe.yaml"),
         Component("style", (f"{st}/style_encoder_w2v2",), f"{st}/style", _style, "style.yaml"),
         Component("vocoder_base", (f"{st}/hifigan_spiritlm_base",), "vocoder/base", _vocoder, "config.yaml"),
-        Component("vocoder_expressive", (f"{st}/hifigan_spiritlm_expressive_w2v2",), "vocoder/expressive",
-                  _vocoder, "config.yaml"),
-        Component("lm_base", ("spiritlm_model/spirit-lm-base-7b",), "spirit-lm-base-7b", _llama(dtype, False),
-                  "config.yaml"),
-        Component("lm_expressive", ("spiritlm_model/spirit-lm-expressive-7b",), "spirit-lm-expressive-7b",
-                  _llama(dtype, True), "config.yaml"),
+        Component(
+            "vocoder_expressive",
+            (f"{st}/hifigan_spiritlm_expressive_w2v2",),
+            "vocoder/expressive",
+            _vocoder,
+            "config.yaml",
+        ),
+        Component(
+            "lm_base", ("spiritlm_model/spirit-lm-base-7b",), "spirit-lm-base-7b", _llama(dtype, False), "config.yaml"
+        ),
+        Component(
+            "lm_expressive",
+            ("spiritlm_model/spirit-lm-expressive-7b",),
+            "spirit-lm-expressive-7b",
+            _llama(dtype, True),
+            "config.yaml",
+        ),
     ]
 
 
@@ -137,8 +149,16 @@ def _move_into(tmp: Path, dest: Path, marker: str) -> None:
     tmp.rmdir()
 
 
-def convert_tree(src, out, only: Optional[list[str]] = None, fcpe_pt: Optional[str] = None,
-                 dtype: str = "bfloat16", trust_pickle: bool = False, hubert_layer: int = 11, log=print) -> dict:
+def convert_tree(
+    src,
+    out,
+    only: Optional[list[str]] = None,
+    fcpe_pt: Optional[str] = None,
+    dtype: str = "bfloat16",
+    trust_pickle: bool = False,
+    hubert_layer: int = 11,
+    log=print,
+) -> dict:
     """Convert every component present under `src`; returns (and writes) the summary."""
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -201,9 +221,11 @@ def _write_lm_manifests(out: Path, outputs: dict[str, str]) -> None:
             continue
         vocoder = out / "vocoder" / kind
         write_bundle_manifest(
-            lm, expressive=kind == "expressive",
+            lm,
+            expressive=kind == "expressive",
             speech_tokenizer=relative_to(speech, lm) if (speech / HUBERT_MARKER).is_file() else None,
-            vocoder=relative_to(vocoder, lm) if (vocoder / "config.yaml").is_file() else None)
+            vocoder=relative_to(vocoder, lm) if (vocoder / "config.yaml").is_file() else None,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,20 +240,24 @@ class TreeArgs:
 
 
 def main(argv=None) -> int:
-    return run_cli(TreeArgs, argv, "python tools/convert_weights/spiritlm_checkpoints.py", _convert_and_report,
-                   description=__doc__)
+    return run_cli(
+        TreeArgs, argv, "python tools/convert_weights/spiritlm_checkpoints.py", _convert_and_report, description=__doc__
+    )
 
 
 def _convert_and_report(args: TreeArgs) -> int:
     try:
-        summary = convert_tree(args.src, args.out, args.only, args.fcpe, args.dtype, args.trust_pickle,
-                               args.hubert_layer)
+        summary = convert_tree(
+            args.src, args.out, args.only, args.fcpe, args.dtype, args.trust_pickle, args.hubert_layer
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     states = [e["status"] for e in summary["components"].values()]
-    print(f"{states.count('converted')} converted, {states.count('exists')} already there, "
-          f"{states.count('missing')} missing, {states.count('failed')} failed; see {Path(args.out) / TREE_MANIFEST}")
+    print(
+        f"{states.count('converted')} converted, {states.count('exists')} already there, "
+        f"{states.count('missing')} missing, {states.count('failed')} failed; see {Path(args.out) / TREE_MANIFEST}"
+    )
     return 1 if "failed" in states else 0
 
 

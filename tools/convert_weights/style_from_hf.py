@@ -26,16 +26,24 @@ __all__ = ["ConversionError", "convert", "style_params"]
 
 def style_config_from_hf(hf: dict, source: str = "config.json") -> StyleConfig:
     if hf.get("use_weighted_layer_sum", False):
-        raise ConversionError(f"{source}: use_weighted_layer_sum=true is not supported (the style encoder uses the last layer)")
+        raise ConversionError(
+            f"{source}: use_weighted_layer_sum=true is not supported (the style encoder uses the last layer)"
+        )
     num_labels = len(hf.get("id2label") or {}) or int(hf.get("num_labels", 100))
-    return StyleConfig(encoder=hubert_config_from_hf(hf, None, source), proj_size=int(hf.get("classifier_proj_size", 256)),
-                       num_labels=num_labels)
+    return StyleConfig(
+        encoder=hubert_config_from_hf(hf, None, source),
+        proj_size=int(hf.get("classifier_proj_size", 256)),
+        num_labels=num_labels,
+    )
 
 
 def style_params(sd: dict, cfg: StyleConfig, source: str = "state dict") -> dict:
     params = {"wav2vec2": params_from_hf_state_dict(sd, cfg.encoder, prefix="wav2vec2.", source=source)}
     t = CheckedTensors(sd, source)
-    for name, (i, o) in (("projector", (cfg.encoder.hidden, cfg.proj_size)), ("classifier", (cfg.proj_size, cfg.num_labels))):
+    for name, (i, o) in (
+        ("projector", (cfg.encoder.hidden, cfg.proj_size)),
+        ("classifier", (cfg.proj_size, cfg.num_labels)),
+    ):
         params[name] = {"kernel": t.take(f"{name}.weight", (o, i)).T, "bias": t.take(f"{name}.bias", (o,))}
     t.check_all_used(ignore_prefixes=("wav2vec2.",))
     return params

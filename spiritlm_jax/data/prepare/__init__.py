@@ -48,7 +48,19 @@ from spiritlm_jax.data.prepare.run import prepare, summarize
 from spiritlm_jax.data.prepare.shards import FORMATS
 
 __all__ = [
-    "FORMATS", "STATE_DIR", "PrepareConfig", "Unit", "UnitWorker", "check_words", "describe_tokenizer",
-    "encode_batch", "fingerprint", "load_speech_tokenizer", "plan_units", "prepare", "read_manifest",
-    "read_text_lines", "summarize",
+    "FORMATS",
+    "STATE_DIR",
+    "PrepareConfig",
+    "Unit",
+    "UnitWorker",
+    "check_words",
+    "describe_tokenizer",
+    "encode_batch",
+    "fingerprint",
+    "load_speech_tokenizer",
+    "plan_units",
+    "prepare",
+    "read_manifest",
+    "read_text_lines",
+    "summarize",
 ]

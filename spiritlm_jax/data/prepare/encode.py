@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import check_words
 from spiritlm_jax.data.prepare.plan import Unit
 from spiritlm_jax.data.prepare.shards import write_shard
 from spiritlm_jax.speech.audio import MIN_CHUNK_SAMPLES, SAMPLE_RATE, encode_chunked_batch, load_audio
+from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from spiritlm_jax.tokens import STREAMS, merge_units
 
@@ -57,8 +57,9 @@ class UnitWorker:
 
     def __init__(self, cfg: PrepareConfig, tokenizer=None):
         self.cfg = cfg
-        self.tok = tokenizer if tokenizer is not None else (
-            load_speech_tokenizer(cfg.tokenizer) if cfg.manifest else None)
+        self.tok = (
+            tokenizer if tokenizer is not None else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest else None)
+        )
         self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
 
     def text_tokens(self, text: str) -> int:
@@ -76,23 +77,33 @@ class UnitWorker:
         for kind, exs in examples.items():
             if exs:
                 shards[kind] = str(write_shard(out, kind, unit.name, exs, self.cfg.format).relative_to(out))
-        streams = sorted({k for kind in ("speech", "aligned") for ex in examples.get(kind, [])
-                          for k in STREAMS if k in ex})
-        return {"unit": unit.name, "shards": shards, "stats": stats, "bad": bad, "streams": streams,
-                "units": describe_tokenizer(self.tok, self.cfg.tokenizer) if self.tok is not None else None,
-                "seconds": time.perf_counter() - t0, "files": len(unit.items)}
+        streams = sorted(
+            {k for kind in ("speech", "aligned") for ex in examples.get(kind, []) for k in STREAMS if k in ex}
+        )
+        return {
+            "unit": unit.name,
+            "shards": shards,
+            "stats": stats,
+            "bad": bad,
+            "streams": streams,
+            "units": describe_tokenizer(self.tok, self.cfg.tokenizer) if self.tok is not None else None,
+            "seconds": time.perf_counter() - t0,
+            "files": len(unit.items),
+        }
 
     def _audio(self, entries: list[dict]) -> tuple[dict[str, list], list[dict]]:
         examples: dict[str, list] = {"speech": [], "aligned": [], "text": []}
         bad = []
         for b in range(0, len(entries), self.cfg.batch_size):
             batch, wavs = [], []
-            for e in entries[b:b + self.cfg.batch_size]:
+            for e in entries[b : b + self.cfg.batch_size]:
                 try:
                     wav = load_audio(e["audio"])
                     if len(wav) < MIN_CHUNK_SAMPLES:
-                        raise ValueError(f"{e['audio']}: {len(wav)} samples, shorter than one "
-                                         f"{MIN_CHUNK_SAMPLES}-sample chunk: no units")
+                        raise ValueError(
+                            f"{e['audio']}: {len(wav)} samples, shorter than one "
+                            f"{MIN_CHUNK_SAMPLES}-sample chunk: no units"
+                        )
                     if "words" in e:
                         reason = check_words(e["words"], len(wav) / SAMPLE_RATE, self.cfg.align_tolerance)
                         if reason:
@@ -105,8 +116,10 @@ class UnitWorker:
                 batch.append(e)
                 wavs.append(wav)
             for e, wav, units in zip(batch, wavs, encode_batch(self.tok, wavs) if wavs else []):
-                ex: dict[str, Any] = {"kind": "aligned" if "words" in e else "speech",
-                                      "id": str(e.get("id", e["audio"]))}
+                ex: dict[str, Any] = {
+                    "kind": "aligned" if "words" in e else "speech",
+                    "id": str(e.get("id", e["audio"])),
+                }
                 if "source" in e:
                     ex["source"] = e["source"]
                 if "words" in e:
@@ -128,8 +141,9 @@ def unit_stats(examples: dict[str, list], worker: UnitWorker) -> dict:
     for kind, exs in examples.items():
         if not exs:
             continue
-        k = s.setdefault(kind, {"examples": 0, "seconds": 0.0, "speech_tokens": 0, "text_tokens": 0, "words": 0,
-                                "frames": 0})
+        k = s.setdefault(
+            kind, {"examples": 0, "seconds": 0.0, "speech_tokens": 0, "text_tokens": 0, "words": 0, "frames": 0}
+        )
         for ex in exs:
             k["examples"] += 1
             k["seconds"] += ex.pop("_seconds", 0.0)

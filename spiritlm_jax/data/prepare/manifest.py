@@ -59,8 +59,12 @@ def check_words(words: Any, duration: float, tolerance: float) -> Optional[str]:
         return "words must be a non-empty list of [word, start_s, end_s]"
     prev = -1.0
     for i, w in enumerate(words):
-        if (not isinstance(w, (list, tuple)) or len(w) != 3 or not isinstance(w[0], str)
-                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in w[1:])):
+        if (
+            not isinstance(w, (list, tuple))
+            or len(w) != 3
+            or not isinstance(w[0], str)
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in w[1:])
+        ):
             return f"word {i} is not [word, start_s, end_s]: {w!r}"
         start, end = float(w[1]), float(w[2])
         if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
@@ -68,7 +72,9 @@ def check_words(words: Any, duration: float, tolerance: float) -> Optional[str]:
         if start < prev:
             return f"word {i} {w[0]!r} starts at {start} s, before the previous word ({prev} s)"
         if end > duration + tolerance:
-            return (f"word {i} {w[0]!r} ends at {end} s, past the end of the audio ({duration:.3f} s): "
-                    "wrong alignment or wrong audio")
+            return (
+                f"word {i} {w[0]!r} ends at {end} s, past the end of the audio ({duration:.3f} s): "
+                "wrong alignment or wrong audio"
+            )
         prev = start
     return None

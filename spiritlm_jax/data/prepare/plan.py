@@ -40,12 +40,18 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
             raise FileNotFoundError(f"text file {p} does not exist")
         lines += [(f"{p.name}:{i}", s) for i, s in enumerate(read_text_lines(p))]
         inputs.append(fingerprint(p))
-    units = [Unit(f"audio-{i // cfg.shard_size:05d}", entries[i:i + cfg.shard_size])
-             for i in range(0, len(entries), cfg.shard_size)]
-    units += [Unit(f"text-{j // cfg.text_shard_size:05d}", lines[j:j + cfg.text_shard_size])
-              for j in range(0, len(lines), cfg.text_shard_size)]
-    settings = {k: getattr(cfg, k) for k in ("tokenizer", "shard_size", "text_shard_size", "format", "align_tolerance",
-                                             "transcripts_as_text")}
+    units = [
+        Unit(f"audio-{i // cfg.shard_size:05d}", entries[i : i + cfg.shard_size])
+        for i in range(0, len(entries), cfg.shard_size)
+    ]
+    units += [
+        Unit(f"text-{j // cfg.text_shard_size:05d}", lines[j : j + cfg.text_shard_size])
+        for j in range(0, len(lines), cfg.text_shard_size)
+    ]
+    settings = {
+        k: getattr(cfg, k)
+        for k in ("tokenizer", "shard_size", "text_shard_size", "format", "align_tolerance", "transcripts_as_text")
+    }
     settings["sp_model"] = fingerprint(Path(cfg.sp_model)) if cfg.sp_model else None
     plan = {"inputs": inputs, "settings": settings, "units": [u.name for u in units]}
     plan["hash"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
@@ -72,14 +78,18 @@ def start_state(cfg: PrepareConfig, out: Path, plan: dict) -> dict[str, dict]:
         old = json.loads(plan_file.read_text())
         if old.get("hash") != plan["hash"]:
             if not cfg.overwrite:
-                raise ValueError(f"{out} holds a preparation of other inputs or settings (plan {old.get('hash')} "
-                                 f"!= {plan['hash']}); use a new output directory or overwrite=true")
+                raise ValueError(
+                    f"{out} holds a preparation of other inputs or settings (plan {old.get('hash')} "
+                    f"!= {plan['hash']}); use a new output directory or overwrite=true"
+                )
             for kind in KINDS:
                 shutil.rmtree(out / kind, ignore_errors=True)
             shutil.rmtree(state)
     elif any((out / k).exists() for k in KINDS) and not cfg.overwrite:
-        raise ValueError(f"{out} already has shard folders but no {STATE_DIR}/plan.json; use a new output "
-                         "directory or overwrite=true")
+        raise ValueError(
+            f"{out} already has shard folders but no {STATE_DIR}/plan.json; use a new output "
+            "directory or overwrite=true"
+        )
     elif cfg.overwrite:
         for kind in KINDS:
             shutil.rmtree(out / kind, ignore_errors=True)

@@ -42,11 +42,19 @@ def _run_in_worker(args: tuple[Unit, str]) -> dict:
     return _WORKER.run(unit, Path(out))
 
 
-def summarize(cfg: PrepareConfig, plan: dict, done: dict[str, dict], bad: list[dict], units_desc: str,
-              expressive: bool, text_vocab_size: Optional[int]) -> dict:
+def summarize(
+    cfg: PrepareConfig,
+    plan: dict,
+    done: dict[str, dict],
+    bad: list[dict],
+    units_desc: str,
+    expressive: bool,
+    text_vocab_size: Optional[int],
+) -> dict:
     """The corpus.json summary, summed over the done records of the plan's units."""
-    kinds = {k: {"examples": 0, "seconds": 0.0, "speech_tokens": 0, "text_tokens": 0, "words": 0, "frames": 0}
-             for k in KINDS}
+    kinds = {
+        k: {"examples": 0, "seconds": 0.0, "speech_tokens": 0, "text_tokens": 0, "words": 0, "frames": 0} for k in KINDS
+    }
     shards: dict[str, list] = {k: [] for k in KINDS}
     for name in plan["units"]:
         rec = done[name]
@@ -62,11 +70,13 @@ def summarize(cfg: PrepareConfig, plan: dict, done: dict[str, dict], bad: list[d
         "tokens": {
             "text": kinds["text"]["text_tokens"] if text_counted else None,
             "speech": kinds["speech"]["speech_tokens"],
-            "aligned": {"speech": kinds["aligned"]["speech_tokens"],
-                        "text": kinds["aligned"]["text_tokens"] if text_counted else None},
+            "aligned": {
+                "speech": kinds["aligned"]["speech_tokens"],
+                "text": kinds["aligned"]["text_tokens"] if text_counted else None,
+            },
         },
         "tokens_note": "speech: HuBERT (+pitch/style) units after per-stream dedup and merge, no markers; "
-                       "text: SentencePiece pieces, no BOS/EOS/markers (null without sp_model)",
+        "text: SentencePiece pieces, no BOS/EOS/markers (null without sp_model)",
         "words": {"text": kinds["text"]["words"], "aligned": kinds["aligned"]["words"]},
         "frames": {"speech": kinds["speech"]["frames"], "aligned": kinds["aligned"]["frames"]},
         "bad_files": len(bad),
@@ -136,8 +146,9 @@ def prepare(cfg: PrepareConfig, tokenizer=None, on_unit_done: Optional[Callable[
         if Path(cfg.sp_model).resolve() != (out / "tokenizer.model").resolve():
             shutil.copyfile(cfg.sp_model, out / "tokenizer.model")
         text_vocab = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)).get_piece_size()
-    expressive = any("pitch" in done[u].get("streams", ()) or "style" in done[u].get("streams", ())
-                     for u in plan["units"])
+    expressive = any(
+        "pitch" in done[u].get("streams", ()) or "style" in done[u].get("streams", ()) for u in plan["units"]
+    )
     units_desc = next((done[u]["units"] for u in plan["units"] if done[u].get("units")), None)
     summary = summarize(cfg, plan, done, bad, units_desc, expressive, text_vocab)
     (out / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")

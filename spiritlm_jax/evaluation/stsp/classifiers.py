@@ -10,8 +10,15 @@ import numpy as np
 
 from spiritlm_jax.evaluation.stsp.manifest import LABEL_TO_SENTIMENT, SAMPLE_RATE, SENTIMENTS
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
-                   "sentencepiece.bpe.model", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def resolve_labels(names: Sequence[str], label_map: Optional[dict], source: str) -> list[Optional[str]]:
@@ -31,8 +38,10 @@ def resolve_labels(names: Sequence[str], label_map: Optional[dict], source: str)
             unknown.append(name)
         out.append(None if s == "ignore" else s)
     if unknown:
-        raise ValueError(f"{source}: label(s) {unknown} of config.id2label do not map to positive/negative/neutral; "
-                         f"give a label map, e.g. {unknown[0]}=negative (or {unknown[0]}=ignore)")
+        raise ValueError(
+            f"{source}: label(s) {unknown} of config.id2label do not map to positive/negative/neutral; "
+            f"give a label map, e.g. {unknown[0]}=negative (or {unknown[0]}=ignore)"
+        )
     if all(s is None for s in out):
         raise ValueError(f"{source}: the label map ignores every class")
     return out
@@ -72,8 +81,14 @@ class _HFClassifier:
 class HFTextClassifier(_HFClassifier):
     """AutoModelForSequenceClassification + AutoTokenizer from local folders."""
 
-    def __init__(self, model_dir: str | Path, tokenizer_dir: Optional[str | Path] = None,
-                 label_map: Optional[dict] = None, device: Optional[str] = None, max_length: int = 512):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        tokenizer_dir: Optional[str | Path] = None,
+        label_map: Optional[dict] = None,
+        device: Optional[str] = None,
+        max_length: int = 512,
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -95,10 +110,15 @@ class HFTextClassifier(_HFClassifier):
             raise ValueError(f"{tok_dir}: cannot load a tokenizer ({e}); {hint}") from None
         n_tok, n_model = len(self.tokenizer), int(self.model.config.vocab_size)
         if not n_model // 2 <= n_tok <= n_model:
-            raise ValueError(f"{tok_dir}: the tokenizer has {n_tok} tokens but the model {model_dir} {n_model} "
-                             "embedding rows; is it the model's own tokenizer?")
-        limits = [max_length, getattr(self.tokenizer, "model_max_length", None),
-                  getattr(self.model.config, "max_position_embeddings", None)]
+            raise ValueError(
+                f"{tok_dir}: the tokenizer has {n_tok} tokens but the model {model_dir} {n_model} "
+                "embedding rows; is it the model's own tokenizer?"
+            )
+        limits = [
+            max_length,
+            getattr(self.tokenizer, "model_max_length", None),
+            getattr(self.model.config, "max_position_embeddings", None),
+        ]
         self.max_length = min(int(v) for v in limits if v)
         self._setup_labels(self.model.config, label_map, f"text classifier {model_dir}")
 

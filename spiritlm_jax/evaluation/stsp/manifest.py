@@ -8,14 +8,29 @@ from typing import Optional
 
 from spiritlm_jax.data.sources import iter_jsonl
 
-DIRECTIONS = {"T2T": ("text", "text"), "T2S": ("text", "speech"), "S2S": ("speech", "speech"),
-              "S2T": ("speech", "text")}
+DIRECTIONS = {
+    "T2T": ("text", "text"),
+    "T2S": ("text", "speech"),
+    "S2S": ("speech", "speech"),
+    "S2T": ("speech", "text"),
+}
 FEWSHOT_FILES = {"T2T": "t2t.jsonl", "T2S": "t2s.jsonl", "S2T": "s2t.jsonl", "S2S": "s2s.jsonl"}
 SENTIMENTS = ("positive", "negative", "neutral")
-EMOTION_TO_SENTIMENT = {"happy": "positive", "amused": "positive", "angry": "negative", "sad": "negative",
-                        "default": "neutral", "neutral": "neutral"}
-LABEL_TO_SENTIMENT = {**{s: s for s in SENTIMENTS}, "pos": "positive", "neg": "negative", "neu": "neutral",
-                      **EMOTION_TO_SENTIMENT}
+EMOTION_TO_SENTIMENT = {
+    "happy": "positive",
+    "amused": "positive",
+    "angry": "negative",
+    "sad": "negative",
+    "default": "neutral",
+    "neutral": "neutral",
+}
+LABEL_TO_SENTIMENT = {
+    **{s: s for s in SENTIMENTS},
+    "pos": "positive",
+    "neg": "negative",
+    "neu": "neutral",
+    **EMOTION_TO_SENTIMENT,
+}
 MANIFEST_FIELDS = {"id", "wav_path", "emotion", "sentiment", "asr", "split", "speaker"}
 FEWSHOT_REQUIRED = {"prompt", "generation", "sentiment"}
 FEWSHOT_FIELDS = FEWSHOT_REQUIRED | {"id", "emotion", "split", "speaker"}
@@ -58,8 +73,10 @@ def _gold(raw: dict, where: str) -> str:
         return s
     emotion = str(raw.get("emotion", "")).lower()
     if emotion not in EMOTION_TO_SENTIMENT:
-        raise ValueError(f"{where}: no 'sentiment', and emotion {raw.get('emotion')!r} does not map to one "
-                         f"(known: {sorted(EMOTION_TO_SENTIMENT)})")
+        raise ValueError(
+            f"{where}: no 'sentiment', and emotion {raw.get('emotion')!r} does not map to one "
+            f"(known: {sorted(EMOTION_TO_SENTIMENT)})"
+        )
     return EMOTION_TO_SENTIMENT[emotion]
 
 
@@ -100,8 +117,14 @@ def load_fewshot_pool(path: str | Path) -> list[dict]:
         missing = FEWSHOT_REQUIRED - set(raw)
         if missing:
             raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
-        pool.append({"prompt": str(raw["prompt"]), "generation": str(raw["generation"]),
-                     "sentiment": _gold(raw, where), "where": where})
+        pool.append(
+            {
+                "prompt": str(raw["prompt"]),
+                "generation": str(raw["generation"]),
+                "sentiment": _gold(raw, where),
+                "where": where,
+            }
+        )
     if not pool:
         raise ValueError(f"few-shot manifest {path} has no examples")
     return pool

@@ -34,18 +34,20 @@ def _segment(lm, content: str, modality: str, half: Optional[str], data_root: Op
     if half == "first":
         wav = wav[: len(wav) // 2]
     elif half == "second":
-        wav = wav[len(wav) // 2:]
+        wav = wav[len(wav) // 2 :]
     return Segment(Modality.SPEECH, lm.encode_speech(wav, what), marker=True)
 
 
-def fewshot_segments(lm, pool: Sequence[dict], direction: str, shots: int, seed: int,
-                     data_root: Path) -> tuple[list[Segment], list]:
+def fewshot_segments(
+    lm, pool: Sequence[dict], direction: str, shots: int, seed: int, data_root: Path
+) -> tuple[list[Segment], list]:
     """The balanced k-shot prefix (k/3 examples per sentiment, shuffled) and where each example is from."""
     if shots == 0:
         return [], []
     if shots < 0 or shots % 3:
-        raise ValueError("few-shot prompts are balanced over 3 sentiments: shots must be 0 or a multiple of 3, "
-                         f"got {shots}")
+        raise ValueError(
+            f"few-shot prompts are balanced over 3 sentiments: shots must be 0 or a multiple of 3, got {shots}"
+        )
     rng = np.random.default_rng(seed)
     chosen = []
     for s in SENTIMENTS:
@@ -58,15 +60,17 @@ def fewshot_segments(lm, pool: Sequence[dict], direction: str, shots: int, seed:
     in_mod, out_mod = DIRECTIONS[direction]
     segments: list[Segment] = []
     for e in chosen:
-        segments += [_segment(lm, e["prompt"], in_mod, "first", data_root, f"few-shot example {e['where']} (prompt)"),
-                     _segment(lm, e["generation"], out_mod, "second", data_root,
-                              f"few-shot example {e['where']} (generation)"),
-                     NEWLINE]
+        segments += [
+            _segment(lm, e["prompt"], in_mod, "first", data_root, f"few-shot example {e['where']} (prompt)"),
+            _segment(lm, e["generation"], out_mod, "second", data_root, f"few-shot example {e['where']} (generation)"),
+            NEWLINE,
+        ]
     return segments, [e["where"] for e in chosen]
 
 
-def fewshot_prefix(lm, pool: Sequence[dict], direction: str, shots: int, seed: int,
-                   data_root: Path) -> tuple[str, list]:
+def fewshot_prefix(
+    lm, pool: Sequence[dict], direction: str, shots: int, seed: int, data_root: Path
+) -> tuple[str, list]:
     """The k-shot prefix as a string (see `fewshot_segments`)."""
     segments, used = fewshot_segments(lm, pool, direction, shots, seed, data_root)
     return render_prompt(segments), used

@@ -11,8 +11,9 @@ from spiritlm_jax.evaluation.report import fmt_ci, fmt_number, write_report
 from spiritlm_jax.evaluation.stsp.manifest import SENTIMENTS, StspItem
 
 
-def accuracy_stats(records: dict, items: Sequence[StspItem], prompt_errors: dict, n_boot: int = 1000,
-                   seed: int = 0) -> dict:
+def accuracy_stats(
+    records: dict, items: Sequence[StspItem], prompt_errors: dict, n_boot: int = 1000, seed: int = 0
+) -> dict:
     hits, bad, confusion = [], [], {s: {t: 0 for t in SENTIMENTS} for s in SENTIMENTS}
     for it in items:
         rec = records.get(it.id)
@@ -31,25 +32,54 @@ def accuracy_stats(records: dict, items: Sequence[StspItem], prompt_errors: dict
     return out
 
 
-STSP_COLUMNS = [("n", "n", fmt_number), ("bad", "bad", fmt_number), ("accuracy", "accuracy", fmt_number),
-                ("95% CI", "accuracy_ci95", fmt_ci)]
+STSP_COLUMNS = [
+    ("n", "n", fmt_number),
+    ("bad", "bad", fmt_number),
+    ("accuracy", "accuracy", fmt_number),
+    ("95% CI", "accuracy_ci95", fmt_ci),
+]
 
 
-def write_stsp_report(out: Path, rows: dict, directions, prompt_rows: dict, shots: int, seed: int,
-                      shots_used: dict, sampling: dict, manifest: Optional[str]) -> None:
+def write_stsp_report(
+    out: Path,
+    rows: dict,
+    directions,
+    prompt_rows: dict,
+    shots: int,
+    seed: int,
+    shots_used: dict,
+    sampling: dict,
+    manifest: Optional[str],
+) -> None:
     """<out>/report.{json,md,png}: a row per direction, their average and the classifiers' prompt rows."""
     accs = [rows[d]["accuracy"] for d in directions if rows[d]["accuracy"] is not None]
     average = float(np.mean(accs)) if accs else None
     table = dict(rows)
-    table["average"] = {"n": sum(rows[d]["n"] for d in directions), "bad": sum(rows[d]["bad"] for d in directions),
-                        "accuracy": average}
+    table["average"] = {
+        "n": sum(rows[d]["n"] for d in directions),
+        "bad": sum(rows[d]["bad"] for d in directions),
+        "accuracy": average,
+    }
     table.update(prompt_rows)
     summary = {d: rows[d]["accuracy"] for d in directions}
     summary["average"] = average
     summary.update({k.replace(" (", "_").rstrip(")"): v["accuracy"] for k, v in prompt_rows.items()})
     extra = {"shots": shots, "seed": seed, "few_shot_examples": shots_used, "sampling": sampling}
     title = f"STSP {shots}-shot" + (f" ({Path(manifest).name})" if manifest else "")
-    write_report(out, "stsp", title, table, STSP_COLUMNS, chart_key="accuracy", chart_label="accuracy",
-                 chance=1 / 3, summary=summary, extra=extra, first_column="direction",
-                 notes=["Average: mean over the directions. Prompt rows: the classifiers' accuracy on the prompts "
-                        "themselves (their ceiling on this data). Chance is 1/3."])
+    write_report(
+        out,
+        "stsp",
+        title,
+        table,
+        STSP_COLUMNS,
+        chart_key="accuracy",
+        chart_label="accuracy",
+        chance=1 / 3,
+        summary=summary,
+        extra=extra,
+        first_column="direction",
+        notes=[
+            "Average: mean over the directions. Prompt rows: the classifiers' accuracy on the prompts "
+            "themselves (their ceiling on this data). Chance is 1/3."
+        ],
+    )

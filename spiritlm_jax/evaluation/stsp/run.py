@@ -48,13 +48,25 @@ import numpy as np
 from spiritlm_jax.evaluation.report import JsonlCache, fmt_number
 from spiritlm_jax.evaluation.stsp.classifiers import HFAudioClassifier, HFTextClassifier, classify, parse_label_map
 from spiritlm_jax.evaluation.stsp.manifest import (
-    DIRECTIONS, FEWSHOT_FILES, SAMPLE_RATE, StspItem, default_data_root, default_fewshot_dir, load_fewshot_pool,
+    DIRECTIONS,
+    FEWSHOT_FILES,
+    SAMPLE_RATE,
+    StspItem,
+    default_data_root,
+    default_fewshot_dir,
+    load_fewshot_pool,
     load_manifest,
 )
 from spiritlm_jax.evaluation.stsp.prompts import build_query, fewshot_segments
 from spiritlm_jax.evaluation.stsp.report import accuracy_stats, write_stsp_report
-from spiritlm_jax.inference import DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, OutputModality
-from spiritlm_jax.inference import SpiritLM
+from spiritlm_jax.inference import (
+    DEFAULT_SPEAKER,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    GenerationConfig,
+    OutputModality,
+    SpiritLM,
+)
 from spiritlm_jax.model.decode import check_context_length
 from spiritlm_jax.speech.audio import load_audio
 
@@ -86,8 +98,10 @@ def _check_pinned(out: Path, settings: dict) -> None:
         old = json.loads(path.read_text())
         diff = {k: (old.get(k), v) for k, v in pinned.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{out} holds a run with other settings {diff} (old, new); use another --out "
-                             "or delete the folder to start over")
+            raise ValueError(
+                f"{out} holds a run with other settings {diff} (old, new); use another --out "
+                "or delete the folder to start over"
+            )
     else:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(pinned, indent=2))
@@ -128,9 +142,17 @@ def classify_prompts(items, form: str, clf, out: Path, progress: Callable) -> di
     return accuracy_stats(cache.records, items, errors)
 
 
-def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequence[str] = tuple(DIRECTIONS),
-             text_classifier=None, audio_classifier=None, cfg: Optional[StspConfig] = None,
-             progress: Callable = print, **settings) -> dict:
+def run_stsp(
+    lm,
+    items: Sequence[StspItem],
+    out: str | Path,
+    directions: Sequence[str] = tuple(DIRECTIONS),
+    text_classifier=None,
+    audio_classifier=None,
+    cfg: Optional[StspConfig] = None,
+    progress: Callable = print,
+    **settings,
+) -> dict:
     """Generate, classify and score; writes <out>/report.{json,md,png}; returns the report dict.
     `settings` are StspConfig fields overriding `cfg` (e.g. shots=3)."""
     cfg = dataclasses.replace(cfg or StspConfig(), **settings)
@@ -150,9 +172,18 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
         root = Path(cfg.data_root)
     else:
         root = default_data_root(Path(manifest)) if manifest else Path(".")
-    _check_pinned(out, dict(shots=cfg.shots, seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
-                            text_new_tokens=cfg.text_new_tokens, speech_new_tokens=cfg.speech_new_tokens,
-                            manifest=str(Path(manifest).resolve()) if manifest else None))
+    _check_pinned(
+        out,
+        dict(
+            shots=cfg.shots,
+            seed=cfg.seed,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            text_new_tokens=cfg.text_new_tokens,
+            speech_new_tokens=cfg.speech_new_tokens,
+            manifest=str(Path(manifest).resolve()) if manifest else None,
+        ),
+    )
     rate = int(getattr(getattr(lm.vocoder, "cfg", None), "sampling_rate", SAMPLE_RATE))
     ctx = lm.model.cfg.max_seq_len
     rows, shots_used = {}, {}
@@ -161,8 +192,9 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
         in_mod, out_mod = DIRECTIONS[direction]
         clf = text_classifier if out_mod == "text" else audio_classifier
         new_tokens = cfg.text_new_tokens if out_mod == "text" else cfg.speech_new_tokens
-        gen_cfg = GenerationConfig(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
-                                   max_new_tokens=new_tokens)
+        gen_cfg = GenerationConfig(
+            do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=new_tokens
+        )
         cache = JsonlCache(out / f"{direction}.jsonl")
         todo = [it for it in items if it.id not in cache]
         prefix = []
@@ -183,12 +215,17 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
         done = 0
         batch_size = cfg.batch_size
         for b in range(0, len(ready), batch_size):
-            batch = ready[b:b + batch_size]
+            batch = ready[b : b + batch_size]
             prompts = [p for _, p in batch]
             prompts += prompts[-1:] * (batch_size - len(batch))  # a full last batch: one compiled shape
-            outs, _ = lm.generate_batch(None, OutputModality[out_mod.upper()], gen_cfg, speaker_id=cfg.speaker,
-                                        seed=cfg.seed * 1_000_003 + d_index * 10_007 + b // batch_size,
-                                        prompts=prompts)
+            outs, _ = lm.generate_batch(
+                None,
+                OutputModality[out_mod.upper()],
+                gen_cfg,
+                speaker_id=cfg.speaker,
+                seed=cfg.seed * 1_000_003 + d_index * 10_007 + b // batch_size,
+                prompts=prompts,
+            )
             for (it, _), o in zip(batch, outs):
                 rec = {"id": it.id, "gold": it.sentiment}
                 try:
@@ -220,8 +257,12 @@ def run_stsp(lm, items: Sequence[StspItem], out: str | Path, directions: Sequenc
     for form, clf in (("text", text_classifier), ("speech", audio_classifier)):
         if clf is not None:
             prompt_rows[f"prompts ({form})"] = classify_prompts(items, form, clf, out, progress)
-    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "text_new_tokens": cfg.text_new_tokens,
-                "speech_new_tokens": cfg.speech_new_tokens}
+    sampling = {
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "text_new_tokens": cfg.text_new_tokens,
+        "speech_new_tokens": cfg.speech_new_tokens,
+    }
     write_stsp_report(out, rows, directions, prompt_rows, cfg.shots, cfg.seed, shots_used, sampling, manifest)
     return json.loads((out / "report.json").read_text())
 
@@ -254,17 +295,20 @@ class StspRunConfig:
     out: str  # output folder (report, per-item caches)
     vocoder: Optional[str] = None  # a converted vocoder folder (default: the checkpoint's)
     data_root: Optional[str] = None  # folder wav_path is relative to (default: the release's data/)
-    direction: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "T2T, T2S, S2S, S2T (repeat --direction; default: all four)"})
+    direction: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "T2T, T2S, S2S, S2T (repeat --direction; default: all four)"}
+    )
     shots: int = 0  # 0, 3, 6 or 9: balanced few-shot prompts
     few_shot_dir: Optional[str] = None  # folder with t2t/t2s/s2t/s2s.jsonl (default: the release's)
     text_classifier: Optional[str] = None  # local HF sequence-classification model folder
     text_tokenizer: Optional[str] = None  # its tokenizer folder (default: the model folder)
-    text_label_map: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "NAME=positive|negative|neutral|ignore (repeat)"})
+    text_label_map: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "NAME=positive|negative|neutral|ignore (repeat)"}
+    )
     audio_classifier: Optional[str] = None  # local HF audio-classification model folder
-    audio_label_map: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "NAME=positive|negative|neutral|ignore (repeat)"})
+    audio_label_map: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "NAME=positive|negative|neutral|ignore (repeat)"}
+    )
     classifier_device: Optional[str] = None  # torch device (default: cuda when available)
     seed: int = 0
     batch_size: int = 8
@@ -289,22 +333,33 @@ def run_stsp_command(cfg: StspRunConfig, progress: Callable = print) -> int:
     check_requirements(directions, bool(cfg.text_classifier), bool(cfg.audio_classifier), cfg.shots, fewshot_dir)
     items = load_manifest(cfg.manifest, cfg.data_root)
     if cfg.limit:
-        items = items[:cfg.limit]
+        items = items[: cfg.limit]
     progress(f"{len(items)} STSP items from {cfg.manifest}; directions {directions}, {cfg.shots}-shot")
     text_clf = audio_clf = None
     if cfg.text_classifier:
-        text_clf = HFTextClassifier(cfg.text_classifier, cfg.text_tokenizer, parse_label_map(cfg.text_label_map),
-                                    cfg.classifier_device)
+        text_clf = HFTextClassifier(
+            cfg.text_classifier, cfg.text_tokenizer, parse_label_map(cfg.text_label_map), cfg.classifier_device
+        )
     if cfg.audio_classifier:
-        audio_clf = HFAudioClassifier(cfg.audio_classifier, parse_label_map(cfg.audio_label_map),
-                                      cfg.classifier_device)
+        audio_clf = HFAudioClassifier(cfg.audio_classifier, parse_label_map(cfg.audio_label_map), cfg.classifier_device)
     lm = SpiritLM.from_checkpoint(cfg.checkpoint, **({"vocoder": cfg.vocoder} if cfg.vocoder else {}))
-    settings = StspConfig(shots=cfg.shots, seed=cfg.seed, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                          top_p=cfg.top_p, text_new_tokens=cfg.text_new_tokens,
-                          speech_new_tokens=cfg.speech_new_tokens, speaker=cfg.speaker, save_audio=cfg.save_audio,
-                          fewshot_dir=fewshot_dir, data_root=cfg.data_root, manifest=cfg.manifest)
+    settings = StspConfig(
+        shots=cfg.shots,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        text_new_tokens=cfg.text_new_tokens,
+        speech_new_tokens=cfg.speech_new_tokens,
+        speaker=cfg.speaker,
+        save_audio=cfg.save_audio,
+        fewshot_dir=fewshot_dir,
+        data_root=cfg.data_root,
+        manifest=cfg.manifest,
+    )
     report = run_stsp(lm, items, cfg.out, directions, text_clf, audio_clf, settings, progress=progress)
-    progress("summary: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
-                                     for k, v in report["summary"].items()))
+    progress(
+        "summary: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a" for k, v in report["summary"].items())
+    )
     progress(f"report: {Path(cfg.out) / 'report.md'}")
     return 0
