@@ -1,5 +1,5 @@
 """Speech-tokenizer converters, end to end on files in the reference's formats built here from
-transformers modules with random weights (fairseq key names of SPEC.md §4.1, weight-normed pos conv
+transformers modules with random weights (fairseq key names, see docs/reference.md; weight-normed pos conv
 split into weight_g/weight_v): the converted JAX models reproduce the PyTorch outputs on real speech
 (features <= 1e-4, see test_hubert.py for why; units exact), and malformed checkpoints give errors
 that name the file, the tensor and both shapes.

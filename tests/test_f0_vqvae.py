@@ -44,7 +44,7 @@ PUBLIC = dict(
     depth=4,
     m_conv=1.0,
     dilation_growth_rate=3,
-)  # SPEC.md §4.2's public nearest config, 64 codes
+)  # docs/reference.md, components: pitch's public nearest config, 64 codes
 ODD = dict(
     input_emb_width=2,
     output_emb_width=64,

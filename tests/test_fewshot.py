@@ -1,4 +1,4 @@
-"""Few-shot prompt builders (SPEC.md §7) and the few-shot ASR / TTS / intent evaluation: prompts,
+"""Few-shot prompt builders (docs/reference.md, evaluation) and the few-shot ASR / TTS / intent evaluation: prompts,
 parsing, shot selection, WER/CER, resume, bad items, the CLI. A tiny random LM with the demo
 tokenizer and the demo's log-mel unit tokenizer stands in for a trained Spirit LM: the harness, not
 the model, is under test (its predictions are checked against the model's own greedy outputs)."""

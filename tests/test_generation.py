@@ -1,5 +1,5 @@
 """SpiritLM: prompt building, modality forcing, output parsing and the ARBITRARY-mode speech rules
-(SPEC.md §5), with a tiny random LM, the demo tokenizer and the demo's log-mel unit tokenizer."""
+(docs/reference.md, generation API), with a tiny random LM, the demo tokenizer and the demo's log-mel unit tokenizer."""
 
 import functools
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Word-level interleaving (SPEC.md §6): golden cases, properties (hypothesis), windows, errors."""
+"""Word-level interleaving (docs/reference.md, training recipe): golden cases, properties, windows, errors."""
 
 import numpy as np
 import pytest
@@ -96,7 +96,7 @@ def test_dedup_restarts_per_span():
 
 
 def test_golden_expressive_span():
-    """Pitch (12.5 Hz) and style (1 Hz) frames are cut by their own times and merged as SPEC.md §3."""
+    """Pitch (12.5 Hz) and style (1 Hz) frames are cut by their own times and merged by time."""
     words = [["one", 0.0, 0.5], ["two", 1.0, 1.5], ["three", 2.0, 2.5]]
     hubert = [10] * 25 + [11] * 25 + [12] * 25  # 3 s
     pitch = [1] * 12 + [2] * 13 + [3] * 13 + [3] * 12  # frame 12 at 0.96 s (word "one"), frame 13 at 1.04 s

@@ -1,6 +1,6 @@
 """HuBERT unit quantizers against PyTorch references written here from the published architecture:
 
-- MLP (SPEC.md §4.1): an nn.Sequential Linear/LeakyReLU/Linear/LeakyReLU/Linear, logits <= 1e-4
+- MLP (docs/reference.md, components: HuBERT): an nn.Sequential Linear/LeakyReLU/Linear/LeakyReLU/Linear, logits <= 1e-4
   (fp32 matmuls of O(1) values; reassociation is ~1e-6), units equal.
 - Blank filling: the reference's loop `code[blank] = roll(code, 1)[blank]` run in torch, compared
   exactly with ours (numpy per utterance, and the batched JAX version inside jit).

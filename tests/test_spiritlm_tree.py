@@ -1,4 +1,4 @@
-"""The whole reference checkpoint tree (SPEC.md §4.6) imported in one command, and the EXPRESSIVE
+"""The whole reference checkpoint tree (docs/reference.md, checkpoint files) imported in one command, and the EXPRESSIVE
 speech tokenizer it yields, end to end against the PyTorch reference pieces.
 
 The tree is built here in the reference's file formats from PyTorch modules with random weights

@@ -1,4 +1,4 @@
-"""Token layout, unit strings (reference semantics, SPEC.md §3) and the text+speech tokenizer."""
+"""Token layout, unit strings (reference semantics, docs/reference.md) and the text+speech tokenizer."""
 
 import json
 import shutil
@@ -60,7 +60,7 @@ def test_layout_errors():
 
 # ----- units -> string ---------------------------------------------------------------------------
 def test_golden_string_from_spec():
-    """SPEC.md §3: Pi3 (5 / 12.5 = 0.4 s) comes after Hu259 (5 / 24.99 = 0.2 s)."""
+    """docs/reference.md, speech unit streams: Pi3 (5 / 12.5 = 0.4 s) comes after Hu259 (5 / 24.99 = 0.2 s)."""
     hubert, pitch = [78, 42, 81, 159, 316, 259], [13, 13, 13, 13, 13, 3]
     assert units_to_string(hubert=hubert, pitch=pitch, style=[81]) == GOLDEN
     # style is not deduplicated: one [St81] a second, at 1..5 s, all after the last HuBERT/pitch token

@@ -1,4 +1,5 @@
-"""Examples -> token ids: text-only, speech-only, and word-level interleaved speech+text (SPEC.md §6).
+"""Examples -> token ids: text-only, speech-only, and word-level interleaved speech+text
+(docs/reference.md, training recipe).
 
 Example format (one JSON object each; unit streams are raw per-frame ids, frame i at i / RATES[s]):
     {"kind": "text", "text": "..."}
@@ -22,7 +23,7 @@ Interleaving rules (aligned examples):
 - A speech span holds the frames of every stream (HuBERT, and pitch/style for an expressive layout)
   whose times fall in its words' regions, turned into tokens by `tokens.merge_units` on those slices:
   so deduplication restarts at each span. This is how the reference builds interleaved prompts at
-  inference (each speech input is tokenized on its own, SPEC.md §3 "Prompts"), so training spans look
+  inference (each speech input is tokenized on its own, docs/reference.md "Prompts"), so training spans look
   like inference spans; a unit repeated across a text span is a new unit in the next speech span.
 - Text spans are the words joined with single spaces (word-level transcripts carry no other spacing).
 - Span lengths come from a numpy Generator seeded by (seed, kind, epoch, example index)

@@ -1,4 +1,4 @@
-"""Grow a text LLaMA's embedding and LM head to the Spirit LM vocabulary (SPEC.md §2).
+"""Grow a text LLaMA's embedding and LM head to the Spirit LM vocabulary (docs/reference.md, token layout).
 
 Existing rows are kept bit for bit; the new rows (markers, HuBERT, pitch, style and padding ids) are
 drawn from N(0, init_std^2), as the paper initialises the new embeddings randomly.
