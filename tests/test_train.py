@@ -284,7 +284,7 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
 
     from spiritlm_jax.bundle import read_manifest
     from spiritlm_jax.data.pipeline import DEMO_CORPUS
-    from spiritlm_jax.generation import GenerationConfig, OutputModality, SpiritLM
+    from spiritlm_jax.inference import GenerationConfig, OutputModality, SpiritLM
 
     work = tmp_path / "work"
     shutil.copytree(DEMO_CORPUS, work / "corp1")
