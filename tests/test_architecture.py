@@ -119,3 +119,63 @@ def test_markdown_links_to_repository_files_exist():
             if not (ROOT / target).exists():
                 missing.append(f"{path.relative_to(ROOT)} -> {target}")
     assert not missing, f"docs name files that do not exist: {missing}"
+
+
+CONVERTERS = {  # script: its schema's class name
+    "llama_from_hf": "FromHFArgs",
+    "llama_to_hf": "ToHFArgs",
+    "llama_from_gguf": "FromGGUFArgs",
+    "spiritlm_checkpoints": "TreeArgs",
+    "hubert_from_fairseq": "Args",
+    "hubert_from_hf": "Args",
+    "hifigan_from_pt": "Args",
+    "speech_quantizer_from_pt": "Args",
+    "f0_vqvae_from_pt": "Args",
+    "kmeans_from_npy": "Args",
+    "fcpe_from_torchfcpe": "Args",
+    "style_from_hf": "Args",
+}
+
+
+def _clis():
+    import importlib
+
+    from spiritlm_jax.data.prepare import PrepareConfig
+    from spiritlm_jax.evaluation.suite import SuiteConfig
+    from spiritlm_jax.evaluation.tasks import TASKS
+    from spiritlm_jax.generate import GenerateConfig
+    from spiritlm_jax.kmeans import KMeansCLIConfig
+    from spiritlm_jax.training.config import TrainConfig
+
+    out = [
+        ("spiritlm_jax.train", [], TrainConfig),
+        ("spiritlm_jax.prepare", [], PrepareConfig),
+        ("spiritlm_jax.generate", [], GenerateConfig),
+        ("spiritlm_jax.kmeans", [], KMeansCLIConfig),
+        ("spiritlm_jax.evaluate", ["suite"], SuiteConfig),
+    ]
+    out += [("spiritlm_jax.evaluate", [task], schema) for task, (schema, _, _) in TASKS.items()]
+    for script, cls in CONVERTERS.items():
+        mod = importlib.import_module(f"tools.convert_weights.{script}")
+        out.append((mod.__name__, [], getattr(mod, cls)))
+    return out
+
+
+def test_every_cli_is_on_the_one_config_loader_and_its_help_lists_every_key(capsys):
+    """Each CLI's `--help` exits 0 and lists every key of its schema (type, default, doc); an unknown
+    option is a config error (exit 2) naming it. Converters included."""
+    import importlib
+
+    from spiritlm_jax.config import describe_keys
+
+    scripts = {p.stem for p in (ROOT / "tools" / "convert_weights").glob("*.py")} - {"__init__", "common"}
+    assert scripts == set(CONVERTERS), "a converter without a --help check"
+    for module, prefix, schema in _clis():
+        main = importlib.import_module(module).main
+        assert main(prefix + ["--help"]) == 0, module
+        text = capsys.readouterr().out
+        assert "keys (type, default):" in text, module
+        for key, *_ in describe_keys(schema):
+            assert f"  {key} " in text, f"{module} {prefix}: --help does not list {key}"
+        assert main(prefix + ["--no-such-option", "1"]) == 2, module
+        assert "no-such-option" in capsys.readouterr().err, module

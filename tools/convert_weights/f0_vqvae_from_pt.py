@@ -27,15 +27,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.f0_vqvae import F0_VQVAE_SPEC, F0VQVAEConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
+    converter_main,
     load_torch_checkpoint,
     load_torch_file,
-    run_cli,
 )
 
 ENCODER_KEYS = {
@@ -162,9 +161,6 @@ def convert(src, out_dir, trust_pickle: bool = False) -> Path:
     return save_component(out_dir, F0_VQVAE_SPEC, params, {"f0_vqvae.yaml": cfg})
 
 
-PROG = "python tools/convert_weights/f0_vqvae_from_pt.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # vqvae_f0_quantizer directory (config.yaml + model.pt) or its model.pt
@@ -173,7 +169,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.trust_pickle)), __doc__)
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out, a.trust_pickle))
 
 
 if __name__ == "__main__":

@@ -34,15 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.fcpe import FCPE_SPEC, FCPEConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
+    converter_main,
     fold_weight_norm,
     load_torch_checkpoint,
-    run_cli,
 )
 
 
@@ -176,9 +175,6 @@ def convert(pt_path, out_dir) -> Path:
     return save_component(out_dir, FCPE_SPEC, params, {"fcpe.yaml": cfg})
 
 
-PROG = "python tools/convert_weights/fcpe_from_torchfcpe.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     out: str  # output FCPE directory (must not hold params/ yet)
@@ -186,9 +182,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(
-        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src or bundled_checkpoint(), a.out)), __doc__
-    )
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src or bundled_checkpoint(), a.out))
 
 
 if __name__ == "__main__":

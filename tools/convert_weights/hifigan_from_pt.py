@@ -20,16 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.config import ConfigError  # noqa: E402
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig  # noqa: E402
 from spiritlm_jax.speech.vocoder import Vocoder  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
+    converter_main,
     fold_weight_norm,
     load_torch_checkpoint,
-    run_cli,
     torch_to_numpy,
 )
 
@@ -210,9 +209,6 @@ def convert(src_dir: str | Path, out_dir: str | Path) -> Path:
     return Vocoder(params, cfg, lists["speakers"], lists["styles"]).save(out_dir)
 
 
-PROG = "python tools/convert_weights/hifigan_from_pt.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # folder with generator.pt and config.json (+ speakers.txt, styles.txt)
@@ -220,7 +216,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out))
 
 
 if __name__ == "__main__":

@@ -25,16 +25,15 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
 from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
+    converter_main,
     fold_weight_norm,
     load_torch_checkpoint,
-    run_cli,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
@@ -170,9 +169,6 @@ def convert(hubert_pt, quantizer_pt, out_dir, output_layer: int = 11) -> Path:
     )
 
 
-PROG = "python tools/convert_weights/hubert_from_fairseq.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # mhubert_base_25hz.pt
@@ -182,9 +178,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(
-        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.quantizer, a.out, a.layer)), __doc__
-    )
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.quantizer, a.out, a.layer))
 
 
 if __name__ == "__main__":

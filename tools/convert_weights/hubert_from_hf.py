@@ -22,7 +22,6 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
 from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC  # noqa: E402
@@ -30,8 +29,8 @@ from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
     NamedTensors,
+    converter_main,
     fold_weight_norm,
-    run_cli,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
@@ -146,9 +145,6 @@ def convert(hf_dir, out_dir, output_layer: int = 11, quantizer_pt=None) -> Path:
     )
 
 
-PROG = "python tools/convert_weights/hubert_from_hf.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # transformers HubertModel directory (config.json + model.safetensors or pytorch_model.bin)
@@ -158,9 +154,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(
-        Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out, a.layer, a.quantizer)), __doc__
-    )
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out, a.layer, a.quantizer))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC, KMeansConfig  # noqa: E402
-from tools.convert_weights.common import ConversionError  # noqa: E402
-from tools.convert_weights.common import run_cli as run_conversion  # noqa: E402
-
-PROG = "python tools/convert_weights/kmeans_from_npy.py"
+from tools.convert_weights.common import ConversionError, converter_main  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +49,7 @@ def convert(src, out) -> Path:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_conversion(lambda: convert(a.src, a.out)), __doc__)
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out))
 
 
 if __name__ == "__main__":

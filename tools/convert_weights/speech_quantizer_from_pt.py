@@ -20,14 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.quantizer import MLP_QUANTIZER_SPEC, KMeansQuantizer, MLPQuantizerConfig  # noqa: E402
 from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
+    converter_main,
     load_torch_checkpoint,
-    run_cli,
     torch_to_numpy,
 )
 
@@ -83,9 +82,6 @@ def convert(quantizer_pt, out_dir) -> Path:
     return save_component(out_dir, MLP_QUANTIZER_SPEC, {"quantizer": params}, {"quantizer.yaml": cfg})
 
 
-PROG = "python tools/convert_weights/speech_quantizer_from_pt.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # L11_quantizer_500.pt, or a k-means .pt
@@ -93,7 +89,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out))
 
 
 if __name__ == "__main__":

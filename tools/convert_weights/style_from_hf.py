@@ -15,10 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax import config  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.style import STYLE_SPEC, StyleConfig  # noqa: E402
-from tools.convert_weights.common import CheckedTensors, ConversionError, run_cli  # noqa: E402
+from tools.convert_weights.common import CheckedTensors, ConversionError, converter_main  # noqa: E402
 from tools.convert_weights.hubert_from_hf import hubert_config_from_hf, params_from_hf_state_dict, read_hf_dir  # noqa: E402
 
 __all__ = ["ConversionError", "convert", "style_params"]
@@ -55,9 +54,6 @@ def convert(hf_dir, out_dir) -> Path:
     return save_component(out_dir, STYLE_SPEC, style_params(sd, cfg, str(hf_dir)), {"style.yaml": cfg})
 
 
-PROG = "python tools/convert_weights/style_from_hf.py"
-
-
 @dataclasses.dataclass(frozen=True)
 class Args:
     src: str  # style_encoder_w2v2 directory (transformers Wav2Vec2ForSequenceClassification)
@@ -65,7 +61,7 @@ class Args:
 
 
 def main(argv=None) -> int:
-    return config.run_cli(Args, argv, PROG, lambda a: run_cli(lambda: convert(a.src, a.out)), __doc__)
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out))
 
 
 if __name__ == "__main__":
