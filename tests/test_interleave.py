@@ -102,7 +102,7 @@ def test_golden_expressive_span():
     pitch = [1] * 12 + [2] * 13 + [3] * 13 + [3] * 12  # frame 12 at 0.96 s (word "one"), frame 13 at 1.04 s
     style = [70, 71, 72]
     ex = {"kind": "aligned", "words": words, "hubert": hubert, "pitch": pitch, "style": style}
-    spans = interleave(ex, FixedRng(TEXT_FIRST, [1, 2]), (1, 1), (2, 2), kinds=("hubert", "pitch", "style"))
+    spans = interleave(ex, FixedRng(TEXT_FIRST, [1, 2]), (1, 1), (2, 2), streams=("hubert", "pitch", "style"))
     # words two+three own [1.0 s, end): style frames 1, 2; pitch frames 13.. (2 2 ... 3 3 ...);
     # HuBERT 25.. (at 1.0004 s)
     assert _render(spans) == [("text", "one"), ("speech", "[St71][Pi2][Hu11][Pi3][St72][Hu12]")]

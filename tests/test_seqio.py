@@ -189,7 +189,7 @@ def check_tasks_match_grain(tmp):
         assert len(got) == 40
         for i, ex in enumerate(got):
             enc = _grain_tokens(DEMO, "train", kind, i, tok)
-            assert ex["index"] == i and ex["kind"] == enc.loss_groups[0]
+            assert ex["index"] == i and ex["loss_group"] == enc.loss_groups[0]
             assert ex["targets"].tolist() == enc.tokens.tolist(), (task_kind, i)
             assert ex["targets"][0] == tok.bos_id and ex["targets"][-1] == tok.eos_id
             assert tok.encode(ex["targets_pretokenized"].decode(), bos=False) == enc.tokens[1:-1].tolist()
@@ -240,15 +240,20 @@ def check_mixture(tmp):
     assert {t.name: mix.get_rate(t) for t in mix.tasks} == pytest.approx({names[k]: 1 / 3 for k in KIND_OF_TASK})
     seq_len = 64
     ds = mix.get_dataset(
-        {"targets": seq_len}, split="train", seed=7, shuffle=True, num_epochs=1, passthrough_features=["kind", "index"]
+        {"targets": seq_len},
+        split="train",
+        seed=7,
+        shuffle=True,
+        num_epochs=1,
+        passthrough_features=["loss_group", "index"],
     )
     got = list(ds.take(240).as_numpy_iterator())
-    kinds = np.array([int(ex["kind"]) for ex in got])
+    kinds = np.array([int(ex["loss_group"]) for ex in got])
     frac = np.bincount(kinds, minlength=3) / len(got)
     assert np.all(np.abs(frac - 1 / 3) < 0.1), frac  # sampled (seed 7); 3.3 standard deviations
     by_id = {0: "text", 1: "speech", 2: "aligned"}
     for ex in got[:40]:  # each element is one of the Grain windows of its example
-        kind = by_id[int(ex["kind"])]
+        kind = by_id[int(ex["loss_group"])]
         prefix = [tok.bos_id, tok.layout.speech_marker_id] if kind == "speech" else None
         wins = [
             w.tokens.tolist()

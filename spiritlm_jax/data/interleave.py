@@ -63,7 +63,7 @@ def example_rng(seed: int, epoch: int, index: int, kind: int = 0) -> np.random.G
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(kind), int(epoch), int(index)])
 
 
-def stream_kinds(tok: SpiritTokenizer) -> tuple[str, ...]:
+def tokenizer_streams(tok: SpiritTokenizer) -> tuple[str, ...]:
     """Unit streams the tokenizer's layout has ids for (pitch/style only when expressive)."""
     return STREAMS if tok.layout.expressive else ("hubert",)
 
@@ -88,10 +88,10 @@ def plan_spans(n_words: int, rng: np.random.Generator, text_span=(10, 30), speec
     return plan
 
 
-def _streams(ex: dict, kinds: Sequence[str]) -> dict[str, Optional[np.ndarray]]:
+def _streams(ex: dict, streams: Sequence[str]) -> dict[str, Optional[np.ndarray]]:
     out: dict[str, Optional[np.ndarray]] = {}
     for k in STREAMS:
-        v = ex.get(k) if k in kinds else None
+        v = ex.get(k) if k in streams else None
         if v is None:
             out[k] = None
             continue
@@ -127,22 +127,22 @@ def word_of_frame(starts: np.ndarray, n_frames: int, rate: float) -> np.ndarray:
 
 
 def interleave(
-    ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15), kinds: Sequence[str] = ("hubert",)
+    ex: dict, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15), streams: Sequence[str] = ("hubert",)
 ) -> list[tuple[Span, object]]:
     """Aligned example -> [(span, content)]: content is the text of a text span or the merged
     (time_s, stream, unit) list of a speech span (markers not included)."""
     words = ex.get("words")
     starts = check_words(words)
-    streams = _streams(ex, kinds)
-    if streams["hubert"] is None or streams["hubert"].size == 0:
+    unit_streams = _streams(ex, streams)
+    if unit_streams["hubert"] is None or unit_streams["hubert"].size == 0:
         raise ValueError("aligned example has no 'hubert' units")
-    duration = streams["hubert"].size / RATES["hubert"]
+    duration = unit_streams["hubert"].size / RATES["hubert"]
     if starts[-1] > duration + 1.0:
         raise ValueError(
             f"aligned example: word times (last start {starts[-1]:.2f} s) run past the "
             f"units ({duration:.2f} s of HuBERT frames)"
         )
-    owner = {k: word_of_frame(starts, v.size, RATES[k]) for k, v in streams.items() if v is not None}
+    owner = {k: word_of_frame(starts, v.size, RATES[k]) for k, v in unit_streams.items() if v is not None}
     out: list[tuple[Span, object]] = []
     for span in plan_spans(len(words), rng, text_span, speech_span):
         if span.modality == TEXT:
@@ -150,7 +150,7 @@ def interleave(
         else:
             sliced = {
                 k: (None if v is None else v[(owner[k] >= span.first) & (owner[k] < span.end)])
-                for k, v in streams.items()
+                for k, v in unit_streams.items()
             }
             out.append((span, merge_units(**sliced)))
     return out
@@ -172,20 +172,20 @@ def encode_example(
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
     kind = ex.get("kind")
     layout = tok.layout
-    kinds = stream_kinds(tok)
+    streams = tokenizer_streams(tok)
     if kind == "text":
         text = ex.get("text")
         if not isinstance(text, str):
             raise ValueError("text example needs a string 'text'")
         body = [layout.text_marker_id] + _text_ids(tok, text)
     elif kind == "speech":
-        merged = merge_units(**_streams(ex, kinds))
+        merged = merge_units(**_streams(ex, streams))
         if not any(k == "hubert" for _, k, _ in merged):
             raise ValueError("speech example has no 'hubert' units")
         body = [layout.speech_marker_id] + _unit_ids(tok, merged)
     elif kind == "aligned":
         body = []
-        for span, content in interleave(ex, rng, text_span, speech_span, kinds):
+        for span, content in interleave(ex, rng, text_span, speech_span, streams):
             if span.modality == TEXT:
                 body += [layout.text_marker_id] + _text_ids(tok, content)
             else:

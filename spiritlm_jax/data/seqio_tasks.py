@@ -60,7 +60,7 @@ except ImportError as e:  # the optional extra is not installed
 import numpy as np
 
 from spiritlm_jax.data.batch import LOSS_GROUP_IDS
-from spiritlm_jax.data.interleave import TEXT, _streams, example_rng, interleave, stream_kinds
+from spiritlm_jax.data.interleave import TEXT, _streams, example_rng, interleave, tokenizer_streams
 from spiritlm_jax.data.pipeline import DEMO_CORPUS, DataConfig, load_tokenizer
 from spiritlm_jax.data.sources import ExampleSource, shard_files
 from spiritlm_jax.tokens import SPEECH_MARKER, TEXT_MARKER, TOKEN_PATTERN_ASCII, SpiritTokenizer, merge_units
@@ -296,21 +296,21 @@ def render_example(
     if not isinstance(ex, dict):
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
     kind = ex.get("kind")
-    kinds = stream_kinds(tok)
+    streams = tokenizer_streams(tok)
     if kind == "text":
         text = ex.get("text")
         if not isinstance(text, str):
             raise ValueError("text example needs a string 'text'")
         return TEXT_MARKER + text
     if kind == "speech":
-        merged = merge_units(**_streams(ex, kinds))
+        merged = merge_units(**_streams(ex, streams))
         if not any(k == "hubert" for _, k, _ in merged):
             raise ValueError("speech example has no 'hubert' units")
         return SPEECH_MARKER + _units_string(merged)
     if kind == "aligned":
         return "".join(
             TEXT_MARKER + content if span.modality == TEXT else SPEECH_MARKER + _units_string(content)
-            for span, content in interleave(ex, rng, text_span, speech_span, kinds)
+            for span, content in interleave(ex, rng, text_span, speech_span, streams)
         )
     raise ValueError(f"example kind {kind!r} is not one of {sorted(LOSS_GROUP_IDS)}")
 
@@ -318,7 +318,7 @@ def render_example(
 class SpiritCorpusSource(seqio.DataSource):
     """One kind's shards of a prepared corpus (sources.shard_files layouts) as a seqio DataSource.
 
-    Elements: {"targets": Spirit LM string (no BOS/EOS), "id": str, "index": int64, "kind": int32}.
+    Elements: {"targets": Spirit LM string (no BOS/EOS), "id": str, "index": int64, "loss_group": int32}.
     Sharding (`shard_info`) takes the contiguous block [p*N//P, (p+1)*N//P), as the Grain path does;
     `shuffle` permutes the order within the block (seeded by `seed`); the sequence of an example does
     not depend on either."""
@@ -387,7 +387,7 @@ class SpiritCorpusSource(seqio.DataSource):
         n = len(src)
         p, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
         start, stop = n * p // count, n * (p + 1) // count
-        kind_id = LOSS_GROUP_IDS[self.kind]
+        group_id = LOSS_GROUP_IDS[self.kind]
         seed = None if seed is None else int(seed)
 
         def generate():  # chunks of examples: from_generator costs ~1 ms per element it yields
@@ -401,7 +401,7 @@ class SpiritCorpusSource(seqio.DataSource):
                     "targets": [t for t, _ in rendered],
                     "id": [i for _, i in rendered],
                     "index": chunk.astype(np.int64),
-                    "kind": np.full(len(chunk), kind_id, np.int32),
+                    "loss_group": np.full(len(chunk), group_id, np.int32),
                 }
 
         return tf.data.Dataset.from_generator(
@@ -410,7 +410,7 @@ class SpiritCorpusSource(seqio.DataSource):
                 "targets": tf.TensorSpec((None,), tf.string),
                 "id": tf.TensorSpec((None,), tf.string),
                 "index": tf.TensorSpec((None,), tf.int64),
-                "kind": tf.TensorSpec((None,), tf.int32),
+                "loss_group": tf.TensorSpec((None,), tf.int32),
             },
         ).unbatch()
 
