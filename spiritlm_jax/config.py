@@ -406,12 +406,19 @@ def _scalar(raw: str) -> Any:
 
 
 def run_cli(
-    cls: type[T], argv: Optional[Sequence[str]], prog: str, work: typing.Callable[[T], int], description: str = ""
+    cls: type[T],
+    argv: Optional[Sequence[str]],
+    prog: str,
+    work: typing.Callable[[T], int],
+    description: str = "",
+    parse: Optional[typing.Callable[[Sequence[str]], T]] = None,
 ) -> int:
     """The `main` of every CLI: parse `argv` into `cls`, run `work(cfg)`, map errors to exit codes
-    (help: 0, config error: 2 with one line on stderr)."""
+    (help: 0, config error: 2 with one line on stderr). `parse` replaces `parse_cli` for a CLI that
+    pre-processes its arguments (it must raise HelpRequested / ConfigError the same way)."""
     try:
-        cfg = parse_cli(cls, sys.argv[1:] if argv is None else argv, prog, description)
+        argv = sys.argv[1:] if argv is None else argv
+        cfg = parse(argv) if parse is not None else parse_cli(cls, argv, prog, description)
     except HelpRequested as e:
         print(e)
         return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from spiritlm_jax.config import ConfigError, HelpRequested, parse_cli
+from spiritlm_jax.config import ConfigError, parse_cli, run_cli
 from spiritlm_jax.inference import DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, SpiritLM
 from spiritlm_jax.speech.vocoder import write_wav
 
@@ -138,15 +138,7 @@ def generate(cfg: GenerateConfig) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        cfg = parse(sys.argv[1:] if argv is None else argv)
-    except HelpRequested as e:
-        print(e)
-        return 0
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    return generate(cfg)
+    return run_cli(GenerateConfig, argv, PROG, generate, __doc__, parse=parse)
 
 
 if __name__ == "__main__":

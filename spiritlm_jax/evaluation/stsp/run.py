@@ -298,7 +298,7 @@ class StspRunConfig:
     direction: list[str] = dataclasses.field(
         default_factory=list, metadata={"help": "T2T, T2S, S2S, S2T (repeat --direction; default: all four)"}
     )
-    shots: int = 0  # 0, 3, 6 or 9: balanced few-shot prompts
+    shots: int = StspConfig.shots  # 0, 3, 6 or 9: balanced few-shot prompts
     few_shot_dir: Optional[str] = None  # folder with t2t/t2s/s2t/s2s.jsonl (default: the release's)
     text_classifier: Optional[str] = None  # local HF sequence-classification model folder
     text_tokenizer: Optional[str] = None  # its tokenizer folder (default: the model folder)
@@ -310,14 +310,14 @@ class StspRunConfig:
         default_factory=list, metadata={"help": "NAME=positive|negative|neutral|ignore (repeat)"}
     )
     classifier_device: Optional[str] = None  # torch device (default: cuda when available)
-    seed: int = 0
-    batch_size: int = 8
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    text_new_tokens: int = 50
-    speech_new_tokens: int = 300
-    speaker: int = DEFAULT_SPEAKER
-    save_audio: bool = False  # keep speech outputs as <out>/audio/<direction>/<id>.wav
+    seed: int = StspConfig.seed
+    batch_size: int = StspConfig.batch_size
+    temperature: float = StspConfig.temperature
+    top_p: float = StspConfig.top_p
+    text_new_tokens: int = StspConfig.text_new_tokens
+    speech_new_tokens: int = StspConfig.speech_new_tokens
+    speaker: int = StspConfig.speaker
+    save_audio: bool = StspConfig.save_audio  # keep speech outputs as <out>/audio/<direction>/<id>.wav
     limit: int = 0  # only the first N items (smoke runs)
 
     def __post_init__(self):
