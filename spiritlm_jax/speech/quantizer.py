@@ -165,7 +165,7 @@ class KMeansQuantizer:
         return self.centroids.shape[0]
 
     def save(self, directory) -> Path:
-        """Write a k-means component directory (kmeans.yaml + params/, speech.kmeans.KMEANS_SPEC)."""
+        """Write a k-means component directory (kmeans.yaml + params/, KMEANS_SPEC)."""
         k, d = self.centroids.shape
         return save_component(
             directory, KMEANS_SPEC, {"centroids": self.centroids}, {KMEANS_FILE: KMeansConfig(k=k, dim=d)}
