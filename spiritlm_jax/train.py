@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from spiritlm_jax.config import ConfigError, run_cli
+from spiritlm_jax.locking import DirLocked
 from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.loop import TrainingStopped, run
 
@@ -26,6 +27,9 @@ def _train(cfg: TrainConfig) -> int:
         return 1
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except DirLocked as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,6 +3,7 @@ or resumed), then steps; each job below is one function (state set-up, eval, sav
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.config import ConfigError
 from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
+from spiritlm_jax.locking import lock_dir
 from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
@@ -100,9 +102,8 @@ class _Run:
 
 
 def _set_up(cfg: TrainConfig) -> _Run:
-    """Distributed init, config checks (before any compilation), mesh, run directory, optimizer,
-    checkpoint manager and data iterator."""
-    maybe_initialize_distributed(cfg.distributed)
+    """Config checks (before any compilation), mesh, run directory, optimizer, checkpoint manager and
+    data iterator."""
     check_vocab(cfg.data, cfg.model.vocab_size)
     mesh, global_batch = _make_mesh(cfg)
     out_dir = Path(cfg.out_dir)
@@ -252,7 +253,17 @@ def _summary(r: _Run, log: _Logger) -> dict:
 
 
 def run(cfg: TrainConfig) -> dict:
-    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json)."""
+    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json).
+
+    Process 0 owns the run directory for the whole run (`locking.lock_dir`): a second job on the
+    same `out_dir` is refused before it writes anything."""
+    maybe_initialize_distributed(cfg.distributed)
+    owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
+    with owner:
+        return _run(cfg)
+
+
+def _run(cfg: TrainConfig) -> dict:
     r = _set_up(cfg)
     state, start_step = _initial_state(r)
     with activation_sharding(r.mesh):
