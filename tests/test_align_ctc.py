@@ -122,10 +122,12 @@ def test_star_absorbs_untranscribed_speech():
 
 def test_windowed_logits_equal_one_pass_for_a_local_model():
     hop, rf = 320, 400
-    fn = lambda chunks: [  # noqa: E731 - a "model" whose frame j sees only samples [320 j, 320 j + 400)
-        np.stack([c[j * hop : j * hop + rf].reshape(-1, 40).mean(1) for j in range((len(c) - rf) // hop + 1)])
-        for c in chunks
-    ]
+    fn = (
+        lambda chunks: [  # noqa: E731 - a "model" whose frame j sees only samples [320 j, 320 j + 400)
+            np.stack([c[j * hop : j * hop + rf].reshape(-1, 40).mean(1) for j in range((len(c) - rf) // hop + 1)])
+            for c in chunks
+        ]
+    )
     wav = np.random.default_rng(0).normal(size=16000 * 9 + 123).astype(np.float32)
     full = fn([wav])[0]
     win = windowed_logits(fn, wav, window_s=2.0, context_s=0.5)

@@ -19,8 +19,8 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from spiritlm_jax.io import load_component
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.hubert import STANDARD_50HZ
-from spiritlm_jax.speech.wav2vec2 import CTC_SPEC, Wav2Vec2ForCTC as JaxCTC
-from spiritlm_jax.speech.wav2vec2 import normalize
+from spiritlm_jax.speech.wav2vec2 import CTC_SPEC, normalize
+from spiritlm_jax.speech.wav2vec2 import Wav2Vec2ForCTC as JaxCTC
 from tools.convert_weights.wav2vec2_ctc_from_hf import ConversionError, convert
 
 DATA = Path(__file__).parent / "data"

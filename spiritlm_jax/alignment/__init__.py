@@ -10,7 +10,7 @@ Modules: `base` (AlignmentError, batching), `text` (the documented transcript no
 This layer sits between data (prepare may align) and speech.
 """
 
-from spiritlm_jax.alignment.base import AlignmentError, align_many
+from spiritlm_jax.alignment.base import AlignmentError, align_many, align_one
 from spiritlm_jax.alignment.ctc import CTCAligner, ctc_viterbi
 from spiritlm_jax.alignment.sphinx import PocketsphinxAligner
 from spiritlm_jax.alignment.text import transcript_words
@@ -32,5 +32,5 @@ def load_aligner(spec: str):
     raise ValueError(f"aligner {spec!r}: expected {ALIGNERS}")
 
 
-__all__ = ["ALIGNERS", "AlignmentError", "CTCAligner", "PocketsphinxAligner", "align_many", "ctc_viterbi",
+__all__ = ["ALIGNERS", "AlignmentError", "CTCAligner", "PocketsphinxAligner", "align_many", "align_one", "ctc_viterbi",
            "load_aligner", "transcript_words"]  # fmt: skip

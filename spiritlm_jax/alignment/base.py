@@ -21,3 +21,11 @@ def align_many(aligner, items):
         except AlignmentError as e:
             out.append(e)
     return out
+
+
+def align_one(aligner, wav, text) -> list:
+    """`aligner.align(wav, text)`, its AlignmentError re-raised as "alignment failed: ..."."""
+    try:
+        return aligner.align(wav, text)
+    except AlignmentError as e:
+        raise AlignmentError(f"alignment failed: {e}") from None

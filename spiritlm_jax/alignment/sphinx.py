@@ -32,6 +32,7 @@ FRAME_S = 0.01  # pocketsphinx's default frame rate (frate 100)
 BEAMS = ((1e-100, 1e-80, 1e-100), (1e-250, 1e-200, 1e-250))
 TRIM_DB = 40.0
 TRIM_MARGIN_S = 0.15
+SNAP_REACH_S, SNAP_DB = 0.25, 50.0  # pause snapping: how far a boundary may move; silence level
 
 # greedy longest-match grapheme -> CMU phones (rough letter-to-sound for dictionary gaps)
 _LTS = {
@@ -67,6 +68,36 @@ def letter_to_sound(token: str) -> Optional[str]:
     return " ".join(phones) or None
 
 
+def silent_frames(wav: np.ndarray, sr: int = 16000, top_db: float = TRIM_DB) -> np.ndarray:
+    """[frames] bool per 10 ms frame: more than `top_db` under the loudest frame."""
+    hop = sr // 100
+    n = len(wav) // hop
+    rms = np.sqrt(np.mean(wav[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1) + 1e-12)
+    return 20 * np.log10(rms / max(rms.max(), 1e-9)) <= -top_db
+
+
+def snap_to_pauses(words: list, silent: np.ndarray, reach_s: float = SNAP_REACH_S):
+    """Move each word's start to the nearest silence -> sound onset and its end to the nearest
+    sound -> silence offset within `reach_s` (not past the neighbouring words' aligned boundaries);
+    a boundary with no pause near it is unchanged. In place; returns `words`."""
+    n, r = len(silent), reach_s / FRAME_S
+    onsets = np.nonzero(silent[:-1] & ~silent[1:])[0] + 1  # first sound frame after silence
+    offsets = np.nonzero(~silent[:-1] & silent[1:])[0] + 1  # first silent frame after sound
+    frames = [(int(round(w[1] / FRAME_S)), int(round(w[2] / FRAME_S))) for w in words]
+    prev = 0
+    for i, (w, (s, e)) in enumerate(zip(words, frames)):
+        nxt = frames[i + 1][0] if i + 1 < len(frames) else n
+        c = onsets[(onsets >= max(prev, s - r)) & (onsets <= min(e - 1, s + r))]
+        s = int(c[np.argmin(np.abs(c - s))]) if len(c) else max(s, prev)
+        c = offsets[(offsets >= max(s + 1, e - r)) & (offsets <= min(nxt + r, e + r, n))]
+        if i + 1 < len(frames):
+            c = c[c <= max(nxt, frames[i + 1][1] - 1)]
+        e = int(c[np.argmin(np.abs(c - e))]) if len(c) else max(e, s)
+        w[1], w[2] = round(s * FRAME_S, 3), round(e * FRAME_S, 3)
+        prev = s
+    return words
+
+
 def trim_bounds(wav: np.ndarray, sr: int = 16000, top_db: float = TRIM_DB, margin_s: float = TRIM_MARGIN_S):
     """(first, last) sample of the non-silent part (frames within `top_db` of the loudest, +margin)."""
     hop = sr // 100
@@ -86,8 +117,8 @@ class PocketsphinxAligner:
 
     name = "pocketsphinx"
 
-    def __init__(self, dictionary: Optional[str] = None):
-        self.dictionary = dictionary
+    def __init__(self, dictionary: Optional[str] = None, snap: bool = True):
+        self.dictionary, self.snap = dictionary, snap
         self._decoders: dict = {}
         self.oov_added: set[str] = set()
 
@@ -161,4 +192,4 @@ class PocketsphinxAligner:
             first, last = segs[k], segs[k + len(w.tokens) - 1]
             k += len(w.tokens)
             out.append([w.text, round(off + first[1] * FRAME_S, 3), round(off + (last[2] + 1) * FRAME_S, 3)])
-        return out
+        return snap_to_pauses(out, silent_frames(wav, top_db=SNAP_DB)) if self.snap else out
