@@ -2,7 +2,8 @@
 
 Inputs: JSONL manifests (`audio` + `text`, other fields kept) and audio folders (alignment.manifest).
 Output (`out`, JSONL): each input line with `"words": [[word, start_s, end_s], ...]` added (an entry
-that already has `words` is copied unchanged); relative audio paths are rewritten relative to the
+that already has `words`, or has no `text`, is copied unchanged: prepare makes the latter a
+speech-only example); relative audio paths are rewritten relative to the
 output's folder. Lines are written (flushed, fsynced) as recordings finish, in input order.
 Resume: a rerun skips the recordings already in `out` (same audio and text) and appends the rest;
 a line cut by an interruption is dropped first. `overwrite` starts over.
@@ -47,6 +48,9 @@ class AlignConfig:
             raise ValueError("out (the output JSONL) is required")
         if not self.manifest and not self.audio_dir:
             raise ValueError("nothing to align: give a manifest or an audio folder")
+        kind = self.aligner.partition(":")[0]
+        if kind not in ("pocketsphinx", "ctc") or (kind == "ctc" and not self.aligner[4:]):
+            raise ValueError(f"aligner {self.aligner!r}: expected pocketsphinx, pocketsphinx:DICT or ctc:DIR")
         if self.workers < 0 or self.batch_size < 1:
             raise ValueError("workers must be >= 0 and batch_size >= 1")
 
@@ -106,11 +110,11 @@ class BatchWorker:
         for i, e in enumerate(batch):
             line = e["line"]
             try:
-                if "words" in line:
-                    results[i] = {"line": line, "seconds": 0.0, "kept": True}
+                if "words" in line or line.get("text") is None or line.get("text") == "":
+                    results[i] = {"line": line, "seconds": 0.0, "kept": True}  # nothing to align: copied
                     continue
-                if not isinstance(line.get("text"), str) or not line["text"].strip():
-                    raise ValueError("no transcript ('text') to align")
+                if not isinstance(line["text"], str):
+                    raise ValueError("'text' must be a string")
                 wav = load_audio(e["audio"])
                 if not len(wav):
                     raise ValueError("empty audio")

@@ -84,17 +84,15 @@ def snap_to_pauses(words: list, silent: np.ndarray, reach_s: float = SNAP_REACH_
     onsets = np.nonzero(silent[:-1] & ~silent[1:])[0] + 1  # first sound frame after silence
     offsets = np.nonzero(~silent[:-1] & silent[1:])[0] + 1  # first silent frame after sound
     frames = [(int(round(w[1] / FRAME_S)), int(round(w[2] / FRAME_S))) for w in words]
-    prev = 0
+    prev_end = 0
     for i, (w, (s, e)) in enumerate(zip(words, frames)):
-        nxt = frames[i + 1][0] if i + 1 < len(frames) else n
-        c = onsets[(onsets >= max(prev, s - r)) & (onsets <= min(e - 1, s + r))]
-        s = int(c[np.argmin(np.abs(c - s))]) if len(c) else max(s, prev)
-        c = offsets[(offsets >= max(s + 1, e - r)) & (offsets <= min(nxt + r, e + r, n))]
-        if i + 1 < len(frames):
-            c = c[c <= max(nxt, frames[i + 1][1] - 1)]
+        nxt_end = frames[i + 1][1] if i + 1 < len(frames) else n + 1
+        c = onsets[(onsets >= max(prev_end, s - r)) & (onsets <= min(e - 1, s + r))]
+        s = int(c[np.argmin(np.abs(c - s))]) if len(c) else max(s, prev_end)
+        c = offsets[(offsets >= max(s + 1, e - r)) & (offsets <= min(e + r, nxt_end - 1, n))]
         e = int(c[np.argmin(np.abs(c - e))]) if len(c) else max(e, s)
         w[1], w[2] = round(s * FRAME_S, 3), round(e * FRAME_S, 3)
-        prev = s
+        prev_end = e
     return words
 
 

@@ -95,6 +95,8 @@ def _spell_number(tok: str) -> list[str]:
         return ordinal_words(int(m.group(1)))
     if re.fullmatch(r"\d{1,3}(,\d{3})+", tok):
         tok = tok.replace(",", "")
+    elif "," in tok:  # "9,9": not a thousands group, two numbers
+        return [w for part in tok.split(",") if part for w in _spell_number(part)]
     if "." in tok:
         whole, _, frac = tok.partition(".")
         return (_spell_number(whole) if whole else []) + ["point"] + _digits(frac)
