@@ -59,7 +59,9 @@ class UnitWorker:
     def __init__(self, cfg: PrepareConfig, tokenizer=None):
         self.cfg = cfg
         self.tok = (
-            tokenizer if tokenizer is not None else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest else None)
+            tokenizer
+            if tokenizer is not None
+            else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest or cfg.audio_dir else None)
         )
         self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
         self.aligner = load_aligner(cfg.align) if cfg.align and self.tok is not None else None
