@@ -10,8 +10,12 @@ Per recording (16 kHz float -> int16):
    letters left raise a per-file AlignmentError.
 3. Forced alignment (`Decoder.set_align_text`, `seg()` with 10 ms frames) under relaxed beams; when
    the search does not reach the end of the grammar ("Final result does not match the grammar"), it
-   is retried with the widest beams, then on the untrimmed audio. Failing all three is a per-file
+   is retried with the widest beams, then with a more liberal silence/filler model, then on the
+   untrimmed audio with more Gaussians per frame (`STRATEGIES`). Failing all is a per-file
    AlignmentError.
+4. Pause snapping: each word boundary moves to the nearest silence/sound edge (10 ms frames 50 dB
+   under the loudest) within 250 ms, never past its neighbours' boundaries; a boundary with no pause
+   near it stays where the decoder put it (`snap=False` turns this off).
 The output words are the transcript's words (their spelling kept), spanning their tokens' segments.
 """
 
@@ -27,9 +31,17 @@ from spiritlm_jax.alignment.base import AlignmentError
 from spiritlm_jax.alignment.text import transcript_words
 
 FRAME_S = 0.01  # pocketsphinx's default frame rate (frate 100)
-# (beam, wbeam, pbeam): the decoder's defaults are 1e-48 / 7e-29 / 1e-48, which drop the right path
-# on synthetic and telephone speech; the retry widens them further.
-BEAMS = ((1e-100, 1e-80, 1e-100), (1e-250, 1e-200, 1e-250))
+# Decoder settings tried in order until one reaches the end of the transcript, and whether the audio is
+# silence-trimmed. The decoder's default beams (1e-48 / 7e-29 / 1e-48) drop the right path on
+# synthetic and telephone speech (benchmarks/alignment.py: 26 % aligned); relaxed beams, then the
+# widest ones, then a more liberal silence/filler model, then more Gaussians on the full audio.
+_WIDE = {"beam": 1e-250, "wbeam": 1e-200, "pbeam": 1e-250}
+STRATEGIES = (
+    (True, {"beam": 1e-100, "wbeam": 1e-80, "pbeam": 1e-100}),
+    (True, _WIDE),
+    (True, {**_WIDE, "silprob": 0.5, "fillprob": 0.1}),
+    (False, {**_WIDE, "topn": 16}),
+)
 TRIM_DB = 40.0
 TRIM_MARGIN_S = 0.15
 SNAP_REACH_S, SNAP_DB = 0.25, 50.0  # pause snapping: how far a boundary may move; silence level
@@ -123,21 +135,20 @@ class PocketsphinxAligner:
     def describe(self) -> str:
         return "pocketsphinx (en-us)" + (f", dictionary {self.dictionary}" if self.dictionary else "")
 
-    def _decoder(self, beams) -> Decoder:
-        if beams not in self._decoders:
+    def _decoder(self, i: int) -> Decoder:
+        if i not in self._decoders:
             kw = {"dict": self.dictionary} if self.dictionary else {}
-            d = Decoder(samprate=16000, bestpath=False, loglevel="FATAL", maxhmmpf=-1,
-                        beam=beams[0], wbeam=beams[1], pbeam=beams[2], **kw)  # fmt: skip
+            d = Decoder(samprate=16000, bestpath=False, loglevel="FATAL", maxhmmpf=-1, **STRATEGIES[i][1], **kw)
             for tok in sorted(self.oov_added):
                 d.add_word(tok, letter_to_sound(tok), True)
-            self._decoders[beams] = d
-        return self._decoders[beams]
+            self._decoders[i] = d
+        return self._decoders[i]
 
     def _tokens(self, text: str):
         words = transcript_words(text)
         if not words:
             raise AlignmentError("the transcript has no word to align")
-        d = self._decoder(BEAMS[0])
+        d = self._decoder(0)
         toks = []
         for w in words:
             for t in w.tokens:
@@ -177,9 +188,9 @@ class PocketsphinxAligner:
             raise AlignmentError(f"{len(wav)} samples: too short to align")
         lo, hi = trim_bounds(wav)
         full = (np.clip(wav, -1, 1) * 32767).astype(np.int16)
-        tries = [(lo, hi, BEAMS[0]), (lo, hi, BEAMS[1]), (0, len(wav), BEAMS[1])]
-        for a, b, beams in tries:
-            segs = self._run(self._decoder(beams), full[a:b], toks)
+        for i, (trim, _) in enumerate(STRATEGIES):
+            a, b = (lo, hi) if trim else (0, len(wav))
+            segs = self._run(self._decoder(i), full[a:b], toks)
             if segs is not None:
                 break
         else:

@@ -1,0 +1,79 @@
+"""CTC forced-alignment speed (audio-seconds aligned per second): wav2vec2 CTC emissions (random
+weights in the shape of a real model) + the jitted Viterbi, after a warm-up call.
+
+    python benchmarks/ctc_align.py [--model base|mms-300m] [--seconds 10] [--batch 4] [--repeat 2]
+
+`base`: wav2vec2-base layout (12 x 768, group-norm extractor, post-LN); `mms-300m`: the MMS aligner's
+shape (24 x 1024, layer-norm extractor with conv bias, stable-layer-norm pre-LN), 28 labels + blank.
+Random weights give meaningless spans but the same compute as a converted model. Also times the
+Viterbi alone on [batch, T frames, 32 labels] emissions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spiritlm_jax.alignment.ctc import CTCAligner, ctc_viterbi  # noqa: E402
+from spiritlm_jax.speech.hubert import STANDARD_50HZ, HubertConfig  # noqa: E402
+from spiritlm_jax.speech.wav2vec2 import Wav2Vec2CTCConfig, Wav2Vec2ForCTC  # noqa: E402
+
+LABELS = ("<blank>",) + tuple("aiensotrmklduyhgbpwcvjzfqx'") + ("|",)
+MODELS = {
+    "base": dict(encoder=HubertConfig(conv_layers=STANDARD_50HZ, output_layer=12), stable_layer_norm=False),
+    "mms-300m": dict(
+        encoder=HubertConfig(
+            conv_layers=STANDARD_50HZ, hidden=1024, num_layers=24, num_heads=16, ffn=4096, output_layer=24
+        ),  # fmt: skip
+        stable_layer_norm=True,
+        conv_bias=True,
+    ),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=sorted(MODELS), default="base")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    a = ap.parse_args(argv)
+    cfg = Wav2Vec2CTCConfig(labels=LABELS, blank=0, **MODELS[a.model])
+    params = jax.jit(Wav2Vec2ForCTC(cfg).init)(jax.random.PRNGKey(0), np.zeros((1, 4000), np.float32))["params"]
+    aligner = CTCAligner(params, cfg)
+    rng = np.random.default_rng(0)
+    n = int(a.seconds * 16000)
+    text = " ".join(["the quick brown fox jumps over the lazy dog"] * max(1, int(a.seconds / 3)))
+    items = [(rng.normal(size=n).astype(np.float32) * 0.1, text) for _ in range(a.batch)]
+    aligner.align_batch(items)  # compile
+    t0 = time.perf_counter()
+    for _ in range(a.repeat):
+        out = aligner.align_batch(items)
+    sec = (time.perf_counter() - t0) / a.repeat
+    assert all(isinstance(o, list) for o in out)
+    print(f"{a.model} on {jax.devices()[0].platform}: {a.batch} x {a.seconds:.0f} s per call, "
+          f"{sec:.2f} s -> {a.batch * a.seconds / sec:.1f} audio-s/s")  # fmt: skip
+
+    t_frames = int(a.seconds * 50)
+    logp = jax.nn.log_softmax(rng.normal(size=(a.batch, t_frames, len(LABELS))).astype(np.float32), -1)
+    tgt = rng.integers(1, len(LABELS), size=(a.batch, len(text))).astype(np.int32)
+    args = (logp, tgt, np.full(a.batch, t_frames, np.int32), np.full(a.batch, len(text), np.int32))
+    jax.block_until_ready(ctc_viterbi(*args))
+    t0 = time.perf_counter()
+    for _ in range(a.repeat):
+        jax.block_until_ready(ctc_viterbi(*args))
+    sec = (time.perf_counter() - t0) / a.repeat
+    print(f"viterbi alone: [{a.batch}, {t_frames} frames, {len(text)} labels] {sec * 1000:.0f} ms -> "
+          f"{a.batch * a.seconds / sec:.0f} audio-s/s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
