@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     for _ in range(a.repeat):
         jax.block_until_ready(ctc_viterbi(*args))
     sec = (time.perf_counter() - t0) / a.repeat
-    print(f"viterbi alone: [{a.batch}, {t_frames} frames, {len(text)} labels] {sec * 1000:.0f} ms -> "
+    print(f"viterbi alone: [{a.batch}, {t_frames} frames, {len(text)} labels] {sec * 1000:.2f} ms -> "
           f"{a.batch * a.seconds / sec:.0f} audio-s/s")  # fmt: skip
     return 0
 

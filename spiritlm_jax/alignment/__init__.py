@@ -18,17 +18,18 @@ from spiritlm_jax.alignment.text import transcript_words
 ALIGNERS = "pocketsphinx | ctc:DIR"
 
 
-def load_aligner(spec: str):
+def load_aligner(spec: str, star: str = "none"):
     """`pocketsphinx` (English, offline, the PyPI package's en-us model; `pocketsphinx:DICT` for another
     CMU-format dictionary) or `ctc:DIR` (a converted wav2vec2 CTC model,
-    tools/convert_weights/wav2vec2_ctc_from_hf.py)."""
+    tools/convert_weights/wav2vec2_ctc_from_hf.py). `star` (ctc only): "edges" puts a star token before
+    and after the transcript to absorb untranscribed speech there, as MMS does."""
     kind, _, arg = spec.partition(":")
     if kind == "pocketsphinx":
         return PocketsphinxAligner(arg or None)
     if kind == "ctc":
         if not arg:
             raise ValueError("aligner ctc:DIR needs the converted CTC model directory")
-        return CTCAligner.load(arg)
+        return CTCAligner.load(arg, star=star)
     raise ValueError(f"aligner {spec!r}: expected {ALIGNERS}")
 
 

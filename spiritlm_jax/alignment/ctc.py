@@ -7,8 +7,9 @@
   label or the last blank. Ties go to staying, then to the previous state. Items are padded in time
   (frames past `frames_b` are not used) and in labels (`lengths_b`).
 - star token (MMS's `<star>`): `with_star(logp, star_logp)` appends one more emission column (log
-  prob `star_logp`, 0 by default as MMS does) whose id is V; placing it in the targets lets the
-  path absorb untranscribed speech there (`star="edges"`: before the first and after the last word).
+  prob `star_logp`, 0 by default as MMS does) whose id is V (a vocabulary with a "*" label uses
+  that label instead); placing it in the targets lets the path absorb untranscribed speech there
+  (`CTCAligner(star="edges")`: before the first and after the last word).
 - `token_spans(states, lengths)` -> (first frame, last frame) of each label; words get the span
   from their first label's first frame to their last label's last frame; time = frame x
   frame_seconds (20 ms for wav2vec2), end = (last frame + 1) x frame_seconds.
@@ -164,6 +165,10 @@ class CTCAligner:
         letters = [lab for lab in cfg.labels if len(lab) == 1 and lab.isalpha()]
         self.upper = bool(letters) and sum(c.isupper() for c in letters) > len(letters) / 2
         self.delim = self.ids.get(cfg.word_delimiter) if cfg.word_delimiter else None
+        # the star: the vocabulary's "*" when it has one (its emissions are the model's), else one more
+        # column at log-probability star_logp (MMS's with_star)
+        self.star_id = self.ids.get("*", len(cfg.labels))
+        self.extra_column = star != "none" and "*" not in self.ids
         self._model = jax.jit(lambda p, w, n: Wav2Vec2ForCTC(cfg).apply({"params": p}, w, n))
 
     @classmethod
@@ -194,7 +199,7 @@ class CTCAligner:
         words = transcript_words(text)
         if not words:
             raise AlignmentError("the transcript has no word to align")
-        star = len(self.cfg.labels)
+        star = self.star_id
         ids, spans = [], []
         if self.star == "edges":
             ids.append(star)
@@ -227,12 +232,12 @@ class CTCAligner:
         if prepared:
             t = pow2_bucket(max(len(p[1]) for p in prepared), minimum=64)
             ell = pow2_bucket(max(len(p[2]) for p in prepared), minimum=16)
-            v = len(self.cfg.labels) + (self.star != "none")
+            v = len(self.cfg.labels) + self.extra_column
             logp = np.full((len(prepared), t, v), NEG, np.float32)
             tgt = np.zeros((len(prepared), ell), np.int32)
             for j, (_, e, ids, _, _) in enumerate(prepared):
                 logp[j, : len(e), : e.shape[1]] = e
-                if self.star != "none":
+                if self.extra_column:
                     logp[j, : len(e), -1] = self.star_logp
                 tgt[j, : len(ids)] = ids
             frames = np.array([len(p[1]) for p in prepared], np.int32)

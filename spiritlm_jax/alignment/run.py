@@ -37,6 +37,7 @@ class AlignConfig:
     manifest: tuple[str, ...] = ()  # JSONL manifests with audio and text (repeat --manifest for several)
     audio_dir: tuple[str, ...] = ()  # folders of x.wav|x.flac + x.txt, or LibriSpeech *.trans.txt (repeatable)
     aligner: str = "pocketsphinx"  # pocketsphinx | pocketsphinx:DICT | ctc:DIR (converted wav2vec2 CTC model)
+    star: str = "none"  # ctc only: none | edges (a star token before and after the transcript, as MMS)
     workers: int = 0  # spawned worker processes; 0 = in this process
     batch_size: int = 8  # recordings per aligner call (the CTC aligner batches them)
     bad_files: Optional[str] = None  # bad-input report (default: bad_files.jsonl beside out)
@@ -51,6 +52,8 @@ class AlignConfig:
         kind = self.aligner.partition(":")[0]
         if kind not in ("pocketsphinx", "ctc") or (kind == "ctc" and not self.aligner[4:]):
             raise ValueError(f"aligner {self.aligner!r}: expected pocketsphinx, pocketsphinx:DICT or ctc:DIR")
+        if self.star not in ("none", "edges"):
+            raise ValueError(f"star must be none or edges, got {self.star!r}")
         if self.workers < 0 or self.batch_size < 1:
             raise ValueError("workers must be >= 0 and batch_size >= 1")
 
@@ -100,8 +103,8 @@ def read_done(out: Path) -> set[str]:
 
 
 class BatchWorker:
-    def __init__(self, spec: str, aligner=None):
-        self.aligner = aligner if aligner is not None else load_aligner(spec)
+    def __init__(self, spec: str, star: str = "none", aligner=None):
+        self.aligner = aligner if aligner is not None else load_aligner(spec, star)
 
     def run(self, batch: list[dict]) -> list[dict]:
         """Per entry: {"line": output line} or {"bad": record}, plus "seconds" of audio."""
@@ -136,10 +139,10 @@ _WORKER: Optional[BatchWorker] = None
 _WORKER_ERROR: Optional[Exception] = None
 
 
-def _init_worker(spec: str) -> None:
+def _init_worker(spec: str, star: str) -> None:
     global _WORKER, _WORKER_ERROR
     try:
-        _WORKER = BatchWorker(spec)
+        _WORKER = BatchWorker(spec, star)
     except Exception as e:  # noqa: BLE001 (re-raised from the first task)
         _WORKER_ERROR = e
 
@@ -187,11 +190,13 @@ def align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     try:
         with open(out, "a", encoding="utf-8") as f:
             if batches and cfg.workers == 0:
-                worker = BatchWorker(cfg.aligner, aligner)
+                worker = BatchWorker(cfg.aligner, cfg.star, aligner)
                 for b in batches:
                     record(worker.run(b), f)
             elif batches:
-                with mp.get_context("spawn").Pool(min(cfg.workers, len(batches)), _init_worker, (cfg.aligner,)) as pool:
+                with mp.get_context("spawn").Pool(
+                    min(cfg.workers, len(batches)), _init_worker, (cfg.aligner, cfg.star)
+                ) as pool:
                     for res in pool.imap(_run_in_worker, batches):
                         record(res, f)
     finally:

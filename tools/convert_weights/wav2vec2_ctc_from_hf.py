@@ -7,7 +7,8 @@
 
 Both layouts: group-norm extractor + post-LN layers (wav2vec2-base; its encoder goes through
 hubert_from_hf, the same architecture) and layer-norm extractor + stable-layer-norm pre-LN layers
-(wav2vec2-large-lv60, XLS-R, MMS). The blank is config.json's pad_token_id, the word delimiter
+(wav2vec2-large-lv60, XLS-R, MMS). The blank is `--blank LABEL`, else the label `<blank>` when the
+vocabulary has one (MMS forced-aligner conversions), else config.json's pad_token_id; the word delimiter
 tokenizer_config.json's word_delimiter_token ("|" by default), the input normalisation
 preprocessor_config.json's do_normalize (true by default). Adapters (MMS-1b-all's per-language
 adapter_attn_dim), and any missing, extra or mis-shaped tensor, are errors naming them.
@@ -19,6 +20,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -88,8 +90,16 @@ def ctc_config_from_hf(
             raise ConversionError(f"{source}: {e}") from None
     else:
         enc = hubert_config_from_hf(hf, None, source)
-    blank = hf.get("pad_token_id")
-    blank = labels.index("<pad>") if blank is None and "<pad>" in labels else int(blank or 0)
+    if extra.get("blank") is not None:
+        if extra["blank"] not in labels:
+            raise ConversionError(f"{source}: blank label {extra['blank']!r} is not in vocab.json")
+        blank = labels.index(extra["blank"])
+    elif "<blank>" in labels:  # MMS forced-aligner conversions: <blank> is the CTC blank, <pad> is not
+        blank = labels.index("<blank>")
+    elif hf.get("pad_token_id") is not None:
+        blank = int(hf["pad_token_id"])
+    else:
+        blank = labels.index("<pad>") if "<pad>" in labels else 0
     delim = extra.get("word_delimiter_token", "|")
     try:
         return Wav2Vec2CTCConfig(
@@ -156,7 +166,7 @@ def ctc_params(sd: dict, cfg: Wav2Vec2CTCConfig, source: str = "state dict") -> 
     return {"wav2vec2": enc, "lm_head": head}
 
 
-def convert(hf_dir, out_dir) -> Path:
+def convert(hf_dir, out_dir, blank: Optional[str] = None) -> Path:
     d = Path(hf_dir)
     if not (d / "vocab.json").is_file():
         raise FileNotFoundError(f"{d} has no vocab.json (the CTC vocabulary)")
@@ -165,6 +175,7 @@ def convert(hf_dir, out_dir) -> Path:
     extra = {
         **_read_json(d / "tokenizer_config.json", {}),
         **{k: v for k, v in _read_json(d / "preprocessor_config.json", {}).items() if k == "do_normalize"},
+        "blank": blank,
     }
     cfg = ctc_config_from_hf(hf, labels, extra, f"{d}/config.json")
     return save_component(out_dir, CTC_SPEC, ctc_params(sd, cfg, str(d)), {"ctc.yaml": cfg})
@@ -174,10 +185,11 @@ def convert(hf_dir, out_dir) -> Path:
 class Args:
     src: str  # transformers Wav2Vec2ForCTC directory (config.json, weights, vocab.json)
     out: str  # output CTC model directory (must not hold params/ yet)
+    blank: Optional[str] = None  # the blank's label (default: <blank> if in vocab.json, else pad_token_id)
 
 
 def main(argv=None) -> int:
-    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out))
+    return converter_main(Args, argv, __file__, __doc__, lambda a: convert(a.src, a.out, a.blank))
 
 
 if __name__ == "__main__":
