@@ -134,3 +134,15 @@ def test_align_cli_with_a_converted_ctc_model(tmp_path):
     assert len(lines) == 3
     for x in lines:
         check_words(x)
+
+    # prepare --align ctc:DIR: a transcript the vocabulary cannot spell is that file's bad input
+    from spiritlm_jax.prepare import main as prepare_main
+
+    with open(manifest, "a") as f:
+        f.write(json.dumps({"audio": str(DATA / "agent-loginok.wav"), "text": "Señor logged in."}) + "\n")
+    corpus = tmp_path / "corpus"
+    prep = ["--manifest", str(manifest), "--align", f"ctc:{tmp_path / 'ctc'}", "--out", str(corpus), "--no-progress"]
+    assert prepare_main(prep) == 3
+    assert json.loads((corpus / "corpus.json").read_text())["counts"]["aligned"] == 3
+    bad = [json.loads(x) for x in (corpus / "bad_files.jsonl").read_text().splitlines()]
+    assert len(bad) == 1 and "alignment failed" in bad[0]["reason"] and "'ñ'" in bad[0]["reason"]

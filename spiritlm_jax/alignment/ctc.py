@@ -183,7 +183,9 @@ class CTCAligner:
     def log_probs(self, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Log-softmax CTC emissions [T_i, V] of 16 kHz waveforms (one padded batch)."""
         lengths = [len(w) for w in wavs]
-        batch = pad_batch(list(wavs), pow2_bucket(max(lengths), minimum=4096))
+        # short inputs in power-of-two buckets, long ones (windows) in 2 s steps: few shapes, little padding
+        n = max(lengths)
+        batch = pad_batch(list(wavs), pow2_bucket(n, minimum=4096) if n <= 65536 else -(-n // 32000) * 32000)
         logits, frames = self._model(self.params, jnp.asarray(batch), jnp.asarray(lengths, jnp.int32))
         logp = np.asarray(jax.nn.log_softmax(logits, -1))
         frames = np.asarray(frames)
