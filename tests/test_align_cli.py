@@ -102,3 +102,32 @@ def test_pocketsphinx_words_outside_the_dictionary():
     assert [w[0] for w in words] == ["Agent", "zorbloged", "in."] and "zorbloged" in al.oov_added
     with pytest.raises(ValueError, match="no word"):
         al.align(wav, " ... ")
+
+
+class Exploding:
+    """An aligner whose decoder crashes on one transcript (and whose batch call crashes with it)."""
+
+    def align(self, wav, text):
+        if "boom" in text:
+            raise RuntimeError("decoder crashed")
+        return [[w, 0.1 * i, 0.1 * i + 0.05] for i, w in enumerate(text.split())]
+
+    def align_batch(self, items):
+        return [self.align(w, t) for w, t in items]
+
+
+def test_a_crashing_decoder_is_one_bad_file(tmp_path):
+    from spiritlm_jax.alignment.run import AlignConfig, align_manifest
+
+    manifest = tmp_path / "in.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio": str(DATA / f"{n}.wav"), "text": t}) + "\n"
+            for n, t in [("agent-pass", "one two"), ("agent-loginok", "boom"), ("vm-intro", "three")]
+        )  # fmt: skip
+    )
+    out = tmp_path / "out.jsonl"
+    s = align_manifest(AlignConfig(out=str(out), manifest=(str(manifest),), progress=False), aligner=Exploding())
+    assert (s["aligned"], s["bad"]) == (2, 1)
+    bad = json.loads((tmp_path / "bad_files.jsonl").read_text())
+    assert "RuntimeError: decoder crashed" in bad["reason"] and bad["entry"].endswith(":2")
