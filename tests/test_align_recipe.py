@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from spiritlm_jax.align import main as align_main
@@ -50,6 +51,7 @@ def make_folder(root: Path) -> dict:
     return truth
 
 
+@pytest.mark.slow
 def test_your_own_data_recipe(tmp_path, capsys):
     folder = tmp_path / "recordings"
     folder.mkdir()
