@@ -164,3 +164,14 @@ def test_ctc_aligner_labels_and_word_spans(tiny_aligner):
     assert starts == sorted(starts) and all(0 <= w[1] < w[2] <= 2.0 for w in out[0])
     assert isinstance(out[1], AlignmentError) and "does not fit" in str(out[1])
     assert isinstance(out[2], AlignmentError)
+
+
+def test_ctc_aligner_word_times_from_known_emissions(tiny_aligner, monkeypatch):
+    """Emissions that put each letter of "hey fun" on known frames give those words' times at 20 ms."""
+    ids, spans, _ = tiny_aligner.targets("hey fun")
+    rng = np.random.default_rng(0)
+    frames = {0: (5, 6), 1: (7, 9), 2: (10, 10), 3: (14, 15), 4: (20, 21), 5: (22, 24), 6: (25, 30)}  # H E Y | F U N
+    logp = peaky([(ids[k], a, b) for k, (a, b) in frames.items()], 40, len(LABELS), 0, rng)
+    monkeypatch.setattr(tiny_aligner, "emissions", lambda wav: logp)
+    words = tiny_aligner.align(np.zeros(16000, np.float32), "hey fun")
+    assert words == [["hey", 0.1, 0.22], ["fun", 0.4, 0.62]]
