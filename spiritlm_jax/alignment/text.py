@@ -3,8 +3,8 @@ output keeps the transcript's own spelling.
 
 Rules (documented in docs/alignment.md, tested in tests/test_align_text.py):
 1. The transcript is split on whitespace; each piece is a *word* of the output, spelled as written.
-   A piece with no letter or digit ("-", "...", "&" aside) is glued to the previous word (to the next
-   one at the start), so `" ".join(words) == " ".join(text.split())` always holds.
+   A piece that gives no spoken token ("-", "...") is glued to the previous word (to the next one at
+   the start), so `" ".join(words) == " ".join(text.split())` always holds.
 2. Unicode NFKC, then lower case; curly apostrophes become "'".
 3. Numbers as written are spoken forms: "42" -> "forty two", "1990" -> "nineteen ninety",
    "3.5" -> "three point five", "1st"/"2nd"/"23rd" -> ordinals, "1,000" -> "one thousand",
