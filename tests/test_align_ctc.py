@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from spiritlm_jax.alignment import AlignmentError
-from spiritlm_jax.alignment.ctc import NEG, CTCAligner, ctc_viterbi, token_spans, windowed_logits
+from spiritlm_jax.alignment.ctc import NEG, CTCAligner, ctc_viterbi, token_spans, windowed_logits, with_star
 from spiritlm_jax.speech.hubert import STANDARD_50HZ, HubertConfig
 from spiritlm_jax.speech.wav2vec2 import Wav2Vec2CTCConfig, Wav2Vec2ForCTC
 
@@ -114,7 +114,8 @@ def test_star_absorbs_untranscribed_speech():
     # frames 0-9: speech of label 2 that the transcript lacks; then label 1 at 14-17
     logp = peaky([(2, 0, 9), (1, 14, 17)], 24, 4, 0, rng)
     star = 4
-    logp_star = np.concatenate([logp, np.full((24, 1), -1.0, np.float32)], -1)
+    logp_star = np.asarray(with_star(logp, -1.0))
+    assert logp_star.shape == (24, 5) and (logp_star[:, star] == -1.0).all()
     states, _ = ctc_viterbi(logp_star[None], np.array([[star, 1]], np.int32), np.array([24]), np.array([2]))
     spans = token_spans(np.asarray(states[0]), 2)
     assert spans[1] == (14, 17) and spans[0][0] == 0 and spans[0][1] >= 9

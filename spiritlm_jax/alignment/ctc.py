@@ -268,15 +268,10 @@ class CTCAligner:
         return r
 
 
-def load_ctc_aligner(directory: str, **kw) -> CTCAligner:
-    return CTCAligner.load(directory, **kw)
-
-
 __all__ = [
     "CTCAligner",
     "ctc_viterbi",
     "extended_states",
-    "load_ctc_aligner",
     "token_spans",
     "windowed_logits",
     "with_star",
