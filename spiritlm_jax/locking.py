@@ -40,27 +40,31 @@ def _describe(rec: dict) -> str:
 
 
 @contextlib.contextmanager
-def lock_dir(path: str | Path, what: str = "directory") -> Iterator[Path]:
-    """Hold `<path>/.lock` exclusively while the block runs; `DirLocked` if a live process holds it.
+def lock_dir(
+    path: str | Path, what: str = "directory", lock_name: str = LOCK_FILE, shown: str | Path | None = None
+) -> Iterator[Path]:
+    """Hold `<path>/<lock_name>` exclusively while the block runs; `DirLocked` if a live process holds it.
 
-    `what` names the directory in messages ("run directory", "prepared corpus").
+    Messages say `<what> <shown>` ("run directory runs/demo"; `shown` defaults to `path`). A job whose
+    output is one file locks that file's folder under a lock name of its own (`.<file>.lock`).
     """
     path = Path(path)
+    shown = path if shown is None else shown
     path.mkdir(parents=True, exist_ok=True)
-    lock_path = path / LOCK_FILE
+    lock_path = path / lock_name
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DirLocked(
-                f"{what} {path} is in use by {_describe(_read_record(lock_path))}; "
+                f"{what} {shown} is in use by {_describe(_read_record(lock_path))}; "
                 "wait for it to finish, or choose another directory"
             ) from None
         stale = _read_record(lock_path)
         if stale:
             print(
-                f"note: {what} {path} was last held by {_describe(stale)}, which did not exit cleanly; taking over",
+                f"note: {what} {shown} was last held by {_describe(stale)}, which did not exit cleanly; taking over",
                 file=sys.stderr,
             )
         rec = {

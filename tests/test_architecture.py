@@ -134,12 +134,14 @@ CONVERTERS = {  # script: its schema's class name
     "kmeans_from_npy": "Args",
     "fcpe_from_torchfcpe": "Args",
     "style_from_hf": "Args",
+    "wav2vec2_ctc_from_hf": "Args",
 }
 
 
 def _clis():
     import importlib
 
+    from spiritlm_jax.alignment.run import AlignConfig
     from spiritlm_jax.data.prepare import PrepareConfig
     from spiritlm_jax.evaluation.suite import SuiteConfig
     from spiritlm_jax.evaluation.tasks import TASKS
@@ -152,6 +154,7 @@ def _clis():
         ("spiritlm_jax.prepare", [], PrepareConfig),
         ("spiritlm_jax.generate", [], GenerateConfig),
         ("spiritlm_jax.kmeans", [], KMeansCLIConfig),
+        ("spiritlm_jax.align", [], AlignConfig),
         ("spiritlm_jax.evaluate", ["suite"], SuiteConfig),
     ]
     out += [("spiritlm_jax.evaluate", [task], schema) for task, (schema, _, _) in TASKS.items()]

@@ -26,8 +26,7 @@ from spiritlm_jax.io import ComponentSpec, load_component
 from spiritlm_jax.speech.audio import encode_chunked, pad_batch
 from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig
 from spiritlm_jax.speech.layers import valid_mask
-
-NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+from spiritlm_jax.speech.wav2vec2 import NORM_EPS, normalize, normalize_batch  # noqa: F401 (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,22 +46,6 @@ class StyleConfig:
                 f"proj_size, num_labels and pool_size must be >= 1, got "
                 f"{self.proj_size}, {self.num_labels}, {self.pool_size}"
             )
-
-
-def normalize(wav: np.ndarray) -> np.ndarray:
-    """wav2vec2-base input normalisation of one utterance (numpy, float32 as transformers does)."""
-    wav = np.asarray(wav, np.float32)
-    return (wav - wav.mean()) / np.sqrt(wav.var() + NORM_EPS)
-
-
-def normalize_batch(wav_bn: jax.Array, n_b: jax.Array) -> jax.Array:
-    """`normalize` of each item of a zero-padded batch over its valid samples; padding stays 0."""
-    valid_bn = valid_mask(n_b, wav_bn.shape[1])
-    cnt_b1 = jnp.maximum(n_b, 1)[:, None].astype(jnp.float32)
-    wav_bn = jnp.where(valid_bn, wav_bn.astype(jnp.float32), 0.0)
-    mean_b1 = wav_bn.sum(1, keepdims=True) / cnt_b1
-    var_b1 = jnp.where(valid_bn, (wav_bn - mean_b1) ** 2, 0.0).sum(1, keepdims=True) / cnt_b1
-    return jnp.where(valid_bn, (wav_bn - mean_b1) / jnp.sqrt(var_b1 + NORM_EPS), 0.0)
 
 
 class StyleEncoder(nn.Module):

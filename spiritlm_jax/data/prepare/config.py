@@ -14,6 +14,8 @@ class PrepareConfig:
     out: str = ""  # output corpus directory (required)
     manifest: tuple[str, ...] = ()  # JSONL manifests of recordings (repeat --manifest for several)
     text: tuple[str, ...] = ()  # text files, one example per non-empty line, .txt or .txt.gz (repeatable)
+    audio_dir: tuple[str, ...] = ()  # folders of x.wav|x.flac + x.txt, or LibriSpeech *.trans.txt (repeatable)
+    align: Optional[str] = None  # align entries with text but no words: pocketsphinx | ctc:DIR (docs/alignment.md)
     tokenizer: str = "mel:demo"  # speech tokenizer: mel:DIR | mel:demo | base:DIR | expressive:DIR
     sp_model: Optional[str] = None  # SentencePiece model: copied to out/tokenizer.model, counts text tokens
     shard_size: int = 1000  # manifest entries per audio unit (one speech + one aligned shard)
@@ -29,8 +31,8 @@ class PrepareConfig:
     def __post_init__(self):
         if not self.out:
             raise ValueError("out (the output directory) is required")
-        if not self.manifest and not self.text:
-            raise ValueError("nothing to prepare: give at least one manifest or text file")
+        if not self.manifest and not self.text and not self.audio_dir:
+            raise ValueError("nothing to prepare: give at least one manifest, audio folder or text file")
         if self.format not in FORMATS:
             raise ValueError(f"format {self.format!r} is not one of {sorted(FORMATS)}")
         if self.shard_size < 1 or self.text_shard_size < 1 or self.batch_size < 1 or self.workers < 0:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from spiritlm_jax.alignment import align_one, load_aligner
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import check_words
@@ -58,9 +59,12 @@ class UnitWorker:
     def __init__(self, cfg: PrepareConfig, tokenizer=None):
         self.cfg = cfg
         self.tok = (
-            tokenizer if tokenizer is not None else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest else None)
+            tokenizer
+            if tokenizer is not None
+            else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest or cfg.audio_dir else None)
         )
         self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
+        self.aligner = load_aligner(cfg.align) if cfg.align and self.tok is not None else None
 
     def text_tokens(self, text: str) -> int:
         return len(self.sp.encode(text)) if self.sp is not None else 0
@@ -104,6 +108,8 @@ class UnitWorker:
                             f"{e['audio']}: {len(wav)} samples, shorter than one "
                             f"{MIN_CHUNK_SAMPLES}-sample chunk: no units"
                         )
+                    if self.aligner is not None and "words" not in e and isinstance(e.get("text"), str) and e["text"]:
+                        e = {**e, "words": align_one(self.aligner, wav, e["text"])}  # AlignmentError: a ValueError
                     if "words" in e:
                         reason = check_words(e["words"], len(wav) / SAMPLE_RATE, self.cfg.align_tolerance)
                         if reason:

@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from spiritlm_jax.alignment.manifest import audio_dir_fingerprint, scan_audio_dir
+
 
 def open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
@@ -46,6 +48,14 @@ def read_manifest(path: Path) -> tuple[list[dict], list[dict]]:
             e["_entry"] = where
             entries.append(e)
     return entries, bad
+
+
+def read_audio_dir(path: Path) -> tuple[list[dict], list[dict], dict]:
+    """(entries, bad, fingerprint) of an audio folder (alignment.manifest.scan_audio_dir layouts)."""
+    entries, bad = scan_audio_dir(path)
+    for e in entries:
+        e["_entry"] = f"{path}:{e['id']}"
+    return entries, bad, audio_dir_fingerprint(path, entries)
 
 
 def read_text_lines(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from spiritlm_jax.data.prepare.config import PrepareConfig
-from spiritlm_jax.data.prepare.manifest import fingerprint, read_manifest, read_text_lines
+from spiritlm_jax.data.prepare.manifest import fingerprint, read_audio_dir, read_manifest, read_text_lines
 from spiritlm_jax.data.sources import KINDS
 
 STATE_DIR = ".prepare"
@@ -33,6 +33,11 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
         entries += e
         bad += b
         inputs.append(fingerprint(p))
+    for d in cfg.audio_dir:
+        e, b, fp = read_audio_dir(Path(d))
+        entries += e
+        bad += b
+        inputs.append(fp)
     lines = []
     for t in cfg.text:
         p = Path(t)
@@ -52,6 +57,8 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
         k: getattr(cfg, k)
         for k in ("tokenizer", "shard_size", "text_shard_size", "format", "align_tolerance", "transcripts_as_text")
     }
+    if cfg.align:  # only when set: plans of earlier versions keep their hash
+        settings["align"] = cfg.align
     settings["sp_model"] = fingerprint(Path(cfg.sp_model)) if cfg.sp_model else None
     plan = {"inputs": inputs, "settings": settings, "units": [u.name for u in units]}
     plan["hash"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]

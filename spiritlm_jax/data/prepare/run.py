@@ -124,7 +124,9 @@ def prepare(cfg: PrepareConfig, tokenizer=None, on_unit_done: Optional[Callable[
         if cfg.workers == 0 or not todo:
             if todo:
                 need_speech = any(u.name.startswith("audio-") for u in todo)
-                worker = UnitWorker(cfg if need_speech else dataclasses.replace(cfg, manifest=()), tokenizer)
+                worker = UnitWorker(
+                    cfg if need_speech else dataclasses.replace(cfg, manifest=(), audio_dir=()), tokenizer
+                )
                 for u in todo:
                     record(worker.run(u, out))
         else:
