@@ -33,6 +33,10 @@ def work(cfg: PrepareConfig) -> int:
     except PrepareFailed as e:  # a worker died: finished units are kept, a rerun resumes
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as e:  # e.g. a full disk while writing a shard: one line, finished units are kept
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; the finished units are kept: rerun to resume", file=sys.stderr)
+        return EXIT_FAILED
     run = summary.pop("_run")
     sec = run["seconds"]
     rate = (

@@ -33,6 +33,10 @@ def _train(cfg: TrainConfig) -> int:
     except DirLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # writing the run directory failed (e.g. a full disk): one line
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"training stopped: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     return 0
 
 

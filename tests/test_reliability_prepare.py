@@ -220,3 +220,27 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path):
     else:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("the worker kept running after its parent was killed")
+
+
+def test_disk_full_while_writing_a_shard_is_one_line_and_resumable(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from spiritlm_jax.data.prepare import encode
+
+    t = tmp_path / "t.txt"
+    t.write_text("".join(f"line {i}\n" for i in range(6)))
+    real, calls = encode.write_shard, []
+
+    def full(out, kind, unit, examples, fmt):
+        calls.append(unit)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / kind / unit))
+        return real(out, kind, unit, examples, fmt)
+
+    monkeypatch.setattr(encode, "write_shard", full)
+    args = ["--text", str(t), "--out", str(tmp_path / "out"), "--text-shard-size", "2", "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "text-00001" in err[0], err
+    assert main(args) == 0  # the space is back: resumes, the first unit is not redone
+    assert calls == ["text-00000", "text-00001", "text-00001", "text-00002"]

@@ -346,3 +346,16 @@ def test_truncated_or_malformed_shards_are_named_in_one_line(env, tmp_path):
         err = p.stderr.strip().splitlines()
         assert len(err) == 1 and expect[name] in err[0], p.stderr
         assert "cannot schedule new futures" not in p.stderr
+
+
+def test_disk_full_writing_the_run_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    from spiritlm_jax.train import main
+    from spiritlm_jax.training import loop
+
+    def full(cfg, out_dir):
+        raise OSError(28, "No space left on device", str(out_dir / "config.yaml"))
+
+    monkeypatch.setattr(loop, "write_run_dir", full)
+    assert main([f"out_dir={tmp_path / 'run'}", "steps=2", "progress=false"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"training stopped: No space left on device ({tmp_path / 'run' / 'config.yaml'})"]
