@@ -359,3 +359,29 @@ def test_disk_full_writing_the_run_directory_is_one_line(tmp_path, monkeypatch, 
     assert main([f"out_dir={tmp_path / 'run'}", "steps=2", "progress=false"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"training stopped: No space left on device ({tmp_path / 'run' / 'config.yaml'})"]
+
+
+def test_guard_out_of_memory_is_not_a_broken_checkpoint(tmp_path):
+    from spiritlm_jax.training import guard
+    from spiritlm_jax.training.run_dir import RUN_POLICY
+
+    ck = tmp_path / "checkpoints"
+    for s in ("1", "2"):
+        (ck / s).mkdir(parents=True)
+
+    def oom(step):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 3.2GiB")
+
+    with pytest.raises(RuntimeError, match="RESOURCE_EXHAUSTED"):
+        guard.restore_with_fallback(ck, [1, 2], oom, RUN_POLICY, log=lambda m: None)
+    assert sorted(os.listdir(ck)) == ["1", "2"] and not (tmp_path / "broken_checkpoints").exists()
+    seen = []
+
+    def broken_then_good(step):
+        seen.append(step)
+        if step == 2:
+            raise ValueError("bad bytes")
+        return "state"
+
+    assert guard.restore_with_fallback(ck, [1, 2], broken_then_good, RUN_POLICY, log=seen.append)[0] == 1
+    assert (tmp_path / "broken_checkpoints" / "2").is_dir() and "cannot be restored (ValueError: bad bytes)" in seen[1]

@@ -5,12 +5,13 @@ config or metrics (docs/reliability.md):
 
 - `check_start`: `resume=true` continues the latest checkpoint; `resume=false` into a directory that
   already holds a run is refused (`RunDirError`, exit 2) unless `fresh=true`, which deletes only the
-  trainer's own files (`RunDirPolicy.tool_files`) and starts from step 0.
+  trainer's own files (`RunDirPolicy.tool_files`; broken_checkpoints/ is kept) and starts from step 0.
 - `check_resume_config`: before anything is touched, the new config is compared with the one saved in
   the checkpoint: a change of a shape key (`shape_keys`, e.g. `model`) is an error; any other change
   outside `free_keys` needs `allow_changes=true` and is then recorded (`record_changes`).
 - `restore_with_fallback`: a checkpoint that cannot be read is named, moved to `broken_checkpoints/`
-  and the previous one is tried; none readable is an error with a one-line instruction.
+  and the previous one is tried (out-of-memory errors are raised, never taken for damage); none
+  readable is an error with a one-line instruction.
 - `truncate_metrics`: the metrics records of steps after the restored one are dropped (they are
   replayed), so metrics.jsonl holds each step once.
 - `one_line`: an exception's one-line summary, with the OSError (e.g. ENOSPC) of its chain first.
@@ -59,7 +60,9 @@ class RunDirPolicy:
 
     @property
     def all_files(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys((*self.tool_files, self.checkpoints, self.metrics, BROKEN_DIR, CHANGES_FILE)))
+        """What `fresh` deletes. broken_checkpoints/ is kept: moved-aside checkpoints are only ever
+        deleted by the user."""
+        return tuple(dict.fromkeys((*self.tool_files, self.checkpoints, self.metrics, CHANGES_FILE)))
 
 
 # ----- errors in one line -------------------------------------------------------------------------
@@ -252,6 +255,17 @@ def check_start(
     return "resume"
 
 
+def is_resource_error(e: BaseException) -> bool:
+    """Out of host or device memory (or a full disk): the machine's problem, not the checkpoint's."""
+    if isinstance(e, MemoryError):
+        return True
+    err = find_os_error(e)
+    if err is not None and err.errno in (errno.ENOMEM, errno.ENOSPC):
+        return True
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
 def quarantine(ckpt_dir: Path, step: int, policy: RunDirPolicy) -> Path:
     """Move checkpoint `step` out of the checkpoint directory into <run>/broken_checkpoints/."""
     src = Path(ckpt_dir) / str(step)
@@ -285,6 +299,8 @@ def restore_with_fallback(
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001  a broken checkpoint raises anything; it is named, not fatal
+            if is_resource_error(e):
+                raise  # out of memory is not a broken checkpoint: never move a good one aside
             where = Path(ckpt_dir) / str(step)
             moved = quarantine(ckpt_dir, step, policy) if can_move else where
             failures.append(str(where))
