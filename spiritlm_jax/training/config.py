@@ -46,7 +46,7 @@ class CheckpointConfig:
     keep: int = 3  # checkpoints kept; >= 1
     async_save: bool = True  # write checkpoints in the background
     resume: bool = True  # continue from the latest checkpoint of out_dir (false into an existing run: refused)
-    fresh: bool = False  # delete this run's checkpoints, metrics and summary in out_dir, then start at step 0
+    fresh: bool = False  # delete this run's files in out_dir, start at step 0 (once: rerun without it to resume)
     allow_changes: bool = False  # resume although optimizer/data settings differ from the checkpoint's (recorded)
 
     def __post_init__(self):
