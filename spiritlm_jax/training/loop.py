@@ -210,6 +210,9 @@ def _initial_state(r: _Run):
             raise guard.RunDirError(
                 f"{r.out_dir} is at step {start} already, past steps={cfg.steps}; raise steps or use a new out_dir"
             )
+    imported = None
+    if restored is None and cfg.init.checkpoint:
+        imported = _imported_params(cfg, r.shardings["params"])  # its errors come before anything is written
     if r.is_main:  # only now: the directory never pairs a checkpoint with another run's config
         write_run_dir(cfg, r.out_dir)
         guard.record_changes(r.out_dir, start, changes)
@@ -219,7 +222,6 @@ def _initial_state(r: _Run):
         if changes:
             _log(f"config changes accepted (checkpoint.allow_changes): {guard.show_changes(changes)}")
         return state, start, first_loss
-    imported = _imported_params(cfg, r.shardings["params"]) if cfg.init.checkpoint else None
     with activation_sharding(r.mesh):
         if imported is not None:
             _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
