@@ -6,7 +6,8 @@ files (shards per kind, corpus.json, bad_files.jsonl; resumable). docs/prepare.m
 
 Keys come from a YAML file (`--config F`), `key=value` or `--key value` (`--manifest` and `--text`
 repeat for several files; `--flag` / `--no-flag` for booleans). Exit status: 0 nothing skipped,
-3 finished but some inputs skipped (bad_files.jsonl), 2 bad arguments or settings (nothing done).
+3 finished but some inputs skipped (bad_files.jsonl), 2 bad arguments or settings or --out in use
+(nothing done), 1 a worker process died (finished units kept; rerun to resume).
 """
 
 from __future__ import annotations
@@ -17,17 +18,25 @@ from typing import Optional, Sequence
 from spiritlm_jax.config import run_cli
 from spiritlm_jax.data import prepare as library
 from spiritlm_jax.data.prepare import PrepareConfig, prepare
+from spiritlm_jax.data.prepare.run import PrepareFailed
 
 PROG = "python -m spiritlm_jax.prepare"
-EXIT_OK, EXIT_USAGE, EXIT_SKIPPED = 0, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
 
 def work(cfg: PrepareConfig) -> int:
     try:
         summary = prepare(cfg)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # bad arguments or settings, a directory in use
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except PrepareFailed as e:  # a worker died: finished units are kept, a rerun resumes
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:  # e.g. a full disk while writing a shard: one line, finished units are kept
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; the finished units are kept: rerun to resume", file=sys.stderr)
+        return EXIT_FAILED
     run = summary.pop("_run")
     sec = run["seconds"]
     rate = (

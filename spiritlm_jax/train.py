@@ -14,6 +14,7 @@ import sys
 from spiritlm_jax.config import ConfigError, run_cli
 from spiritlm_jax.locking import DirLocked
 from spiritlm_jax.training.config import TrainConfig
+from spiritlm_jax.training.guard import quiet_orbax_errors
 from spiritlm_jax.training.loop import TrainingStopped, run
 
 PROG = "python -m spiritlm_jax.train"
@@ -21,7 +22,8 @@ PROG = "python -m spiritlm_jax.train"
 
 def _train(cfg: TrainConfig) -> int:
     try:
-        run(cfg)
+        with quiet_orbax_errors(permanent=True):  # a failed save is reported in one line
+            run(cfg)
     except TrainingStopped as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 1
@@ -31,6 +33,10 @@ def _train(cfg: TrainConfig) -> int:
     except DirLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # writing the run directory failed (e.g. a full disk): one line
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"training stopped: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -119,14 +120,19 @@ class ExampleSource:
         for f in self.files:
             if not f.is_file():
                 raise FileNotFoundError(f"shard {f} does not exist")
-            if f.name.endswith(".array_record"):
-                import grain
-
-                part = grain.sources.ArrayRecordDataSource([str(f)])
-            elif f.name.endswith((".jsonl", ".jsonl.gz")):
-                part = _read_jsonl(f)
-            else:
+            if not f.name.endswith((".array_record", ".jsonl", ".jsonl.gz")):
                 raise ValueError(f"shard {f}: unknown format (expected one of {EXTENSIONS})")
+            try:
+                if f.name.endswith(".array_record"):
+                    import grain
+
+                    part = grain.sources.ArrayRecordDataSource([str(f)])
+                else:
+                    part = _read_jsonl(f)
+            except ValueError:
+                raise  # a bad line: already named "path:line"
+            except (RuntimeError, OSError, EOFError, zlib.error) as e:  # a truncated or corrupt file
+                raise ValueError(f"shard {f} cannot be read: truncated or corrupt ({type(e).__name__}: {e})") from None
             self._parts.append(part)
             lengths.append(len(part))
         self._starts = [0]
@@ -148,7 +154,12 @@ class ExampleSource:
 
     def __getitem__(self, i: int) -> dict:
         f, j = self._locate(int(i))
-        rec = self._parts[f][j]
+        try:
+            rec = self._parts[f][j]
+        except (RuntimeError, OSError) as e:
+            raise ValueError(
+                f"{self.files[f]}#{j}: cannot be read: truncated or corrupt ({type(e).__name__}: {e})"
+            ) from None
         if isinstance(rec, dict):
             return rec
         try:

@@ -12,7 +12,8 @@ balanced over labels, round robin) and reused for every test item; their ids go 
 
 Prompts come from `spiritlm_jax.inference.fewshot` (segments for the one prompt builder). ASR and intent
 continue in TEXT (greedy by default), TTS in
-SPEECH; TTS speech is vocoded, written to <out>/audio/<id>.wav and transcribed by a `Transcriber`
+SPEECH; TTS speech is vocoded, written to <out>/audio/<id>.wav (the id made a safe file name,
+evaluation/names.py) and transcribed by a `Transcriber`
 (`--transcriber whisper:DIR` for a local Hugging Face Whisper directory, or `module:factory` for your
 own). Scores: ASR/TTS word and character error rates (jiwer, corpus level, on lower-cased text
 without punctuation), intent accuracy (exact label match).
@@ -33,6 +34,7 @@ from typing import Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from spiritlm_jax.data.sources import iter_jsonl
+from spiritlm_jax.evaluation.names import checkpoint_fingerprint, inside
 from spiritlm_jax.evaluation.report import JsonlCache, fmt_number, write_report
 from spiritlm_jax.inference import (
     DEFAULT_SPEAKER,
@@ -234,8 +236,10 @@ def run_fewshot(
     cfg: FewShotConfig,
     transcriber: Optional[Transcriber] = None,
     log=print,
+    checkpoint: Optional[str] = None,
 ) -> dict:
-    """Run (or resume) one few-shot evaluation; returns the report's row for the task."""
+    """Run (or resume) one few-shot evaluation; returns the report's row for the task. `checkpoint`
+    (the directory `lm` came from) is pinned with the shots, so results of another model are not reused."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.task == "tts" and transcriber is None:
@@ -251,11 +255,12 @@ def run_fewshot(
         "shots": [ex.id for ex in chosen],
         "seed": cfg.seed,
         "format": dataclasses.asdict(cfg.fmt),
+        **({"checkpoint": checkpoint_fingerprint(checkpoint)} if checkpoint is not None else {}),
     }
     setup_file = out / "shots.json"
     if setup_file.is_file() and json.loads(setup_file.read_text()) != setup:
         raise ValueError(
-            f"{out} holds results of a different run (task, shots, seed or format differ); use a new --out"
+            f"{out} holds results of a different run (checkpoint, task, shots, seed or format differ); use a new --out"
         )
     setup_file.write_text(json.dumps(setup, indent=2))
 
@@ -306,7 +311,7 @@ def run_fewshot(
             rec = {"id": it.id, "reference": it.target}
             if cfg.task == "tts":
                 audio = o[0].content if o else np.zeros(0, np.float32)
-                wav = out / "audio" / f"{it.id}.wav"
+                wav = inside(out / "audio", it.id, ".wav")  # ids come from the manifest: "../x" stays in
                 wav.parent.mkdir(exist_ok=True)
                 write_wav(wav, audio)
                 try:
@@ -419,7 +424,7 @@ def run_fewshot_command(args: FewShotRunConfig, progress: Callable = print) -> i
     pool = load_examples(args.shots_from, args.task)
     transcriber = load_transcriber(args.transcriber)
     lm = SpiritLM.from_checkpoint(args.checkpoint, variant=args.variant)
-    row = run_fewshot(lm, items, pool, args.out, cfg, transcriber, log=progress)
+    row = run_fewshot(lm, items, pool, args.out, cfg, transcriber, log=progress, checkpoint=args.checkpoint)
     write_fewshot_report(args.out, cfg, row, args.name)
     shown = {k: fmt_number(v) for k, v in row.items()}
     progress(f"{args.task}: {shown}; report: {Path(args.out) / 'report.md'}")

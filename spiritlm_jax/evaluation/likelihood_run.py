@@ -1,6 +1,8 @@
 """A likelihood-pair evaluation run (`python -m spiritlm_jax.evaluate likelihood`): items from a
 manifest, ZeroSpeech folder or (Topic-)StoryCloze source, scored per setting with a per-setting score
-cache (<out>/scores_<setting>.json, so a rerun resumes), then the report."""
+cache (<out>/scores_<setting>.json, so a rerun resumes), then the report. The caches are pinned to the
+checkpoint and the items (<out>/cache_key.json): another checkpoint or item set into a used --out is
+refused; duplicate item ids are an error."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from spiritlm_jax.evaluation.likelihood import (
     read_zerospeech_gold,
     score_items,
 )
+from spiritlm_jax.evaluation.names import checkpoint_fingerprint, items_digest
 from spiritlm_jax.evaluation.report import write_report
 from spiritlm_jax.evaluation.storycloze import load_storycloze
 from spiritlm_jax.inference import SpiritLM
@@ -91,16 +94,54 @@ def check_forms(items, setting: str) -> None:
         )
 
 
+PIN_FILE = "cache_key.json"
+
+
+def check_unique_ids(items) -> None:
+    """Scores are cached and reported by item id: two items with one id would merge their candidates."""
+    seen: dict[str, int] = {}
+    for i, it in enumerate(items):
+        if it.id in seen:
+            raise ValueError(
+                f"item id {it.id!r} appears twice (items {seen[it.id] + 1} and {i + 1}); ids must be unique"
+            )
+        seen[it.id] = i
+
+
+def pin_cache(out: Path, key: dict) -> None:
+    """The score caches in `out` belong to one checkpoint and one item set (<out>/cache_key.json):
+    another checkpoint or other items into a used --out is refused instead of reporting old scores."""
+    path = out / PIN_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in key if old.get(k) != key[k])
+        if diff:
+            raise ValueError(
+                f"{out} holds scores of another {' and '.join(diff)} ({path}); use a new --out, or delete "
+                "its scores_*.json to score again"
+            )
+        return
+    stale = sorted(out.glob("scores_*.json")) if out.is_dir() else []
+    if stale:
+        raise ValueError(
+            f"{out} holds score caches ({stale[0].name}) of an unknown checkpoint and items; use a new --out or "
+            "delete them"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(key, indent=2))
+
+
 def run_likelihood(cfg: LikelihoodRunConfig, progress: Callable = print) -> int:
     """Score (or resume) every setting and write <out>/report.{json,md,png}."""
     items, default_name = likelihood_items(cfg)
+    check_unique_ids(items)
     for setting in cfg.setting:
         check_forms(items, setting)
     progress(f"{len(items)} items from {default_name}")
+    out = Path(cfg.out)
+    pin_cache(out, {"checkpoint": checkpoint_fingerprint(cfg.checkpoint), "items": items_digest(items)})
     lm = SpiritLM.from_checkpoint(cfg.checkpoint)
     enc = Encoder(lm.tokenizer, lm.speech_tokenizer)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for setting in cfg.setting:
         cache = out / f"scores_{setting}.json"

@@ -9,8 +9,9 @@ arrays carrying the *current* mesh's shardings, so a run can resume on a differe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -29,14 +30,42 @@ def manager(directory: str | Path, keep: int = 3, async_save: bool = True) -> oc
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=ITEM_NAMES)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict[str, Any], cfg) -> None:
+def steps_on_disk(directory: str | Path) -> list[int]:
+    """The step directories under `directory` (named by an integer), without opening a manager."""
+    d = Path(directory)
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
+
+
+def read_meta(directory: str | Path, step: int) -> dict[str, Any]:
+    """The meta item of checkpoint `step` (its run config, step, first loss), read as plain JSON;
+    ValueError naming the file when it is missing or not JSON."""
+    path = Path(directory) / str(step) / META_ITEM / "metadata"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return meta
+
+
+def save(
+    mngr: ocp.CheckpointManager,
+    step: int,
+    state,
+    data_state: dict[str, Any],
+    cfg,
+    extra: Optional[dict[str, Any]] = None,
+) -> None:
+    """Save `step` (in the background with async saves). `extra` goes into the meta item (first loss)."""
+    meta = {**make_meta(to_dict(cfg), step), **(extra or {})}
     mngr.save(
         step,
         args=ocp.args.Composite(
             **{
                 STATE_ITEM: ocp.args.StandardSave(state),
                 DATA_ITEM: ocp.args.JsonSave(data_state),
-                META_ITEM: ocp.args.JsonSave(make_meta(to_dict(cfg), step)),
+                META_ITEM: ocp.args.JsonSave(meta),
             }
         ),
     )

@@ -42,10 +42,18 @@ class InitConfig:
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 100  # save every N steps (and at the last step)
-    keep: int = 3  # checkpoints kept
+    every: int = 100  # save every N steps (and at the last step); >= 1
+    keep: int = 3  # checkpoints kept; >= 1
     async_save: bool = True  # write checkpoints in the background
-    resume: bool = True  # continue from the latest checkpoint of out_dir when there is one
+    resume: bool = True  # continue from the latest checkpoint of out_dir (false into an existing run: refused)
+    fresh: bool = False  # delete this run's files in out_dir, start at step 0 (once: rerun without it to resume)
+    allow_changes: bool = False  # resume although optimizer/data settings differ from the checkpoint's (recorded)
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"every must be >= 1 (save every N steps), got {self.every}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1 (checkpoints kept), got {self.keep}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +75,10 @@ class TrainConfig:
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if self.eval_every < 0 or self.eval_batches < 0:
+            raise ValueError(f"eval_every and eval_batches must be >= 0, got {self.eval_every}, {self.eval_batches}")
         if self.data.seq_len > self.model.max_seq_len:
             raise ValueError(f"data.seq_len {self.data.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
         if self.data.batch_size % self.optim.grad_accum:

@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spiritlm_jax.bundle.lm import load_lm
-from spiritlm_jax.config import ConfigError
+from spiritlm_jax.config import ConfigError, to_dict
 from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
 from spiritlm_jax.locking import lock_dir
@@ -25,11 +26,12 @@ from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
 from spiritlm_jax.training import checkpoints as ckpt
+from spiritlm_jax.training import guard
 from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.distributed import maybe_initialize_distributed
 from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from spiritlm_jax.training.optim import lr_schedule, make_optimizer
-from spiritlm_jax.training.run_dir import write_run_dir
+from spiritlm_jax.training.run_dir import RUN_POLICY, write_run_dir
 from spiritlm_jax.training.step import (
     init_state,
     jit_eval_step,
@@ -39,13 +41,30 @@ from spiritlm_jax.training.step import (
     make_train_step,
     state_from_params,
     state_shardings,
+    tree_is_finite,
 )
 
 ARCH_FIELDS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "dim_per_head", "d_ff", "tie_embeddings")
 
 
 class TrainingStopped(RuntimeError):
-    """The run stopped on purpose (non-finite loss); the last good checkpoint is kept."""
+    """The run stopped on purpose (non-finite loss or parameters, a failed save); the last good
+    checkpoint is kept."""
+
+
+FREE_KEYS = (
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "out_dir",
+    "distributed",
+    "progress",
+    "checkpoint",
+    "mesh",
+    "init",
+    "data.read_threads",
+    "data.prefetch",
+)
 
 
 def _log(msg: str) -> None:
@@ -99,6 +118,7 @@ class _Run:
     mngr: Any
     data_iter: Any
     is_main: bool
+    pending_save: Optional[int] = None  # the step of a save that may still be in flight
 
 
 def _set_up(cfg: TrainConfig) -> _Run:
@@ -108,32 +128,105 @@ def _set_up(cfg: TrainConfig) -> _Run:
     mesh, global_batch = _make_mesh(cfg)
     out_dir = Path(cfg.out_dir)
     is_main = jax.process_index() == 0
-    if is_main:
-        write_run_dir(cfg, out_dir)
     model = Llama(cfg.model)
     tx = make_optimizer(cfg.optim, cfg.steps)
+    if is_main or not cfg.checkpoint.fresh:  # process 0 clears a fresh run; the others only start at 0
+        guard.check_start(
+            out_dir,
+            RUN_POLICY,
+            cfg.checkpoint.resume,
+            cfg.checkpoint.fresh,
+            ckpt.steps_on_disk(out_dir / "checkpoints"),
+            log=_log,
+        )
     mngr = ckpt.manager(out_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
+    try:
+        data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
+    except (ValueError, OSError) as e:  # a truncated shard, a bad line: named, one line
+        raise ConfigError(f"data.corpus: {e}") from None
     return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter, is_main)
 
 
+def _steps_change_is_free(saved: dict, cfg: TrainConfig, at: int) -> bool:
+    """A new `steps` keeps every step to come at the learning rate the saved run would have used."""
+    try:
+        old = lr_schedule(cfg.optim, int(saved["steps"]))  # optim changes are checked on their own
+    except (KeyError, TypeError, ValueError):
+        return False
+    new = lr_schedule(cfg.optim, cfg.steps)
+    future = np.arange(at, max(cfg.steps, at + 1))
+    return bool(np.allclose(np.asarray(old(future)), np.asarray(new(future)), rtol=1e-6, atol=0))
+
+
+def _check_config(r: _Run, meta: dict, where: str) -> dict:
+    """The accepted changes between a checkpoint's config and this run's (RunDirError otherwise)."""
+    saved, new = meta.get("config"), to_dict(r.cfg)
+    if not isinstance(saved, dict):
+        raise ValueError("its meta item holds no config")
+    if saved.get("steps") != new["steps"] and _steps_change_is_free(saved, r.cfg, int(meta.get("step", 0))):
+        saved = {**saved, "steps": new["steps"]}
+    return guard.check_resume_config(saved, new, RUN_POLICY, r.cfg.checkpoint.allow_changes, where)
+
+
+def _restore(r: _Run, step: int):
+    """(state, meta, accepted config changes) of checkpoint `step`: its meta is read and its config
+    checked against this run's before the state is restored; any failure to read raises."""
+    where = r.out_dir / "checkpoints" / str(step)
+    meta = ckpt.read_meta(r.out_dir / "checkpoints", step)
+    changes = _check_config(r, meta, f"checkpoint {where}")
+    if int(meta.get("step", -1)) != step:
+        raise ValueError(f"its meta item says step {meta.get('step')}")
+    shapes = jax.eval_shape(lambda: init_state(r.model, r.tx, jax.random.PRNGKey(0), r.shardings))
+    state, data_state, _ = ckpt.restore(r.mngr, step, ckpt.abstract_like(shapes, r.shardings))
+    if not bool(jax.device_get(tree_is_finite(state["params"]))):
+        raise ValueError("its parameters are not finite")
+    r.data_iter.set_state(data_state)
+    return state, meta, changes
+
+
 def _initial_state(r: _Run):
-    """(state, start step): resumed from the latest checkpoint, imported from init.checkpoint, or fresh.
+    """(state, start step, first loss): resumed from the newest readable checkpoint (its config
+    checked first), imported from init.checkpoint, or fresh; then the run directory is written.
     An import is loaded and grown outside the mesh context; the rest runs inside it."""
     cfg = r.cfg
-    latest = r.mngr.latest_step() if cfg.checkpoint.resume else None
-    imported = _imported_params(cfg, r.shardings["params"]) if latest is None and cfg.init.checkpoint else None
+    steps = r.mngr.all_steps() if cfg.checkpoint.resume and not cfg.checkpoint.fresh else []
+    restored = None
+    if steps:
+        with activation_sharding(r.mesh):
+            restored = guard.restore_with_fallback(
+                r.out_dir / "checkpoints",
+                steps,
+                lambda s: _restore(r, s),
+                RUN_POLICY,
+                log=_log,
+                can_move=r.is_main,
+            )
+        r.mngr.reload()
+    start, first_loss, changes = 0, None, {}
+    if restored is not None:
+        start, (state, meta, changes) = int(restored[0]), restored[1]
+        first_loss = meta.get("first_loss")
+        if start > cfg.steps:
+            raise guard.RunDirError(
+                f"{r.out_dir} is at step {start} already, past steps={cfg.steps}; raise steps or use a new out_dir"
+            )
+    imported = None
+    if restored is None and cfg.init.checkpoint:
+        imported = _imported_params(cfg, r.shardings["params"])  # its errors come before anything is written
+    if r.is_main:  # only now: the directory never pairs a checkpoint with another run's config
+        write_run_dir(cfg, r.out_dir)
+        guard.record_changes(r.out_dir, start, changes)
+        guard.truncate_metrics(r.out_dir, RUN_POLICY, start)
+    if restored is not None:
+        _log(f"resumed from {r.out_dir / 'checkpoints'} at step {start}")
+        if changes:
+            _log(f"config changes accepted (checkpoint.allow_changes): {guard.show_changes(changes)}")
+        return state, start, first_loss
     with activation_sharding(r.mesh):
-        if latest is not None:
-            shapes = jax.eval_shape(lambda: init_state(r.model, r.tx, jax.random.PRNGKey(0), r.shardings))
-            state, data_state, _ = ckpt.restore(r.mngr, latest, ckpt.abstract_like(shapes, r.shardings))
-            r.data_iter.set_state(data_state)
-            _log(f"resumed from {r.out_dir / 'checkpoints'} at step {int(latest)}")
-            return state, int(latest)
         if imported is not None:
             _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
-            return state_from_params(imported, r.tx, r.shardings), 0
-        return init_state(r.model, r.tx, jax.random.PRNGKey(cfg.init.seed), r.shardings), 0
+            return state_from_params(imported, r.tx, r.shardings), 0, None
+        return init_state(r.model, r.tx, jax.random.PRNGKey(cfg.init.seed), r.shardings), 0, None
 
 
 # ----- steps, eval, save --------------------------------------------------------------------------
@@ -156,16 +249,72 @@ def _evaluate(eval_fn, params, batches, sharding) -> dict[str, float]:
     return out
 
 
-def _stop_on_non_finite(r: _Run, loss: float, step: int) -> None:
-    if math.isfinite(loss):
-        return
-    r.mngr.wait_until_finished()
+def _next_batch(r: _Run, step: int) -> dict:
+    try:
+        return next(r.data_iter)
+    except (ValueError, OSError) as e:  # a record that cannot be read (named by the source)
+        raise TrainingStopped(f"reading the data for step {step} failed: {e}. Last good checkpoint: {_last_good(r)}")
+
+
+def _last_good(r: _Run) -> str:
+    try:
+        r.mngr.wait_until_finished()
+    except Exception:  # noqa: BLE001  a failed background save is reported by the caller
+        pass
+    r.mngr.reload()
     good = r.mngr.latest_step()
+    return str(r.out_dir / "checkpoints" / str(good)) if good is not None else "none"
+
+
+def _stop_on_non_finite(r: _Run, m: dict, step: int) -> None:
+    """Before anything of this step is saved: the loss, the gradient norm and the updated parameters
+    must be finite (the loss is computed before the update, so it alone cannot vouch for the state)."""
+    loss, gnorm, params_ok = float(m["loss"]), float(m["grad_norm"]), bool(m["params_finite"])
+    if math.isfinite(loss) and math.isfinite(gnorm) and params_ok:
+        return
+    what = (
+        f"loss is {loss}"
+        if not math.isfinite(loss)
+        else f"gradient norm is {gnorm}"
+        if not math.isfinite(gnorm)
+        else "the updated parameters are not finite"
+    )
     raise TrainingStopped(
-        f"loss is {loss} at step {step}; nothing was saved for this step. "
-        f"Last good checkpoint: {r.out_dir / 'checkpoints' / str(good) if good is not None else 'none'}. "
+        f"{what} at step {step}; nothing was saved for this step. Last good checkpoint: {_last_good(r)}. "
         "Lower optim.lr, raise optim.warmup_steps or check the data."
     )
+
+
+def _save_failed(r: _Run, step: Optional[int], e: BaseException) -> TrainingStopped:
+    where = r.out_dir / "checkpoints" / str(step) if step is not None else r.out_dir / "checkpoints"
+    return TrainingStopped(
+        f"saving checkpoint {where} failed: {guard.one_line(e)}. Last good checkpoint: {_last_good(r)}"
+    )
+
+
+def _save(r: _Run, step: int, state, first_loss: Optional[float]) -> None:
+    try:
+        ckpt.save(r.mngr, step, state, r.data_iter.get_state(), r.cfg, extra={"first_loss": first_loss})
+        r.pending_save = step
+        if not r.cfg.checkpoint.async_save:
+            _check_saves(r)
+    except TrainingStopped:
+        raise
+    except Exception as e:  # noqa: BLE001  (the previous background save or this one): one line, not ~1000
+        raise _save_failed(r, r.pending_save or step, e) from None
+
+
+def _check_saves(r: _Run, wait: bool = False) -> None:
+    """Raise (one line) as soon as a background save has failed; `wait`: for all of them to end."""
+    if r.pending_save is None:
+        return
+    try:
+        if wait or not r.mngr.is_saving_in_progress():
+            r.mngr.wait_until_finished()
+            r.mngr.check_for_errors()
+            r.pending_save = None
+    except Exception as e:  # noqa: BLE001
+        raise _save_failed(r, r.pending_save, e) from None
 
 
 def _is_due(done: int, every: int, last: int) -> bool:
@@ -178,7 +327,7 @@ def _is_due(done: int, every: int, last: int) -> bool:
 class _Logger:
     """Metrics records (metrics.jsonl + TensorBoard on process 0), throughput/MFU, the progress bar."""
 
-    def __init__(self, r: _Run, start_step: int):
+    def __init__(self, r: _Run, start_step: int, first_loss: Optional[float] = None):
         cfg = r.cfg
         self.writer = MetricsWriter(r.out_dir, enabled=r.is_main)
         self.flops_tok = train_flops_per_token(cfg.model, cfg.data.seq_len)
@@ -197,7 +346,7 @@ class _Logger:
                 dynamic_ncols=True,
                 mininterval=0.5 if sys.stderr.isatty() else 30.0,
             )
-        self.t_last, self.tokens_since, self.first_loss, self.last = time.perf_counter(), 0.0, None, {}
+        self.t_last, self.tokens_since, self.first_loss, self.last = time.perf_counter(), 0.0, first_loss, {}
 
     def step(self, m: dict, loss: float) -> None:
         self.first_loss = loss if self.first_loss is None else self.first_loss
@@ -259,33 +408,58 @@ def run(cfg: TrainConfig) -> dict:
     same `out_dir` is refused before it writes anything."""
     maybe_initialize_distributed(cfg.distributed)
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
-    with owner:
-        return _run(cfg)
+    with owner, guard.quiet_orbax_errors():
+        r = _set_up(cfg)
+        try:
+            return _run(r)
+        finally:
+            guard.close_quietly(r.mngr)
 
 
-def _run(cfg: TrainConfig) -> dict:
-    r = _set_up(cfg)
-    state, start_step = _initial_state(r)
+def _run(r: _Run) -> dict:
+    cfg = r.cfg
+    state, start_step, first_loss = _initial_state(r)
+    if start_step == cfg.steps:
+        return _finished(r)
     with activation_sharding(r.mesh):
         schedule = lr_schedule(cfg.optim, cfg.steps)
         train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings, r.mesh)
         eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh)
         bsh = batch_sharding(r.mesh)
-        eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())
-        log = _Logger(r, start_step)
+        try:
+            eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"data.corpus (eval split): {e}") from None
+        log = _Logger(r, start_step, first_loss)
         for step in range(start_step, cfg.steps):
-            state, m = train_step(state, _global_batch(next(r.data_iter), bsh))
+            state, m = train_step(state, _global_batch(_next_batch(r, step + 1), bsh))
             m = jax.device_get(m)
             loss = float(m["loss"])
             done = step + 1
-            _stop_on_non_finite(r, loss, done)
+            _check_saves(r)
+            _stop_on_non_finite(r, m, done)
             log.step(m, loss)
             if _is_due(done, cfg.log_every, cfg.steps):
                 log.record(done, m, loss)
             if eval_batches and _is_due(done, cfg.eval_every, cfg.steps):
                 log.record_eval(done, _evaluate(eval_step, state["params"], eval_batches, bsh))
             if _is_due(done, cfg.checkpoint.every, cfg.steps):
-                ckpt.save(r.mngr, done, state, r.data_iter.get_state(), cfg)
+                _save(r, done, state, log.first_loss)
         log.close()
-        r.mngr.wait_until_finished()
+        _check_saves(r, wait=True)
     return _summary(r, log)
+
+
+def _finished(r: _Run) -> dict:
+    """A rerun of a finished run: nothing to train; its summary.json is kept (rebuilt if missing)."""
+    path = r.out_dir / "summary.json"
+    summary = guard.read_json(path)
+    _log(f"{r.out_dir} already finished at step {r.cfg.steps}: nothing to train")
+    if summary is None:
+        metrics = r.out_dir / "metrics.jsonl"
+        lines = metrics.read_text().splitlines() if metrics.is_file() else []
+        records = [json.loads(ln) for ln in lines if ln.strip()]
+        final = {k: v for rec in records if rec.get("step") == r.cfg.steps for k, v in rec.items() if k != "step"}
+        meta = ckpt.read_meta(r.out_dir / "checkpoints", r.cfg.steps)
+        summary = _summary(r, types.SimpleNamespace(first_loss=meta.get("first_loss"), last=final))
+    return summary

@@ -19,8 +19,49 @@ from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files
 from spiritlm_jax.bundle.train_layout import CHECKPOINTS_DIR
 from spiritlm_jax.config import save_config
 from spiritlm_jax.data.pipeline import corpus_speech_tokenizer
+from spiritlm_jax.training.guard import RunDirPolicy
 
 SPEECH_TOKENIZER_DIR = "speech_tokenizer"
+
+# The LM trainer's files in a run directory (checkpoint.fresh=true deletes these and nothing else).
+# shape_keys: a change makes the checkpoint unusable (an error). free_keys: may change on resume
+# without checkpoint.allow_changes, as they do not change what a step computes (`steps` too, while
+# the learning rate of the steps to come stays the same: training/loop.py). Any other change needs
+# checkpoint.allow_changes=true and is recorded in config_changes.jsonl.
+RUN_POLICY = RunDirPolicy(
+    tool_files=(
+        CHECKPOINTS_DIR,
+        "metrics.jsonl",
+        "tensorboard",
+        "summary.json",
+        "config.yaml",
+        "bundle.yaml",
+        SPEECH_TOKENIZER_DIR,
+    ),
+    shape_keys=tuple(
+        f"model.{k}"
+        for k in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "tie_embeddings")
+    )
+    + ("model.param_dtype",),
+    free_keys=(
+        "log_every",
+        "eval_every",
+        "eval_batches",
+        "out_dir",
+        "distributed",
+        "progress",
+        "checkpoint",
+        "mesh",
+        "init",
+        "model.attention",
+        "model.remat",
+        "model.scan_unroll",
+        "model.init_std",
+        "data.read_threads",
+        "data.prefetch",
+    ),
+    checkpoints=CHECKPOINTS_DIR,
+)
 
 
 def write_run_dir(cfg, out_dir: Path) -> BundleManifest:

@@ -98,7 +98,8 @@ def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
         denom = jnp.maximum(stats["count"], 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates), "opt_state": opt_state}
+        new_params = optax.apply_updates(params, updates)
+        new_state = {"step": state["step"] + 1, "params": new_params, "opt_state": opt_state}
         metrics = {
             "loss": stats["nll_sum"] / denom,
             "tokens": stats["count"],
@@ -106,10 +107,17 @@ def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
             "group_count": stats["group_count"],
             "grad_norm": optax.tree.norm(grads),
             "lr": schedule(state["step"]),
+            "params_finite": tree_is_finite(new_params),
         }
         return new_state, metrics
 
     return step
+
+
+def tree_is_finite(tree) -> jax.Array:
+    """One boolean: every element of every leaf is finite (checked before a state may be saved)."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]
+    return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
 def make_eval_step(model: Llama):

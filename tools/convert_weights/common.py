@@ -55,8 +55,37 @@ def torch_to_numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def read_json(path: str | Path, what: str = "file") -> dict:
+    """A JSON object from a file; a file that is not JSON (or not an object) is a ConversionError
+    naming it and the position."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _refused_pickle(path: Path, e: BaseException) -> Optional[ValueError]:
+    """torch's weights-only unpickler refusing an object (code could run on load): one line."""
+    import pickle
+
+    if isinstance(e, pickle.UnpicklingError) or "Weights only load failed" in str(e):
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        return ValueError(
+            f"{path}: refused to load: the file holds Python objects other than tensors, which could run code "
+            f"when unpickled{f' ({detail})' if detail else ''}; only weights-only checkpoints are read"
+        )
+    return None
+
+
 def load_torch_file(path: str | Path, weights_only: bool = True) -> dict:
-    """torch.load onto the CPU, memory-mapped when the file format allows (zip-based .bin/.pt)."""
+    """torch.load onto the CPU, memory-mapped when the file format allows (zip-based .bin/.pt). A file
+    torch cannot read, or whose pickle the weights-only loader refuses, is a ValueError naming it."""
     import torch
 
     path = Path(path)
@@ -64,12 +93,28 @@ def load_torch_file(path: str | Path, weights_only: bool = True) -> dict:
         raise FileNotFoundError(f"{path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-        pass
+    except Exception as e:  # noqa: BLE001  legacy (non-zip) files cannot be memory-mapped: retry below
+        refused = _refused_pickle(path, e)
+        if refused is not None:
+            raise refused from None
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as e:  # truncated / corrupt / not a torch file: name the file
-        raise ValueError(f"{path}: torch cannot read this file ({type(e).__name__}: {e})") from e
+        refused = _refused_pickle(path, e)
+        if refused is not None:
+            raise refused from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ValueError(f"{path}: torch cannot read this file ({type(e).__name__}: {first})") from None
+
+
+def warn_non_finite(name: str, w: np.ndarray, source: str = "") -> np.ndarray:
+    """Print a warning (stderr) when a tensor holds NaN or infinite values; return it unchanged."""
+    if w.dtype.kind == "f" or str(w.dtype) == "bfloat16":
+        bad = int(np.size(w) - np.count_nonzero(np.isfinite(np.asarray(w, np.float32))))
+        if bad:
+            where = f"{source}: " if source else ""
+            print(f"warning: {where}tensor {name} has {bad} of {np.size(w)} values NaN or infinite", file=sys.stderr)
+    return w
 
 
 class NamedTensors:
@@ -100,7 +145,9 @@ class NamedTensors:
         for single in candidates:
             index = directory / f"{single}.index.json"
             if index.is_file():
-                weight_map = json.loads(index.read_text())["weight_map"]
+                weight_map = read_json(index, "index").get("weight_map")
+                if not isinstance(weight_map, dict):
+                    raise ConversionError(f"{index} has no 'weight_map' object")
                 files = {nm: directory / fn for nm, fn in weight_map.items()}
                 missing = sorted({p for p in files.values() if not p.is_file()})
                 if missing:
@@ -124,17 +171,18 @@ class NamedTensors:
         return list(load_torch_file(path).keys())
 
     def get(self, name: str) -> np.ndarray:
+        """The tensor as numpy; a NaN/inf in it is warned about (stderr), naming the tensor and file."""
         path = self.files[name]
         if path.suffix == ".safetensors":
             if path not in self._open:
                 from safetensors import safe_open
 
                 self._open[path] = safe_open(str(path), framework="pt")  # "pt": numpy has no bf16
-            return torch_to_numpy(self._open[path].get_tensor(name))
+            return warn_non_finite(name, torch_to_numpy(self._open[path].get_tensor(name)), str(path))
         if path not in self._open:
             self._open = {k: v for k, v in self._open.items() if k.suffix == ".safetensors"}  # one torch shard
             self._open[path] = load_torch_file(path)
-        return torch_to_numpy(self._open[path][name])
+        return warn_non_finite(name, torch_to_numpy(self._open[path][name]), str(path))
 
 
 # ----- checked state-dict access (speech converters) ------------------------------------------------
@@ -196,7 +244,7 @@ class CheckedTensors:
         if tuple(w.shape) != tuple(shape):
             raise ConversionError(f"{self.source}: tensor {key} has shape {tuple(w.shape)}, expected {tuple(shape)}")
         self.used.add(key)
-        return w.astype(np.float32)
+        return warn_non_finite(key, w.astype(np.float32), self.source)
 
     def check_all_used(self, ignore_prefixes: tuple[str, ...] = ()) -> None:
         extra = sorted(

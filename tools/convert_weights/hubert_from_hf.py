@@ -15,7 +15,6 @@ directory (hubert.yaml [+ quantizer.yaml] + params/, Orbax).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,6 +30,7 @@ from tools.convert_weights.common import (  # noqa: E402
     NamedTensors,
     converter_main,
     fold_weight_norm,
+    read_json,
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
@@ -128,7 +128,7 @@ def read_hf_dir(hf_dir) -> tuple[dict, dict]:
     if not (d / "config.json").is_file():
         raise FileNotFoundError(f"{d} has no config.json (expected a transformers model directory)")
     tensors = NamedTensors.open(d, ("model.safetensors", "pytorch_model.bin"))
-    return json.loads((d / "config.json").read_text()), {name: tensors.get(name) for name in tensors.names_by_file()}
+    return read_json(d / "config.json", "config"), {name: tensors.get(name) for name in tensors.names_by_file()}
 
 
 def convert(hf_dir, out_dir, output_layer: int = 11, quantizer_pt=None) -> Path:

@@ -16,7 +16,6 @@ declares it when they do not say (a bare tokenizer.model).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -27,7 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.bundle import save_bundle  # noqa: E402
 from spiritlm_jax.model.config import LlamaConfig  # noqa: E402
-from tools.convert_weights.common import ConversionError, NamedTensors, converter_main, numpy_dtype  # noqa: E402
+from tools.convert_weights.common import (  # noqa: E402
+    ConversionError,
+    NamedTensors,
+    converter_main,
+    numpy_dtype,
+    read_json,
+)
 
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # buffers some old checkpoints carry
 
@@ -192,7 +197,7 @@ def convert(
         raise FileNotFoundError(f"{hf_dir} has no config.json (is it a Hugging Face model directory?)")
     if (Path(out_dir) / "params").exists():
         raise FileExistsError(f"{Path(out_dir) / 'params'} already exists; choose a new output directory")
-    hf = json.loads((hf_dir / "config.json").read_text())
+    hf = read_json(hf_dir / "config.json", "config")
     cfg = llama_config_from_hf(hf)
     tensors = open_hf_weights(hf_dir)
     params = params_from_tensors(

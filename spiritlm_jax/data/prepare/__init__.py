@@ -20,14 +20,16 @@ aligned shard) and `text-NNNNN` (text_shard_size lines -> one text shard). A uni
 under temporary names and renamed, then the unit is appended to `.prepare/done.jsonl` with its
 statistics and bad files. A rerun with the same inputs and settings skips done units and rewrites the
 rest (a shard of an unfinished unit, complete or not, is rewritten); different inputs or settings are
-an error unless `overwrite`. Workers (`workers` > 0) are spawned processes, each holding its own speech
-tokenizer; a worker quantizes `batch_size` recordings per tokenizer call when the tokenizer has
-`encode_units_batch`.
+an error unless `overwrite` (which deletes only the files the earlier preparation wrote); a done unit
+whose audio changed (size or modification time) is done again. The output directory is locked for the
+run (`locking.lock_dir`); a worker that dies is an error naming its unit (`run.PrepareFailed`).
+Workers (`workers` > 0) are spawned processes, each holding its own speech tokenizer; a worker
+quantizes `batch_size` recordings per tokenizer call when the tokenizer has `encode_units_batch`.
 
 A bad input (missing or unreadable audio, empty or shorter than one 80 ms chunk, malformed entry,
 words that are not [word, start, end] with 0 <= start <= end, starts not in order, or a word past
-the end of the audio by more than `align_tolerance` seconds) is reported in bad_files.jsonl and
-skipped.
+the end of the audio by more than `align_tolerance` seconds, a truncated WAV, a line that is not UTF-8,
+a truncated .gz) is reported in bad_files.jsonl and skipped.
 
 Speech tokenizers (`tokenizer`): "mel:DIR" (k-means quantizer dir; "mel:demo" = the demo corpus'
 log-mel units), "base:DIR" (converted SpeechTokenizer: HuBERT + quantizer), "expressive:DIR" (the same

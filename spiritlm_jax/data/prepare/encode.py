@@ -3,6 +3,8 @@ tokenizer -> examples (speech, aligned, text) -> shards, with the unit's statist
 
 from __future__ import annotations
 
+import os
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import sentencepiece as spm
 from spiritlm_jax.alignment import align_one, load_aligner
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
-from spiritlm_jax.data.prepare.manifest import check_words
+from spiritlm_jax.data.prepare.manifest import audio_stat, check_words
 from spiritlm_jax.data.prepare.plan import Unit
 from spiritlm_jax.data.prepare.shards import write_shard
 from spiritlm_jax.speech.audio import MIN_CHUNK_SAMPLES, SAMPLE_RATE, encode_chunked_batch, load_audio
@@ -53,6 +55,36 @@ def encode_batch(tok, wavs: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     return encode_chunked_batch(wavs, tok.encode_units_batch, empty={"hubert": np.zeros(0, np.int64)})
 
 
+def check_wav_complete(path: str) -> None:
+    """ValueError naming the file when a RIFF/WAVE file's data chunk is shorter than its header says
+    (a truncated copy: libsndfile would read it as a shorter recording without a word)."""
+    if not str(path).lower().endswith((".wav", ".wave")):
+        return
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return  # load_audio reports a missing or unreadable file
+    with f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # not RIFF: libsndfile decides
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, n = chunk[:4], struct.unpack("<I", chunk[4:8])[0]
+            if cid == b"data":
+                if n not in (0, 0xFFFFFFFF) and pos + 8 + n > size:
+                    raise ValueError(
+                        f"{path}: truncated WAV file: the header declares {n} bytes of audio, "
+                        f"the file holds {size - pos - 8}"
+                    )
+                return
+            pos += 8 + n + (n & 1)
+        # no data chunk found: libsndfile decides (and names the file)
+
+
 class UnitWorker:
     """Per-process state: the speech tokenizer and the SentencePiece model (for token counts)."""
 
@@ -75,6 +107,7 @@ class UnitWorker:
             examples = {"text": [{"kind": "text", "id": i, "text": s} for i, s in unit.items]}
             bad: list[dict] = []
         else:
+            audio = {e["audio"]: audio_stat(e["audio"]) for e in unit.items}
             examples, bad = self._audio(unit.items)
         stats = unit_stats(examples, self)
         shards = {}
@@ -93,6 +126,7 @@ class UnitWorker:
             "units": describe_tokenizer(self.tok, self.cfg.tokenizer) if self.tok is not None else None,
             "seconds": time.perf_counter() - t0,
             "files": len(unit.items),
+            **({"audio": audio} if not unit.name.startswith("text-") else {}),
         }
 
     def _audio(self, entries: list[dict]) -> tuple[dict[str, list], list[dict]]:
@@ -102,6 +136,7 @@ class UnitWorker:
             batch, wavs = [], []
             for e in entries[b : b + self.cfg.batch_size]:
                 try:
+                    check_wav_complete(e["audio"])
                     wav = load_audio(e["audio"])
                     if len(wav) < MIN_CHUNK_SAMPLES:
                         raise ValueError(
@@ -116,8 +151,8 @@ class UnitWorker:
                             raise ValueError(f"{e['audio']}: {reason}")
                     if "text" in e and not isinstance(e["text"], str):
                         raise ValueError(f"{e['audio']}: 'text' must be a string")
-                except (ValueError, FileNotFoundError) as err:
-                    bad.append({"path": e["audio"], "reason": str(err), "entry": e["_entry"]})
+                except (ValueError, OSError, EOFError, RuntimeError, OverflowError) as err:  # never fatal
+                    bad.append({"path": e["audio"], "reason": str(err) or type(err).__name__, "entry": e["_entry"]})
                     continue
                 batch.append(e)
                 wavs.append(wav)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +19,34 @@ def open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def read_lines(path: Path) -> tuple[list[tuple[str, str]], list[dict]]:
+    """([("path:line", text)], bad) of a text or manifest file (.gz read as gzip). A bad input is
+    never fatal: a line that is not UTF-8 is reported (and skipped), a truncated or corrupt gzip
+    file keeps the lines read before the damage and is reported once, naming the file."""
+    lines, bad = [], []
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                where = f"{path}:{lineno}"
+                try:
+                    lines.append((where, raw.decode("utf-8")))
+                except UnicodeDecodeError as e:
+                    bad.append({"path": where, "reason": f"not valid UTF-8 (byte {e.start})", "entry": where})
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        where = f"{path}:{lineno + 1}"
+        bad.append(
+            {
+                "path": str(path),
+                "reason": f"file is truncated or corrupt after line {lineno} ({type(e).__name__}: {e}); "
+                "the lines before it are kept",
+                "entry": where,
+            }
+        )
+    return lines, bad
+
+
 def fingerprint(path: Path) -> dict:
     """Path and content hash of an input: a resumed run must see the same inputs."""
     h = hashlib.sha256()
@@ -27,26 +56,38 @@ def fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "sha256": h.hexdigest()}
 
 
+def audio_stat(path: str) -> Optional[list[int]]:
+    """[size, mtime_ns] of an audio file (None if it is missing): a cheap check that a recording
+    did not change since its unit was prepared."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def read_manifest(path: Path) -> tuple[list[dict], list[dict]]:
     """(entries, bad) of one manifest; entries carry `_entry` ("manifest:line") and a resolved audio path."""
-    entries, bad = [], []
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError as err:
-                bad.append({"path": where, "reason": f"not valid JSON ({err.msg})", "entry": where})
-                continue
-            if not isinstance(e, dict) or not isinstance(e.get("audio"), str) or not e["audio"]:
-                bad.append({"path": where, "reason": "entry is not an object with an 'audio' path", "entry": where})
-                continue
-            audio = Path(e["audio"])
-            e["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
-            e["_entry"] = where
-            entries.append(e)
+    entries = []
+    lines, bad = read_lines(path)
+    for where, line in lines:
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad.append({"path": where, "reason": f"not valid JSON ({err.msg})", "entry": where})
+            continue
+        except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
+            bad.append({"path": where, "reason": f"not readable JSON ({type(err).__name__})", "entry": where})
+            continue
+        if not isinstance(e, dict) or not isinstance(e.get("audio"), str) or not e["audio"]:
+            bad.append({"path": where, "reason": "entry is not an object with an 'audio' path", "entry": where})
+            continue
+        audio = Path(e["audio"])
+        e["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
+        e["_entry"] = where
+        entries.append(e)
     return entries, bad
 
 
@@ -59,8 +100,13 @@ def read_audio_dir(path: Path) -> tuple[list[dict], list[dict], dict]:
 
 
 def read_text_lines(path: Path) -> list[str]:
-    with open_text(path) as f:
-        return [ln.strip() for ln in f if ln.strip()]
+    return read_text_file(path)[0]
+
+
+def read_text_file(path: Path) -> tuple[list[str], list[dict]]:
+    """(non-empty stripped lines, bad) of a text file: see `read_lines`."""
+    lines, bad = read_lines(path)
+    return [t.strip() for _, t in lines if t.strip()], bad
 
 
 def check_words(words: Any, duration: float, tolerance: float) -> Optional[str]:
@@ -76,7 +122,10 @@ def check_words(words: Any, duration: float, tolerance: float) -> Optional[str]:
             or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in w[1:])
         ):
             return f"word {i} is not [word, start_s, end_s]: {w!r}"
-        start, end = float(w[1]), float(w[2])
+        try:
+            start, end = float(w[1]), float(w[2])
+        except OverflowError:
+            return f"word {i} {w[0]!r} has a time too large to be a number of seconds"
         if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end < start:
             return f"word {i} {w[0]!r} has bad times start={start}, end={end}"
         if start < prev:

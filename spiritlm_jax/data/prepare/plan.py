@@ -3,6 +3,7 @@ inputs' hashes + settings; done.jsonl: one record per finished unit) that make a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -10,8 +11,9 @@ import shutil
 from pathlib import Path
 
 from spiritlm_jax.data.prepare.config import PrepareConfig
-from spiritlm_jax.data.prepare.manifest import fingerprint, read_audio_dir, read_manifest, read_text_lines
-from spiritlm_jax.data.sources import KINDS
+from spiritlm_jax.data.prepare.manifest import audio_stat, fingerprint, read_audio_dir, read_manifest, read_text_file
+from spiritlm_jax.data.prepare.shards import shard_path
+from spiritlm_jax.data.sources import FORMATS, KINDS
 
 STATE_DIR = ".prepare"
 
@@ -43,7 +45,9 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
         p = Path(t)
         if not p.is_file():
             raise FileNotFoundError(f"text file {p} does not exist")
-        lines += [(f"{p.name}:{i}", s) for i, s in enumerate(read_text_lines(p))]
+        text_lines, b = read_text_file(p)
+        lines += [(f"{p.name}:{i}", s) for i, s in enumerate(text_lines)]
+        bad += b
         inputs.append(fingerprint(p))
     units = [
         Unit(f"audio-{i // cfg.shard_size:05d}", entries[i : i + cfg.shard_size])
@@ -77,8 +81,54 @@ def read_done(path: Path) -> dict[str, dict]:
     return done
 
 
+OWN_FILES = ("corpus.json", "bad_files.jsonl")  # written by prepare beside the shards (+ tokenizer.model)
+
+
+def _shard_like(p: Path) -> bool:
+    """A file named as prepare names its shards (<kind>/audio-NNNNN.ext, text-NNNNN.ext, or .partial)."""
+    name = p.name[1:-8] if p.name.startswith(".") and p.name.endswith(".partial") else p.name
+    stem = next((name[: -len(ext)] for ext in FORMATS.values() if name.endswith(ext)), None)
+    if stem is None:
+        return False
+    kind, _, num = stem.partition("-")
+    return kind in ("audio", "text") and len(num) == 5 and num.isdigit()
+
+
+def written_files(out: Path, plan: dict, done: dict[str, dict]) -> list[Path]:
+    """The files a preparation with this plan may have written: its units' shards (finished or not,
+    any format), their .partial leftovers, corpus.json, bad_files.jsonl, a copied tokenizer.model."""
+    files = {out / n for n in OWN_FILES}
+    fmt = plan.get("settings", {}).get("format")
+    for unit in plan.get("units", []):
+        for kind in KINDS:
+            for f in (fmt,) if fmt in FORMATS else FORMATS:
+                path = shard_path(out, kind, unit, f)
+                files |= {path, path.parent / f".{path.name}.partial"}
+    for rec in done.values():
+        files |= {out / sh for sh in rec.get("shards", {}).values()}
+    sp = plan.get("settings", {}).get("sp_model")
+    if isinstance(sp, dict) and sp.get("path") != str((out / "tokenizer.model").resolve()):
+        files.add(out / "tokenizer.model")  # a copy prepare made (not the user's own model file)
+    return sorted(p for p in files if p.is_file())
+
+
+def remove_preparation(out: Path, state: Path) -> list[Path]:
+    """`overwrite`: delete what the previous preparation wrote (its plan and done-list say what) and
+    nothing else; empty shard folders go too. Files of the user's under out/ are kept."""
+    old = json.loads((state / "plan.json").read_text())
+    files = written_files(out, old, read_done(state / "done.jsonl"))
+    for f in files:
+        f.unlink()
+    shutil.rmtree(state)
+    for kind in KINDS:
+        with contextlib.suppress(OSError):  # not empty: something of the user's is there
+            (out / kind).rmdir()
+    return files
+
+
 def start_state(cfg: PrepareConfig, out: Path, plan: dict) -> dict[str, dict]:
-    """Check or write the plan; return the done units (empty on a fresh start)."""
+    """Check or write the plan; return the done units (empty on a fresh start). A done unit whose
+    audio files changed since (size or modification time) is done again."""
     state = out / STATE_DIR
     plan_file = state / "plan.json"
     if plan_file.is_file():
@@ -89,21 +139,24 @@ def start_state(cfg: PrepareConfig, out: Path, plan: dict) -> dict[str, dict]:
                     f"{out} holds a preparation of other inputs or settings (plan {old.get('hash')} "
                     f"!= {plan['hash']}); use a new output directory or overwrite=true"
                 )
-            for kind in KINDS:
-                shutil.rmtree(out / kind, ignore_errors=True)
-            shutil.rmtree(state)
-    elif any((out / k).exists() for k in KINDS) and not cfg.overwrite:
-        raise ValueError(
-            f"{out} already has shard folders but no {STATE_DIR}/plan.json; use a new output "
-            "directory or overwrite=true"
-        )
-    elif cfg.overwrite:
-        for kind in KINDS:
-            shutil.rmtree(out / kind, ignore_errors=True)
+            remove_preparation(out, state)
+    else:
+        ours = sorted(p for k in KINDS if (out / k).is_dir() for p in (out / k).iterdir() if _shard_like(p))
+        if ours:
+            raise ValueError(
+                f"{out} already has shard files (e.g. {ours[0]}) but no {STATE_DIR}/plan.json, so which files "
+                "an earlier run wrote is unknown; use a new output directory or remove them"
+            )
     state.mkdir(parents=True, exist_ok=True)
     plan_file.write_text(json.dumps(plan, indent=1))
     for kind in KINDS:  # leftovers of an interrupted write
         (out / kind).mkdir(parents=True, exist_ok=True)
         for p in (out / kind).glob(".*.partial"):
             p.unlink()
-    return {u: r for u, r in read_done(state / "done.jsonl").items() if u in set(plan["units"])}
+    done = {u: r for u, r in read_done(state / "done.jsonl").items() if u in set(plan["units"])}
+    return done
+
+
+def changed_audio(rec: dict) -> list[str]:
+    """The audio files of a done unit whose size or modification time differ from when it was done."""
+    return [path for path, st in rec.get("audio", {}).items() if audio_stat(path) != st]

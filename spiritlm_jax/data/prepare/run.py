@@ -9,7 +9,10 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,28 +21,100 @@ from tqdm import tqdm
 
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.encode import UnitWorker
-from spiritlm_jax.data.prepare.plan import STATE_DIR, Unit, plan_units, start_state
+from spiritlm_jax.data.prepare.plan import STATE_DIR, Unit, changed_audio, plan_units, start_state
 from spiritlm_jax.data.sources import KINDS
+from spiritlm_jax.locking import lock_dir
 
 _WORKER: Optional[UnitWorker] = None
 _WORKER_ERROR: Optional[Exception] = None
+RUNNING_DIR = "running"  # <out>/.prepare/running/<unit>: the pid of the worker holding the unit
 
 
-def _init_worker(cfg: PrepareConfig) -> None:
-    # an exception escaping a Pool initializer makes the pool restart the worker forever: keep it
-    # and raise it from the first task instead, so it reaches the parent
+class PrepareFailed(RuntimeError):
+    """The preparation stopped (a worker died); finished units are kept and a rerun resumes."""
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker exits when the process that started it is gone (killed), instead of writing on."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(cfg: PrepareConfig, parent: int) -> None:
+    # keep an error of the set-up and raise it from the first task, so it reaches the parent
     global _WORKER, _WORKER_ERROR
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     try:
         _WORKER = UnitWorker(cfg)
     except Exception as e:  # noqa: BLE001 (re-raised in _run_in_worker)
         _WORKER_ERROR = e
 
 
-def _run_in_worker(args: tuple[Unit, str]) -> dict:
+def _run_in_worker(unit: Unit, out: str) -> dict:
     if _WORKER_ERROR is not None:
         raise _WORKER_ERROR
-    unit, out = args
-    return _WORKER.run(unit, Path(out))
+    mark = Path(out) / STATE_DIR / RUNNING_DIR / unit.name
+    mark.write_text(str(os.getpid()))
+    try:
+        return _WORKER.run(unit, Path(out))
+    finally:
+        mark.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_units(out: Path) -> list[str]:
+    """Units whose worker died while holding them (their running mark names a dead pid)."""
+    running = out / STATE_DIR / RUNNING_DIR
+    dead = []
+    for mark in sorted(running.iterdir()) if running.is_dir() else []:
+        try:
+            alive = _pid_alive(int(mark.read_text() or 0))
+        except (OSError, ValueError):
+            alive = False
+        if not alive:
+            dead.append(mark.name)
+    return dead
+
+
+def _run_in_pool(cfg: PrepareConfig, out: Path, todo: list[Unit], record: Callable[[dict], None]) -> None:
+    """Units in spawned worker processes. A worker that dies (OOM killer, kill -9) breaks the pool:
+    the units it held are named in a PrepareFailed, never a hang; the finished ones are recorded."""
+    running = out / STATE_DIR / RUNNING_DIR
+    shutil.rmtree(running, ignore_errors=True)
+    running.mkdir(parents=True)
+    ctx = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(min(cfg.workers, len(todo)), ctx, _init_worker, (cfg, os.getpid()))
+    try:
+        futures = {pool.submit(_run_in_worker, u, str(out)): u for u in todo}
+        broken = None
+        for fut in as_completed(futures):
+            try:
+                rec = fut.result()
+            except BrokenProcessPool as e:
+                broken = e
+                continue
+            record(rec)
+        if broken is not None:
+            dead = _dead_units(out) or [u.name for f, u in futures.items() if f.exception() is not None]
+            raise PrepareFailed(
+                f"a worker process died (killed, e.g. by the out-of-memory killer) while preparing "
+                f"{', '.join(dead)}; the finished units are kept: rerun the same command to resume "
+                "(fewer --workers or a smaller --batch-size need less memory)"
+            )
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(running, ignore_errors=True)
 
 
 def summarize(
@@ -95,12 +170,31 @@ def prepare(cfg: PrepareConfig, tokenizer=None, on_unit_done: Optional[Callable[
     recorded as done (progress hooks, tests)."""
     if tokenizer is not None and cfg.workers:
         raise ValueError("a tokenizer object can only be used with workers=0 (workers build theirs from cfg.tokenizer)")
-    if cfg.sp_model and not Path(cfg.sp_model).is_file():
-        raise FileNotFoundError(f"sp_model {cfg.sp_model} does not exist")
+    if cfg.sp_model:
+        check_sp_model(cfg.sp_model)
     out = Path(cfg.out)
+    with lock_dir(out, "prepared corpus"):  # one preparation per output directory
+        return _prepare(cfg, out, tokenizer, on_unit_done)
+
+
+def check_sp_model(path: str) -> None:
+    """A clear error (naming the file) for an sp_model that is missing or not a SentencePiece model."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"sp_model {path} does not exist")
+    try:
+        spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"sp_model {path} is not a SentencePiece model ({str(e).strip().splitlines()[-1]})") from None
+
+
+def _prepare(cfg: PrepareConfig, out: Path, tokenizer, on_unit_done) -> dict:
     units, plan_bad, plan = plan_units(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     done = start_state(cfg, out, plan)
+    for name in sorted(done):
+        changed = changed_audio(done[name])
+        if changed:
+            print(f"{name}: {changed[0]} changed since it was prepared (size or time); preparing it again")
+            del done[name]
     todo = [u for u in units if u.name not in done]
     n_files = sum(len(u.items) for u in todo if u.name.startswith("audio-"))
     bar = None
@@ -130,9 +224,7 @@ def prepare(cfg: PrepareConfig, tokenizer=None, on_unit_done: Optional[Callable[
                 for u in todo:
                     record(worker.run(u, out))
         else:
-            with mp.get_context("spawn").Pool(min(cfg.workers, len(todo)), _init_worker, (cfg,)) as pool:
-                for rec in pool.imap_unordered(_run_in_worker, [(u, str(out)) for u in todo]):
-                    record(rec)
+            _run_in_pool(cfg, out, todo, record)
     finally:
         done_file.close()
         if bar is not None:

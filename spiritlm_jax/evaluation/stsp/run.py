@@ -45,6 +45,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from spiritlm_jax.evaluation.names import inside
 from spiritlm_jax.evaluation.report import JsonlCache, fmt_number
 from spiritlm_jax.evaluation.stsp.classifiers import HFAudioClassifier, HFTextClassifier, classify, parse_label_map
 from spiritlm_jax.evaluation.stsp.manifest import (
@@ -240,7 +241,7 @@ def run_stsp(
                         if rate != SAMPLE_RATE:  # the classifiers take 16 kHz
                             content = load_audio(content, input_sample_rate=rate)
                         if cfg.save_audio:
-                            wav = out / "audio" / direction / f"{it.id}.wav"
+                            wav = inside(out / "audio" / direction, it.id, ".wav")  # ids from the manifest
                             _write_audio(wav, content, SAMPLE_RATE)
                             rec["audio"] = str(wav)
                     sent, raw = classify(clf, content)
