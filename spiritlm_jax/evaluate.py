@@ -22,12 +22,14 @@ fewshot: per-item JSONL). See docs/evaluation.md. The library side is `spiritlm_
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Optional, Sequence
 
 from spiritlm_jax.config import ConfigError, HelpRequested, parse_cli
 from spiritlm_jax.evaluation.suite import SuiteConfig, run_suite, suite_runs
 from spiritlm_jax.evaluation.tasks import TASKS
+from spiritlm_jax.locking import lock_dir
 
 PROG = "python -m spiritlm_jax.evaluate"
 COMMANDS = {**{k: (schema, fn) for k, (schema, fn, _) in TASKS.items()}, "suite": (SuiteConfig, run_suite)}
@@ -65,8 +67,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"{PROG} {task}: error: {e}", file=sys.stderr)
         return 2
+    out = getattr(cfg, "out", None)
     try:
-        return run(cfg, _progress)
+        # one job per output folder: a second evaluation into the same --out is refused (exit 2)
+        with lock_dir(out, "evaluation output") if out else contextlib.nullcontext():
+            return run(cfg, _progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -290,3 +290,16 @@ def test_every_command_help_lists_its_keys(capsys):
         out = capsys.readouterr().out
         assert all(k in out for k in keys), (task, out)
     assert main([]) == 2 and main(["nope"]) == 2
+
+
+def test_a_second_evaluation_into_the_same_out_is_refused(tmp_path, stub_checkpoint, capsys):
+    from spiritlm_jax.locking import lock_dir
+
+    csv_path = write_csv(tmp_path / "cloze_test.csv")
+    out = tmp_path / "tsc"
+    argv = ["likelihood", "--checkpoint", "ckpt", "--storycloze-csv", str(csv_path), "--setting", "T", "--out", str(out)]
+    with lock_dir(out, "evaluation output"):  # a live first job
+        assert main(argv) == 2
+        assert f"evaluation output {out} is in use by pid" in capsys.readouterr().err
+        assert not (out / "report.json").exists()
+    assert main(argv) == 0  # once it is gone, the same command runs
