@@ -28,6 +28,14 @@ Interleaving rules (aligned examples):
 - Text spans are the words joined with single spaces (word-level transcripts carry no other spacing).
 - Span lengths come from a numpy Generator seeded by (seed, kind, epoch, example index)
   (`example_rng`), so the same seed gives the same sequences and each epoch re-draws them.
+
+How aligned examples are used (`aligned_as`, for ablations; the paper's recipe is the default):
+    interleaved: the word-level interleaving above (one document).
+    pairs:       B [Speech] <all merged units> [Text] <all words> E, or text first (probability 1/2):
+                 ASR/TTS-style concatenation, no switch inside the utterance (one document).
+    separate:    B [Speech] <all merged units> E and B [Text] <all words> E as two documents, so the
+                 model sees the same audio and text with no pairing (packed rows keep documents apart
+                 through segment ids).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from spiritlm_jax.data.batch import LOSS_GROUP_IDS
 from spiritlm_jax.tokens import RATES, STREAMS, Modality, SpiritTokenizer, merge_units
 
 TEXT, SPEECH = Modality.TEXT, Modality.SPEECH
+ALIGNED_AS = ("interleaved", "pairs", "separate")
 
 
 class Span(NamedTuple):
@@ -195,6 +204,56 @@ def encode_example(
     ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
     tokens = np.asarray(ids, np.int32)
     return Encoded(tokens, np.full(tokens.shape, LOSS_GROUP_IDS[kind], np.int32))
+
+
+class Document(NamedTuple):
+    """One document an example becomes; `speech_only` documents are windowed behind BOS [Speech]."""
+
+    enc: Encoded
+    speech_only: bool
+
+
+def _whole_aligned(ex: dict, tok: SpiritTokenizer) -> tuple[list[int], list[int]]:
+    """(text ids, unit ids) of a whole aligned example: its words joined by spaces, all its units merged."""
+    words = ex.get("words")
+    check_words(words)
+    merged = merge_units(**_streams(ex, tokenizer_streams(tok)))
+    if not any(k == "hubert" for _, k, _ in merged):
+        raise ValueError("aligned example has no 'hubert' units")
+    return _text_ids(tok, " ".join(w[0] for w in words)), _unit_ids(tok, merged)
+
+
+def _document(tok: SpiritTokenizer, body: list[int], kind: str) -> Encoded:
+    ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
+    tokens = np.asarray(ids, np.int32)
+    return Encoded(tokens, np.full(tokens.shape, LOSS_GROUP_IDS[kind], np.int32))
+
+
+def encode_documents(
+    ex: dict,
+    tok: SpiritTokenizer,
+    rng: np.random.Generator,
+    text_span=(10, 30),
+    speech_span=(5, 15),
+    aligned_as: str = "interleaved",
+) -> list[Document]:
+    """Example -> its documents (module docstring, `aligned_as`); ValueError on malformed input.
+    All documents of an aligned example keep the aligned loss group, whatever `aligned_as` is."""
+    if aligned_as not in ALIGNED_AS:
+        raise ValueError(f"aligned_as must be one of {ALIGNED_AS}, got {aligned_as!r}")
+    if not isinstance(ex, dict) or ex.get("kind") != "aligned" or aligned_as == "interleaved":
+        enc = encode_example(ex, tok, rng, text_span, speech_span)
+        return [Document(enc, ex.get("kind") == "speech")]
+    layout = tok.layout
+    text_ids, unit_ids = _whole_aligned(ex, tok)
+    text_body, speech_body = [layout.text_marker_id] + text_ids, [layout.speech_marker_id] + unit_ids
+    if aligned_as == "pairs":
+        body = speech_body + text_body if rng.random() < 0.5 else text_body + speech_body
+        return [Document(_document(tok, body, "aligned"), False)]
+    return [
+        Document(_document(tok, speech_body, "aligned"), True),
+        Document(_document(tok, text_body, "aligned"), False),
+    ]
 
 
 def windows(enc: Encoded, seq_len: int, speech_prefix: Optional[Sequence[int]] = None) -> list[Encoded]:

@@ -5,9 +5,10 @@ Stages (process p of P; every stage is a public `grain` dataset, so the iterator
    keeps the contiguous block [p*N//P, (p+1)*N//P) of each kind (disjoint blocks whose union is the data).
 2. Per-kind streams (`grain.MapDataset.range(...).map(...)`): element j is epoch e = j // n of the
    local block, permuted per epoch by `grain.experimental.index_shuffle` seeded by (seed, kind, e)
-   (identity when shuffle is off), read, encoded (interleave.encode_example with the rng of
-   (seed, kind, e, source index), so span lengths re-draw every epoch) and cut into windows of at
-   most seq_len tokens (speech-only windows each start with BOS [Speech]). `num_epochs` None = infinite.
+   (identity when shuffle is off), read, encoded (interleave.encode_documents with the rng of
+   (seed, kind, e, source index), so span lengths re-draw every epoch; one document per example,
+   two for `aligned_as="separate"`) and cut into windows of at most seq_len tokens (speech-only
+   windows each start with BOS [Speech]). `num_epochs` None = infinite.
 3. Mixture: `grain.MapDataset.mix` with the kind weights (zero-weight or empty kinds dropped): a
    deterministic interleaving with exact proportions; it ends when any stream ends (finite epochs).
 4. `to_iter_dataset` (reader threads), then packing (`PackedRows`, next-fit: a window that does not
@@ -33,7 +34,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import grain
 import numpy as np
@@ -41,7 +42,7 @@ import numpy as np
 from spiritlm_jax.bundle.text_tokenizer import load_text_tokenizer
 from spiritlm_jax.config import ConfigError
 from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
-from spiritlm_jax.data.interleave import Encoded, encode_example, example_rng, windows
+from spiritlm_jax.data.interleave import Encoded, encode_documents, example_rng, windows
 from spiritlm_jax.data.sources import KINDS, ExampleSource, shard_files
 
 DEMO_CORPUS = Path(__file__).parent / "demo"
@@ -61,6 +62,7 @@ class DataConfig:
     num_epochs: Optional[int] = None  # passes over each kind; None = infinite (training default)
     text_span: tuple[int, int] = (10, 30)  # words per text span when interleaving (inclusive)
     speech_span: tuple[int, int] = (5, 15)  # words per speech span when interleaving (inclusive)
+    aligned_as: Literal["interleaved", "pairs", "separate"] = "interleaved"  # ablations: data/interleave.py
     read_threads: int = 2  # Grain reader threads (read + JSON + encode); 0 = in the calling thread
     prefetch: int = 64  # examples read ahead
 
@@ -171,12 +173,14 @@ class _KindStream:
             )
         rng = example_rng(self.cfg.seed, epoch, index, self.kind_id)
         try:
-            enc = encode_example(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span)
+            docs = encode_documents(ex, self.tok, rng, self.cfg.text_span, self.cfg.speech_span, self.cfg.aligned_as)
         except (ValueError, KeyError, TypeError) as e:
             where = f"{self.source.describe(index)} (id {ex.get('id')!r}, kind {self.kind!r})"
             raise ValueError(f"bad example {where}: {e}") from None
-        prefix = self.speech_prefix if self.kind == "speech" else None
-        return {"windows": windows(enc, self.cfg.seq_len, prefix), "kind": self.kind_id, "index": index, "epoch": epoch}
+        wins = [
+            w for d in docs for w in windows(d.enc, self.cfg.seq_len, self.speech_prefix if d.speech_only else None)
+        ]
+        return {"windows": wins, "kind": self.kind_id, "index": index, "epoch": epoch}
 
 
 def example_dataset(cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):

@@ -487,6 +487,11 @@ def register_tasks(
     `<prefix>_mixture` over those with a non-zero weight. Returns {"text"/"speech"/"interleaved"/
     "mixture": registered name}. An existing registration of a name is an error unless `overwrite`."""
     cfg = _as_config(data)
+    if cfg.aligned_as != "interleaved":
+        raise ValueError(
+            f"seqio tasks: aligned_as={cfg.aligned_as!r} is an ablation of the Grain pipeline only "
+            "(data/interleave.py); the seqio tasks build the interleaved recipe"
+        )
     corpus = cfg.corpus_dir
     if not corpus.is_dir():
         raise FileNotFoundError(
