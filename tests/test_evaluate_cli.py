@@ -297,7 +297,8 @@ def test_a_second_evaluation_into_the_same_out_is_refused(tmp_path, stub_checkpo
 
     csv_path = write_csv(tmp_path / "cloze_test.csv")
     out = tmp_path / "tsc"
-    argv = ["likelihood", "--checkpoint", "ckpt", "--storycloze-csv", str(csv_path), "--setting", "T", "--out", str(out)]
+    argv = ["likelihood", "--checkpoint", "ckpt", "--storycloze-csv", str(csv_path), "--setting", "T"]
+    argv += ["--out", str(out)]
     with lock_dir(out, "evaluation output"):  # a live first job
         assert main(argv) == 2
         assert f"evaluation output {out} is in use by pid" in capsys.readouterr().err
