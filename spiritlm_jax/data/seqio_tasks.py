@@ -291,7 +291,7 @@ def render_example(
     ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)
 ) -> str:
     """Example -> the Spirit LM string of its sequence without BOS/EOS. Tokenizing it (splitting at the
-    special tokens, each text segment on its own) gives exactly `interleave.encode_example`'s ids between
+    special tokens as atomic pieces, SpiritTokenizer.encode) gives exactly `interleave.encode_example`'s ids between
     BOS and EOS, with the same rng draws and the same validation."""
     if not isinstance(ex, dict):
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
@@ -499,7 +499,7 @@ def register_tasks(
         raise ValueError(f"seqio tasks: corpus {corpus}: {e}") from None
     vocab = SpiritVocabulary(tok)
     feature = seqio.Feature(vocab, add_eos=tok.eos_id is not None, dtype=tf.int32, rank=1)
-    speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + [tok.layout.speech_marker_id]
+    speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + tok.lead_ids + [tok.layout.speech_marker_id]
     names: dict[str, str] = {}
     rates = []
     for (task_kind, kind), weight in zip(TASK_KINDS.items(), cfg.weights):

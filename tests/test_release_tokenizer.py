@@ -1,0 +1,193 @@
+"""The released Spirit LM tokenizer layouts, against the tokenizer the reference loads.
+
+The reference loads transformers 4.46's slow `LlamaTokenizer` (BOS on, EOS off). With the Spirit LM
+tokens inside tokenizer.model (the release) that is BOS + sentencepiece.encode(whole prompt string), so
+ids are compared with the `sentencepiece` package directly. Decoded strings are compared with strings
+recorded once from transformers 4.46.3 in a throw-away environment (`tools/tokenizer_parity_446.py`
+reruns that check; transformers 5 has no slow tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from spiritlm_jax.tokens import SpiritTokenizer, TokenLayout
+from spiritlm_jax.tokens.sp_model import USER_DEFINED, append_pieces, read_pieces, release_pieces
+from tests import release_tokenizer as R
+
+
+@pytest.fixture(scope="module")
+def padded(tmp_path_factory):
+    d = tmp_path_factory.mktemp("release")
+    return R.pad_pieces(R.train_llama_like(d / "base"), d / "padded.model")
+
+
+@pytest.fixture(scope="module")
+def release(padded, tmp_path_factory):
+    d = tmp_path_factory.mktemp("layouts")
+    return {
+        "base": R.in_model_layout(padded, d / "base", expressive=False),
+        "expressive": R.in_model_layout(padded, d / "expressive", expressive=True),
+        "added": R.added_token_dir(padded, d / "added", expressive=True),
+        "added_nonlegacy": R.added_token_dir(padded, d / "added_nl", expressive=False, legacy=False),
+    }
+
+
+def random_prompts(n: int, expressive: bool, seed: int = 0) -> list[str]:
+    """Prompts the reference builds and users type: text, speech, mixed, leading/trailing spaces, newlines."""
+    rng = np.random.default_rng(seed)
+    words = R.ENGLISH.read_text().split()
+    streams = ["Hu", "Pi", "St"] if expressive else ["Hu"]
+    sizes = {"Hu": 501, "Pi": 64, "St": 100}
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.integers(1, 5)):
+            if rng.random() < 0.5:
+                k = rng.integers(1, 8)
+                text = " ".join(rng.choice(words, k))
+                if rng.random() < 0.2:
+                    text = " " + text
+                if rng.random() < 0.2:
+                    text += rng.choice([" ", "\n", "  ", "\n\n", ". "])
+                parts.append("[Text]" + text)
+            else:
+                units = "".join(f"[{s}{rng.integers(sizes[s])}]" for s in rng.choice(streams, rng.integers(1, 12)))
+                parts.append("[Speech]" + units + ("\n" if rng.random() < 0.1 else ""))
+        if rng.random() < 0.3:
+            parts.append(rng.choice(["[Text]", "[Speech]"]))
+        out.append("".join(parts))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["base", "expressive"])
+def test_in_model_layout_is_the_reference_tokenizer(release, variant):
+    import sentencepiece as spm
+
+    d = release[variant]
+    expressive = variant == "expressive"
+    tok = SpiritTokenizer.from_dir(d)
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    assert tok.source == "in_model" and tok.layout == TokenLayout(32000, expressive)
+    assert tok.vocab_size == sp.get_piece_size() == (32768 if expressive else 32512)
+    prompts = R.PROMPTS + (R.EXPRESSIVE_PROMPTS if expressive else []) + random_prompts(150, expressive)
+    ids_equal = decoded_equal = 0
+    for p in prompts:
+        ids = tok.encode(p)
+        ids_equal += ids == [1] + sp.encode(p)
+        # the reference slices len(prompt) characters off its decoded output: the decoded prompt must be it
+        decoded_equal += tok.decode(ids) == tok.reference_decode(ids) == (p.lstrip() if p[:1] == " " else p)
+    assert ids_equal == decoded_equal == len(prompts), (ids_equal, decoded_equal, len(prompts))
+    assert tok.encode("[Text]The")[:3] == [1, sp.piece_to_id("\u2581"), 32000]  # `▁ [Text] The`
+    # fillers are padding: never generated (modality masks), but they are pieces the reference decodes
+    filler = tok.layout.num_real_tokens
+    assert sp.id_to_piece(filler) == f"[Madeuptoken{filler}]" and tok.decode([filler]) == f"[Madeuptoken{filler}]"
+    assert not tok.layout.allowed_ids(tok.vocab_size)[filler:].any()
+    with pytest.raises(ValueError, match="out of range"):
+        tok.encode("[Speech][Hu501]")
+    if not expressive:
+        with pytest.raises(ValueError, match="EXPRESSIVE"):
+            tok.encode("[Speech][Pi3]")
+    else:  # the BASE tokens of an EXPRESSIVE release
+        assert SpiritTokenizer.from_dir(d, expressive=False).layout == TokenLayout(32000, False)
+
+
+# recorded from transformers 4.46.3 (tools/tokenizer_parity_446.py): decode(encode(p)) with
+# skip_special_tokens=True, clean_up_tokenization_spaces=False, for the added-token layout
+ADDED_LEGACY_446 = {
+    "[Text]The cat sat on the mat": "[Text] The cat sat on the mat",
+    "[Speech][Hu12][Hu400][Hu3]": "[Speech] [Hu12] [Hu400] [Hu3]",
+    "[Speech][Hu1][Hu2][Text]and then [Speech][Hu5]": "[Speech] [Hu1] [Hu2] [Text] and then  [Speech] [Hu5]",
+    " [Text]space first": "[Text] space first",
+    "[Speech][Hu5]\n[Text]after newline": "[Speech] [Hu5] \n [Text] after newline",
+}
+
+
+def test_added_token_layouts_encode_and_decode_as_the_reference(release):
+    import sentencepiece as spm
+
+    legacy = SpiritTokenizer.from_dir(release["added"])
+    assert legacy.source == "added_tokens" and legacy.legacy and legacy.layout == TokenLayout(32000, True)
+    sp = spm.SentencePieceProcessor(model_file=str(release["added"] / "tokenizer.model"))
+    # legacy: each text segment between special tokens through SentencePiece on its own
+    assert legacy.encode("[Text]The cat") == [1, 32000, *sp.encode("The cat")]
+    for p, s in ADDED_LEGACY_446.items():
+        assert legacy.reference_decode(legacy.encode(p)) == s
+        assert legacy.decode(legacy.encode(p)) == p  # ours: no spaces around the special tokens
+    nonlegacy = SpiritTokenizer.from_dir(release["added_nonlegacy"])
+    assert not nonlegacy.legacy and nonlegacy.layout == TokenLayout(32000, False)
+    base = SpiritTokenizer.from_dir(release["base"])
+    for p in R.PROMPTS + random_prompts(30, False, seed=1):  # non-legacy added tokens = the in-model ids
+        assert nonlegacy.encode(p) == base.encode(p), p
+
+
+def test_table_layout_encodes_as_its_release_layout(padded, release, tmp_path):
+    """A vocabulary built from scratch (bare tokenizer.model) encodes exactly as the release layout the
+    exporters write for it, and the library's writer gives the same pieces as sentencepiece's protobuf."""
+    import shutil
+
+    d = tmp_path / "bare"
+    d.mkdir()
+    shutil.copy(padded, d / "tokenizer.model")
+    table = SpiritTokenizer.from_dir(d, expressive=True)
+    assert table.source == "table"
+    rel = SpiritTokenizer.from_dir(release["expressive"])
+    for p in R.PROMPTS + R.EXPRESSIVE_PROMPTS + random_prompts(30, True, seed=2):
+        assert table.encode(p) == rel.encode(p), p
+    written = append_pieces(padded, release_pieces(table.layout.special_tokens(), 32000, 32768))
+    assert read_pieces(written) == read_pieces(release["expressive"] / "tokenizer.model")
+    assert read_pieces(written)[32000].type == USER_DEFINED
+
+
+def test_directories_that_are_no_layout_are_errors(padded, release, tmp_path):
+    import shutil
+
+    d = tmp_path / "fillers_only"
+    d.mkdir()
+    shutil.copy(padded, d / "tokenizer.model")
+    (d / "tokenizer.model").write_bytes(
+        append_pieces(padded, [(f"[Madeuptoken{i}]", 0.0, USER_DEFINED) for i in range(32000, 32010)])
+    )
+    with pytest.raises(ValueError, match=r"10 \[MadeuptokenN\] filler pieces .* but no Spirit LM tokens"):
+        SpiritTokenizer.from_dir(d)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "tokenizer.model").write_bytes(
+        append_pieces(padded, [(t, 0.0, USER_DEFINED) for t in ["[Text]", "[Speech]", "[Hu0]"]])
+    )
+    with pytest.raises(ValueError, match=r"\(in_model\) lacks 500 token"):
+        SpiritTokenizer.from_dir(partial)
+    clash = tmp_path / "clash"
+    shutil.copytree(release["base"], clash)
+    cfg = json.loads((clash / "tokenizer_config.json").read_text())
+    cfg["added_tokens_decoder"]["40000"] = {"content": "[Text]"}
+    (clash / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"\[Text\] is a piece of tokenizer.model \(id 32000\) and an added token"):
+        SpiritTokenizer.from_dir(clash)
+    with pytest.raises(FileNotFoundError, match=r"no tokenizer.model in .*found: tokenizer_config.json"):
+        (tmp_path / "empty").mkdir()
+        (tmp_path / "empty" / "tokenizer_config.json").write_text("{}")
+        SpiritTokenizer.from_dir(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("variant", ["base", "expressive"])
+def test_from_checkpoint_with_the_release_tokenizer(release, variant, tmp_path):
+    """A tiny LM with the release's 32512 / 32768 embedding rows loads with its tokenizer directory."""
+    import jax
+
+    from spiritlm_jax import SpiritLM
+    from spiritlm_jax.bundle import save_bundle
+    from spiritlm_jax.model import Llama, LlamaConfig
+
+    vocab = 32768 if variant == "expressive" else 32512
+    cfg = LlamaConfig(vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=32, max_seq_len=64)
+    params = Llama(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 1), np.int32))["params"]
+    d = save_bundle(tmp_path / "lm", params, cfg, tokenizer_src=release[variant])
+    lm = SpiritLM.from_checkpoint(d)
+    assert lm.tokenizer.source == "in_model" and lm.layout.vocab_size == vocab
+    assert lm.layout.expressive == (variant == "expressive")
+    out = lm.generate(prompt="[Text]The cat", output_modality="text", max_new_tokens=3)
+    assert len(out) <= 1
