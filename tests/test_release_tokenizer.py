@@ -180,14 +180,14 @@ def test_from_checkpoint_with_the_release_tokenizer(release, variant, tmp_path):
 
     from spiritlm_jax import SpiritLM
     from spiritlm_jax.bundle import save_bundle
-    from spiritlm_jax.model import Llama, LlamaConfig
+    from spiritlm_jax.model import LlamaConfig, init_params
 
     vocab = 32768 if variant == "expressive" else 32512
     cfg = LlamaConfig(vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=32, max_seq_len=64)
-    params = Llama(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 1), np.int32))["params"]
+    params = init_params(cfg, jax.random.PRNGKey(0))
     d = save_bundle(tmp_path / "lm", params, cfg, tokenizer_src=release[variant])
     lm = SpiritLM.from_checkpoint(d)
     assert lm.tokenizer.source == "in_model" and lm.layout.vocab_size == vocab
     assert lm.layout.expressive == (variant == "expressive")
-    out = lm.generate(prompt="[Text]The cat", output_modality="text", max_new_tokens=3)
-    assert len(out) <= 1
+    out, prompt = lm.generate(prompt="[Text]The cat", output_modality="text", max_new_tokens=3, return_prompt=True)
+    assert prompt == "[Text]The cat" and len(out) == 1 and isinstance(out[0].content, str)
