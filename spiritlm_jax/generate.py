@@ -48,7 +48,7 @@ class GenerateConfig:
     top_k: int = 50  # 0 = off; used when sampling (transformers' default 50)
     repetition_penalty: float = 1.0  # 1.0 = off
     greedy: bool = False  # greedy decoding even with do_sample
-    speech_stops_at_eos: bool = False  # speech output may end at EOS (the reference runs to the limit)
+    speech_stops_at_eos: bool = True  # speech output ends at EOS, as the reference (False: runs to the limit)
     seed: int = 0
     speaker: int = DEFAULT_SPEAKER  # vocoder speaker
     force: bool = True  # restrict tokens to the output modality (--no-force: do not)

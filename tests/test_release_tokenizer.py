@@ -191,3 +191,110 @@ def test_from_checkpoint_with_the_release_tokenizer(release, variant, tmp_path):
     assert lm.layout.expressive == (variant == "expressive")
     out, prompt = lm.generate(prompt="[Text]The cat", output_modality="text", max_new_tokens=3, return_prompt=True)
     assert prompt == "[Text]The cat" and len(out) == 1 and isinstance(out[0].content, str)
+
+
+# ----- export: what the reference loads, drives and decodes ------------------------------------------
+def _reference_forbidden(modality: str, expressive: bool) -> list[int]:
+    """The reference's banned ids (spiritlm/model/utils.py get_forbidden_tokens, its hard-coded ids)."""
+    banned = [32000, 32001]
+    if modality == "speech":
+        return banned + list(range(32000))
+    banned += list(range(32002, 32002 + 501))
+    if expressive:
+        banned += list(range(32503, 32503 + 64)) + list(range(32567, 32567 + 100))
+    return banned
+
+
+def _reference_decode(sp, ids: list[int]) -> str:
+    """transformers 4.46's slow LlamaTokenizer.decode(skip_special_tokens=True, no clean-up) on a
+    tokenizer with the Spirit LM tokens inside tokenizer.model: special ids dropped, the first piece's
+    '▁' removed, SentencePiece's decode of the pieces (checked against 4.46 in tools/tokenizer_parity_446.py)."""
+    pieces = [sp.id_to_piece(i) for i in ids if i not in (sp.unk_id(), sp.bos_id(), sp.eos_id())]
+    if pieces and pieces[0].startswith("\u2581"):
+        pieces[0] = pieces[0][1:]
+    return sp.decode_pieces(pieces)
+
+
+@pytest.mark.slow
+def test_export_is_what_the_reference_loads_and_decodes(padded, tmp_path):
+    """A training-run-like bundle (bare tokenizer.model: the layout table) -> llama_to_hf export ->
+    transformers LlamaForCausalLM + the reference's tokenizer driven as the reference drives them (prompt
+    string, encode, greedy generate with its banned ids, decode, slice len(prompt)) == SpiritLM in JAX:
+    same prompt ids, continuation ids and decoded text for T->T, S->T and T->S."""
+    import shutil
+
+    import jax
+    import sentencepiece as spm
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    from spiritlm_jax import SpiritLM
+    from spiritlm_jax.bundle import save_bundle
+    from spiritlm_jax.model import LlamaConfig, init_params
+    from spiritlm_jax.model.decode import SamplingConfig, generate_tokens
+    from tests.test_generation import RecordingVocoder
+    from tools.convert_weights.llama_to_hf import export
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    shutil.copy(padded, tok_dir / "tokenizer.model")
+    cfg = LlamaConfig(
+        vocab_size=32512, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=128, dtype="float32"
+    )
+    params = init_params(cfg, jax.random.PRNGKey(3))
+    head = np.asarray(params["lm_head"]["kernel"]) * 40.0  # well-separated greedy choices
+    head[:, :300] *= 2.5  # favour the trained pieces (English) over the CJK padding pieces
+    head[:, 32503:] = 0.0  # filler rows: never the argmax (a trained model never puts mass there)
+    params["lm_head"]["kernel"] = jax.numpy.asarray(head)
+    run = save_bundle(tmp_path / "run", params, cfg, tokenizer_src=tok_dir)
+    out = export(run, tmp_path / "hf", dtype="float32")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["README.md", "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json"]
+        + ["tokenizer.model", "tokenizer_config.json"]
+    )
+    assert "[MadeuptokenN]" in (out / "README.md").read_text()
+
+    hf = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    assert sp.get_piece_size() == 32512 and sp.id_to_piece(32000) == "[Text]"
+    lm = SpiritLM.from_checkpoint(run, dtype="float32")
+    lm.vocoder = RecordingVocoder()
+
+    cases = {
+        "text": ["[Text]The cat sat on the", "[Text]numbers 12 and", "[Speech][Hu3][Hu77][Hu5][Hu400][Text]"],
+        "speech": ["[Text]hello there[Speech]", "[Speech][Hu9][Hu8][Hu7]"],
+    }
+    counts = {"prompt_ids": 0, "continuation_ids": 0, "decoded": 0, "n": 0, "eos": 0}
+    for modality, prompts in cases.items():
+        n_new = 8 if modality == "text" else 12
+        for prompt in prompts:
+            ids = [1] + sp.encode(prompt)
+            gen = hf.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                generation_config=GenerationConfig(max_new_tokens=n_new, do_sample=False),
+                bad_words_ids=[[i] for i in _reference_forbidden(modality, False)],
+                pad_token_id=-1,
+            )[0].tolist()
+            ref_new = gen[len(ids) :]
+            ref_text = _reference_decode(sp, gen)[len(prompt) :].strip()
+
+            ours_prompt = lm.tokenizer.encode(prompt)
+            ours_new = generate_tokens(
+                lm.model,
+                lm.params,
+                [ours_prompt],
+                SamplingConfig(do_sample=False, max_new_tokens=n_new),
+                eos_ids=[lm.tokenizer.eos_id],
+                logit_mask=lm.allowed_tokens(modality),
+            )[0]
+            outs = lm.generate(prompt=prompt, output_modality=modality, max_new_tokens=n_new)
+            ours_text = outs[0].content if modality == "text" else lm.vocoder.calls[-1][0]
+            counts["n"] += 1
+            counts["prompt_ids"] += ours_prompt == ids
+            counts["continuation_ids"] += ours_new == ref_new
+            counts["decoded"] += ours_text == ref_text
+            counts["eos"] += ref_new[-1:] == [2]
+    # transformers exempts EOS from the banned ids: the reference's speech output can end at EOS (here twice)
+    assert counts == {"prompt_ids": 5, "continuation_ids": 5, "decoded": 5, "n": 5, "eos": 2}, counts

@@ -185,10 +185,18 @@ class SpiritLM:
         """The prompt string of `inputs` (what `generate(..., return_prompt=True)` returns)."""
         return self.prompt(inputs, output_modality).text
 
-    def allowed_tokens(self, output_modality: OutputModality, force: bool = True) -> np.ndarray:
-        """Bool [V] of generable ids: the reference's bans, plus padding rows never generated."""
+    def allowed_tokens(
+        self, output_modality: OutputModality, force: bool = True, speech_stops_at_eos: bool = True
+    ) -> np.ndarray:
+        """Bool [V] of generable ids: the reference's bans, plus padding rows never generated. For SPEECH
+        the reference bans every text id, but transformers exempts EOS from banned ids, so speech may end
+        at EOS (`speech_stops_at_eos=False`: EOS banned too, speech runs to the length limit)."""
         modality = OutputModality.parse(output_modality).modality if force else None
-        return self.layout.allowed_ids(self.model.cfg.vocab_size, modality)
+        mask = self.layout.allowed_ids(self.model.cfg.vocab_size, modality)
+        eos = self.tokenizer.eos_id
+        if modality is Modality.SPEECH and speech_stops_at_eos and eos is not None:
+            mask[eos] = True
+        return mask
 
     # ----- generation ----------------------------------------------------------------------
     def generate(
@@ -202,7 +210,7 @@ class SpiritLM:
         return_prompt: bool = False,
         seed: Optional[int] = None,
         *,
-        speech_stops_at_eos: bool = False,
+        speech_stops_at_eos: bool = True,
         **kwargs,
     ):
         """The reference's `generate`, argument for argument: one prompt (inputs, or a ready token
@@ -211,8 +219,9 @@ class SpiritLM:
         `generation_config`: None (transformers' defaults: greedy, max_length 20), our GenerationConfig,
         or a transformers GenerationConfig (read by its attributes); `kwargs` are generation-config
         fields written over it (`max_new_tokens=50, do_sample=True, temperature=0.8`); anything else is a
-        ValueError naming it. `speech_stops_at_eos` (ours; off = the reference): let SPEECH output end
-        at EOS instead of running to the length limit."""
+        ValueError naming it. `speech_stops_at_eos` (ours): True, as the reference (transformers exempts
+        EOS from its banned ids), SPEECH output ends at EOS; False bans EOS too, so speech runs to the
+        length limit."""
         if prompt is None:
             if interleaved_inputs is None:
                 raise ValueError("interleaved_inputs and prompt can not both be None")
@@ -246,7 +255,7 @@ class SpiritLM:
         speaker_id: int = DEFAULT_SPEAKER,
         seed: Optional[int] = None,
         prompts: Optional[Sequence[Union[str, Prompt]]] = None,
-        speech_stops_at_eos: bool = False,
+        speech_stops_at_eos: bool = True,
         **kwargs,
     ):
         """Many prompts decoded together (left-padded; each as alone). `prompts`: ready prompt strings
@@ -271,10 +280,9 @@ class SpiritLM:
                 new="new tokens (max_new_tokens / max_length; shorten the prompt or the limit)",
             )
         eos = gen.eos_ids(self.tokenizer.eos_id)
-        mask = self.allowed_tokens(modality, force_tokens_to_output_modality)
+        mask = self.allowed_tokens(modality, force_tokens_to_output_modality, speech_stops_at_eos)
         if speech_stops_at_eos and modality is OutputModality.SPEECH and force_tokens_to_output_modality:
-            mask = mask.copy()
-            mask[[i for i in eos if 0 <= i < mask.size]] = True
+            mask[[i for i in eos if 0 <= i < mask.size]] = True  # transformers exempts every EOS id from bans
         new = generate_tokens(
             self.model,
             self.params,
