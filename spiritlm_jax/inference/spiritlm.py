@@ -130,6 +130,7 @@ class SpiritLM:
         path: str | os.PathLike,
         vocoder: Optional[str | os.PathLike] = None,
         variant: Optional[str] = None,
+        base_style_prompts: bool = False,
         **numerics,
     ) -> "SpiritLM":
         """Load an LM with what turns content into tokens and back: a thin call of
@@ -140,8 +141,10 @@ class SpiritLM:
         spiritlm_checkpoints.py), where `variant` ("base" / "expressive") picks the LM when it holds
         both. Its bundle.yaml says whether it is EXPRESSIVE and where its speech tokenizer and vocoder
         are; `vocoder` (a vocoder directory) replaces the bundle's.
+        An EXPRESSIVE model whose speech tokenizer lacks pitch or style is an error naming the component,
+        unless `base_style_prompts=True` asks for HuBERT-only prompts.
         `numerics` override dtype/attention of the LM (e.g. dtype="float32")."""
-        b = load_bundle(path, variant=variant, vocoder=vocoder, **numerics)
+        b = load_bundle(path, variant=variant, vocoder=vocoder, base_style_prompts=base_style_prompts, **numerics)
         return cls(b.model, b.params, b.tokenizer, speech_tokenizer=b.speech_tokenizer, vocoder=b.vocoder)
 
     # ----- prompts -------------------------------------------------------------------------
