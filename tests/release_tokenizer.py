@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 ENGLISH = Path(__file__).parent / "data" / "english.txt"
 
 
@@ -151,3 +153,30 @@ EXPRESSIVE_PROMPTS = [
     "[Speech][St81][Pi13][Hu78][Hu42][Hu81][Hu159][Pi3]",
     "[Text]hi[Speech][St3][Pi63][Hu500][Text]",
 ]
+
+
+def random_prompts(n: int, expressive: bool, seed: int = 0) -> list[str]:
+    """Prompts the reference builds and users type: text, speech, mixed, leading/trailing spaces, newlines."""
+    rng = np.random.default_rng(seed)
+    words = ENGLISH.read_text().split()
+    streams = ["Hu", "Pi", "St"] if expressive else ["Hu"]
+    sizes = {"Hu": 501, "Pi": 64, "St": 100}
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.integers(1, 5)):
+            if rng.random() < 0.5:
+                k = rng.integers(1, 8)
+                text = " ".join(rng.choice(words, k))
+                if rng.random() < 0.2:
+                    text = " " + text
+                if rng.random() < 0.2:
+                    text += rng.choice([" ", "\n", "  ", "\n\n", ". "])
+                parts.append("[Text]" + text)
+            else:
+                units = "".join(f"[{s}{rng.integers(sizes[s])}]" for s in rng.choice(streams, rng.integers(1, 12)))
+                parts.append("[Speech]" + units + ("\n" if rng.random() < 0.1 else ""))
+        if rng.random() < 0.3:
+            parts.append(rng.choice(["[Text]", "[Speech]"]))
+        out.append("".join(parts))
+    return out

@@ -36,33 +36,6 @@ def release(padded, tmp_path_factory):
     }
 
 
-def random_prompts(n: int, expressive: bool, seed: int = 0) -> list[str]:
-    """Prompts the reference builds and users type: text, speech, mixed, leading/trailing spaces, newlines."""
-    rng = np.random.default_rng(seed)
-    words = R.ENGLISH.read_text().split()
-    streams = ["Hu", "Pi", "St"] if expressive else ["Hu"]
-    sizes = {"Hu": 501, "Pi": 64, "St": 100}
-    out = []
-    for _ in range(n):
-        parts = []
-        for _ in range(rng.integers(1, 5)):
-            if rng.random() < 0.5:
-                k = rng.integers(1, 8)
-                text = " ".join(rng.choice(words, k))
-                if rng.random() < 0.2:
-                    text = " " + text
-                if rng.random() < 0.2:
-                    text += rng.choice([" ", "\n", "  ", "\n\n", ". "])
-                parts.append("[Text]" + text)
-            else:
-                units = "".join(f"[{s}{rng.integers(sizes[s])}]" for s in rng.choice(streams, rng.integers(1, 12)))
-                parts.append("[Speech]" + units + ("\n" if rng.random() < 0.1 else ""))
-        if rng.random() < 0.3:
-            parts.append(rng.choice(["[Text]", "[Speech]"]))
-        out.append("".join(parts))
-    return out
-
-
 @pytest.mark.parametrize("variant", ["base", "expressive"])
 def test_in_model_layout_is_the_reference_tokenizer(release, variant):
     import sentencepiece as spm
@@ -73,7 +46,7 @@ def test_in_model_layout_is_the_reference_tokenizer(release, variant):
     sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
     assert tok.source == "in_model" and tok.layout == TokenLayout(32000, expressive)
     assert tok.vocab_size == sp.get_piece_size() == (32768 if expressive else 32512)
-    prompts = R.PROMPTS + (R.EXPRESSIVE_PROMPTS if expressive else []) + random_prompts(150, expressive)
+    prompts = R.PROMPTS + (R.EXPRESSIVE_PROMPTS if expressive else []) + R.random_prompts(150, expressive)
     ids_equal = decoded_equal = 0
     for p in prompts:
         ids = tok.encode(p)
@@ -120,7 +93,7 @@ def test_added_token_layouts_encode_and_decode_as_the_reference(release):
     nonlegacy = SpiritTokenizer.from_dir(release["added_nonlegacy"])
     assert not nonlegacy.legacy and nonlegacy.layout == TokenLayout(32000, False)
     base = SpiritTokenizer.from_dir(release["base"])
-    for p in R.PROMPTS + random_prompts(30, False, seed=1):  # non-legacy added tokens = the in-model ids
+    for p in R.PROMPTS + R.random_prompts(30, False, seed=1):  # non-legacy added tokens = the in-model ids
         assert nonlegacy.encode(p) == base.encode(p), p
 
 
@@ -135,7 +108,7 @@ def test_table_layout_encodes_as_its_release_layout(padded, release, tmp_path):
     table = SpiritTokenizer.from_dir(d, expressive=True)
     assert table.source == "table"
     rel = SpiritTokenizer.from_dir(release["expressive"])
-    for p in R.PROMPTS + R.EXPRESSIVE_PROMPTS + random_prompts(30, True, seed=2):
+    for p in R.PROMPTS + R.EXPRESSIVE_PROMPTS + R.random_prompts(30, True, seed=2):
         assert table.encode(p) == rel.encode(p), p
     written = append_pieces(padded, release_pieces(table.layout.special_tokens(), 32000, 32768))
     assert read_pieces(written) == read_pieces(release["expressive"] / "tokenizer.model")
