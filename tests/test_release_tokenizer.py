@@ -147,23 +147,47 @@ def test_directories_that_are_no_layout_are_errors(padded, release, tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["base", "expressive"])
-def test_from_checkpoint_with_the_release_tokenizer(release, variant, tmp_path):
-    """A tiny LM with the release's 32512 / 32768 embedding rows loads with its tokenizer directory."""
+def test_from_checkpoint_with_the_release_tokenizer(release, variant, tmp_path, monkeypatch):
+    """A tiny LM with the release's 32512 / 32768 embedding rows, in a $SPIRITLM_CHECKPOINTS_DIR tree, runs
+    the reference README's text example with only its import line changed."""
     import jax
 
-    from spiritlm_jax import SpiritLM
     from spiritlm_jax.bundle import save_bundle
     from spiritlm_jax.model import LlamaConfig, init_params
 
     vocab = 32768 if variant == "expressive" else 32512
-    cfg = LlamaConfig(vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=32, max_seq_len=64)
+    cfg = LlamaConfig(vocab_size=vocab, d_model=16, n_layers=1, n_heads=2, n_kv_heads=2, d_ff=32, max_seq_len=128)
     params = init_params(cfg, jax.random.PRNGKey(0))
-    d = save_bundle(tmp_path / "lm", params, cfg, tokenizer_src=release[variant])
-    lm = SpiritLM.from_checkpoint(d)
+    name = f"spirit-lm-{variant}-7b"
+    save_bundle(tmp_path / "spiritlm_model" / name, params, cfg, tokenizer_src=release[variant])
+    monkeypatch.setenv("SPIRITLM_CHECKPOINTS_DIR", str(tmp_path))
+
+    # --- the reference's spiritlm/model/README.md, ported: only the first import differs ---
+    from transformers import GenerationConfig
+
+    from spiritlm_jax.inference.spiritlm import ContentType, GenerationInput, OutputModality, Spiritlm
+
+    spirit_lm = Spiritlm(name)
+    out = spirit_lm.generate(
+        output_modality=OutputModality.TEXT,
+        interleaved_inputs=[
+            GenerationInput(
+                content="The largest country in the world is",
+                content_type=ContentType.TEXT,
+            )
+        ],
+        generation_config=GenerationConfig(
+            temperature=0.9,
+            top_p=0.95,
+            max_new_tokens=50,
+            do_sample=True,
+        ),
+    )
+    # ---
+    lm = spirit_lm
     assert lm.tokenizer.source == "in_model" and lm.layout.vocab_size == vocab
     assert lm.layout.expressive == (variant == "expressive")
-    out, prompt = lm.generate(prompt="[Text]The cat", output_modality="text", max_new_tokens=3, return_prompt=True)
-    assert prompt == "[Text]The cat" and len(out) == 1 and isinstance(out[0].content, str)
+    assert len(out) == 1 and out[0].content_type is ContentType.TEXT and isinstance(out[0].content, str)
 
 
 # ----- export: what the reference loads, drives and decodes ------------------------------------------
