@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Literal, Optional
@@ -24,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from spiritlm_jax.bundle import MANIFEST, load_extra, load_lm, load_text_tokenizer, read_manifest  # noqa: E402
+from spiritlm_jax.bundle import MANIFEST, TOKENIZER_FILES, load_extra, load_lm, load_text_tokenizer, read_manifest  # noqa: E402
 from spiritlm_jax.bundle.hf_export import (  # noqa: E402
     TREE_NAMES,
     write_generation_config,
@@ -113,8 +114,8 @@ def export(
     except (FileNotFoundError, ValueError) as e:
         tok = None
         print(
-            f"warning: {src}: no usable Spirit LM tokenizer ({e}); writing weights and config only "
-            "(the reference cannot decode without tokenizer.model)",
+            f"warning: {src}: no Spirit LM tokenizer ({e}); writing weights and config, and copying the "
+            "source's other tokenizer files as they are (the reference decodes only with tokenizer.model)",
             file=sys.stderr,
         )
     if tree is not None and tok is None:
@@ -164,7 +165,10 @@ def export(
     source = load_extra(checkpoint).get("hf_config")
     ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id} if tok is not None else None
     (out / "config.json").write_text(json.dumps(hf_config(cfg, dtype, source, ids), indent=2))
-    if tok is None:
+    if tok is None:  # not a Spirit LM tokenizer (e.g. SmolLM2's tokenizer.json): copied as it is
+        for name in TOKENIZER_FILES:
+            if (tok_dir / name).is_file() and name != "tokenizer.model":
+                shutil.copy(tok_dir / name, out / name)
         return out
     write_generation_config(tok, out)
     write_tokenizer(tok, out, vocab_size=cfg.vocab_size, max_len=cfg.max_seq_len)
