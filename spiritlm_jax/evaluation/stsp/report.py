@@ -68,7 +68,6 @@ def write_stsp_report(
     table.update(prompt_rows)
     summary = {d: rows[d]["accuracy"] for d in directions}
     summary["average"] = average
-    summary.update({f"{d}_reference": rows[d].get("accuracy_reference") for d in directions})
     summary.update({k.replace(" (", "_").rstrip(")"): v["accuracy"] for k, v in prompt_rows.items()})
     extra = {"shots": shots, "seed": seed, "few_shot_examples": shots_used, "sampling": sampling}
     title = f"STSP {shots}-shot" + (f" ({Path(manifest).name})" if manifest else "")
