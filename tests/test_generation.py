@@ -259,6 +259,10 @@ def test_arbitrary_edge_cases_are_the_reference_s(lm):
     outs = lm._decode_output(OutputModality.ARBITRARY, "[Hu2]" * 24, "[Speech]" + "[Hu1]" * 7, 1)
     assert voc.calls[-1][0] == "[Hu1]" * 7 + "[Hu2]" * 24
     assert outs[0].content.size == 31 * 640 - math.ceil(31 * 640 * 7 / 32)
+    # where the reference's slicing would cut into the continuation (the decoded prompt loses a leading
+    # space), the new ids are decoded alone
+    full, new = lm.continuation_string(" [Text]a", lm.tokenizer.encode_after_marker(" b c"))
+    assert new == "b c" and full.startswith(" [Text]a")
     # a prompt ending in a newline does not end in speech: the continuation is not joined to it
     outs = lm._decode_output(OutputModality.ARBITRARY, "[Hu2]" * 30, "[Speech]" + "[Hu1]" * 7 + "\n", 1)
     assert voc.calls[-1][0] == "[Hu2]" * 30 and outs[0].content.size == 30 * 640

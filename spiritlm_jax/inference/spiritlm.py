@@ -110,6 +110,9 @@ class GenerationOutput:
     content_type: ContentType
 
 
+GenerationOuput = GenerationOutput  # the reference's spelling, for ported scripts
+
+
 class SpiritLM:
     """The LM plus what turns content into tokens and tokens back into content."""
 
