@@ -13,13 +13,12 @@ split, keep and drop chunks exactly where the reference's do (tested on its edge
 
 from __future__ import annotations
 
-import re
 from typing import Optional
 
 from spiritlm_jax.tokens.modality import SPEECH_MARKER, TEXT_MARKER, Modality
+from spiritlm_jax.tokens.units import PREFIX, TOKEN_RE
 
-UNIT_PREFIXES = ("Hu", "Pi", "St")
-_UNIT = re.compile(r"\[(?:Hu|Pi|St)\d+\]")
+UNIT_PREFIXES = tuple(PREFIX.values())  # Hu, Pi, St
 
 
 def starts_with_speech_token(s: Optional[str]) -> bool:
@@ -43,7 +42,7 @@ def ends_with_speech_token(s: Optional[str]) -> bool:
 
 def last_speech_start(s: str) -> Optional[int]:
     """Start of the last run of adjacent unit tokens in `s` (None when it has none)."""
-    matches = list(_UNIT.finditer(s))
+    matches = [m for m in TOKEN_RE.finditer(s) if m.group(1) is None]  # unit tokens, not markers
     if not matches:
         return None
     pos = matches[-1].start()
