@@ -2,7 +2,11 @@
 
     python -m spiritlm_jax.generate --checkpoint runs/demo --text "Please enter your" --output-modality text
     python -m spiritlm_jax.generate --checkpoint runs/demo --speech in.wav --output-modality arbitrary
-    python -m spiritlm_jax.generate --checkpoint DIR --prompt "[Text]hello[Speech][Hu3]" --greedy
+    python -m spiritlm_jax.generate --checkpoint DIR --prompt "[Text]hello[Speech][Hu3]" --max-new-tokens 50
+    python -m spiritlm_jax.generate --checkpoint DIR --text "Once" --do-sample --temperature 0.8 --top-p 0.95
+
+Generation options are transformers GenerationConfig fields with its defaults (the reference's): greedy,
+max_length 20 (prompt included) unless max_new_tokens is set, top_k 50 when sampling.
 
 The prompt is `inputs`, an ordered list of "text:..." / "speech:PATH" items; `--text A --speech b.wav
 --text C` is shorthand for them, in the order given. Text outputs are printed; speech outputs are
@@ -17,7 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from spiritlm_jax.config import ConfigError, parse_cli, run_cli
-from spiritlm_jax.inference import DEFAULT_SPEAKER, DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationConfig, SpiritLM
+from spiritlm_jax.inference import DEFAULT_SPEAKER, GenerationConfig, SpiritLM
 from spiritlm_jax.speech.vocoder import write_wav
 
 PROG = "python -m spiritlm_jax.generate"
@@ -35,12 +39,16 @@ class GenerateConfig:
     prompt: Optional[str] = None  # a ready token string instead of inputs
     variant: Optional[str] = None  # base or expressive: the LM to use from a converted tree holding both
     output_modality: str = "arbitrary"  # text, speech or arbitrary
-    max_new_tokens: int = 64
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    top_k: int = 0  # 0 = off
+    # generation options: transformers GenerationConfig fields with its defaults, as the reference
+    max_new_tokens: Optional[int] = None  # new tokens; unset: max_length counts prompt + new
+    max_length: int = 20  # prompt + new tokens when max_new_tokens is unset (transformers' default)
+    do_sample: bool = False  # sample (temperature, top_k, top_p) instead of greedy decoding
+    temperature: float = 1.0
+    top_p: float = 1.0  # 1.0 = off
+    top_k: int = 50  # 0 = off; used when sampling (transformers' default 50)
     repetition_penalty: float = 1.0  # 1.0 = off
-    greedy: bool = False  # greedy decoding instead of sampling
+    greedy: bool = False  # greedy decoding even with do_sample
+    speech_stops_at_eos: bool = True  # speech output ends at EOS, as the reference (False: runs to the limit)
     seed: int = 0
     speaker: int = DEFAULT_SPEAKER  # vocoder speaker
     force: bool = True  # restrict tokens to the output modality (--no-force: do not)
@@ -100,23 +108,25 @@ def generate(cfg: GenerateConfig) -> int:
     inputs = [tuple(item.split(":", 1)) for item in cfg.inputs] or None
     try:
         gen_cfg = GenerationConfig(
-            do_sample=not cfg.greedy,
+            do_sample=cfg.do_sample and not cfg.greedy,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             repetition_penalty=cfg.repetition_penalty,
             max_new_tokens=cfg.max_new_tokens,
+            max_length=cfg.max_length,
         )
         lm = SpiritLM.from_checkpoint(cfg.checkpoint, vocoder=cfg.vocoder, variant=cfg.variant)
         outputs, prompt = lm.generate(
             inputs,
+            cfg.prompt,
             cfg.output_modality,
             gen_cfg,
             cfg.force,
             cfg.speaker,
             return_prompt=True,
             seed=cfg.seed,
-            prompt=cfg.prompt,
+            speech_stops_at_eos=cfg.speech_stops_at_eos,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

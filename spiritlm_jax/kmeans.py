@@ -21,7 +21,7 @@ from spiritlm_jax.config import run_cli
 from spiritlm_jax.io import save_component
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.features import FeatureConfig, feature_extractor
-from spiritlm_jax.speech.kmeans import MAX_UNITS, kmeans_config, train_kmeans
+from spiritlm_jax.speech.kmeans import MAX_UNITS, check_unit_rate, kmeans_config, train_kmeans
 from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC
 
 PROG = "python -m spiritlm_jax.kmeans"
@@ -68,6 +68,7 @@ def train(cfg: KMeansCLIConfig) -> int:
         if not 1 <= cfg.k <= MAX_UNITS:
             raise ValueError(f"--k must be between 1 and {MAX_UNITS} (unit ids index [Hu0]..[Hu500]), got {cfg.k}")
         feats_fn = feature_extractor(_feature_params(cfg))
+        check_unit_rate(feats_fn.frame_rate_hz, cfg.hubert_checkpoint or f"{feats_fn.name} features")
         paths = _read_list(cfg.audio_list)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -114,7 +115,7 @@ def train(cfg: KMeansCLIConfig) -> int:
             cfg.out,
             KMEANS_SPEC,
             {"centroids": res.centroids},
-            {KMEANS_FILE: kmeans_config(res, feats_fn.params(), training)},
+            {KMEANS_FILE: kmeans_config(res, feats_fn.params(), training, feats_fn.frame_rate_hz)},
         )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

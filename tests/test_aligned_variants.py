@@ -31,7 +31,7 @@ def tok(sp_model):
 def _parts(tok):
     lay = tok.layout
     units = [lay.hubert_offset + u for u in (1, 2, 3, 4, 5, 6, 7, 8)]  # merged: duplicates removed
-    return [lay.speech_marker_id] + units, [lay.text_marker_id] + tok.encode("hello big wide world", bos=False)
+    return [lay.speech_marker_id] + units, [lay.text_marker_id] + tok.encode_after_marker("hello big wide world")
 
 
 @pytest.mark.parametrize("first,speech_first", [(0.1, True), (0.9, False)])
@@ -39,7 +39,7 @@ def test_pairs_is_one_document_speech_then_text_or_reverse(tok, first, speech_fi
     speech, text = _parts(tok)
     (doc,) = encode_documents(EX, tok, FirstDraw(first), aligned_as="pairs")
     body = speech + text if speech_first else text + speech
-    assert doc.enc.tokens.tolist() == [tok.bos_id, *body, tok.eos_id]
+    assert doc.enc.tokens.tolist() == [tok.bos_id, *tok.lead_ids, *body, tok.eos_id]
     assert not doc.speech_only
     assert set(doc.enc.loss_groups.tolist()) == {LOSS_GROUP_IDS["aligned"]}
 
@@ -47,7 +47,10 @@ def test_pairs_is_one_document_speech_then_text_or_reverse(tok, first, speech_fi
 def test_separate_is_two_documents_with_the_same_audio_and_text(tok):
     speech, text = _parts(tok)
     docs = encode_documents(EX, tok, FirstDraw(0.5), aligned_as="separate")
-    assert [d.enc.tokens.tolist() for d in docs] == [[tok.bos_id, *speech, tok.eos_id], [tok.bos_id, *text, tok.eos_id]]
+    assert [d.enc.tokens.tolist() for d in docs] == [
+        [tok.bos_id, *tok.lead_ids, *speech, tok.eos_id],
+        [tok.bos_id, *tok.lead_ids, *text, tok.eos_id],
+    ]
     assert [d.speech_only for d in docs] == [True, False]
     assert all(set(d.enc.loss_groups.tolist()) == {LOSS_GROUP_IDS["aligned"]} for d in docs)
 
@@ -59,7 +62,8 @@ def test_interleaved_is_the_default_recipe(tok):
     # text and speech examples are one document whatever aligned_as says
     for mode in ("pairs", "separate"):
         (d,) = encode_documents({"kind": "speech", "hubert": HUBERT}, tok, np.random.default_rng(0), aligned_as=mode)
-        assert d.speech_only and d.enc.tokens.tolist()[1] == tok.layout.speech_marker_id
+        p = 1 + len(tok.lead_ids)
+        assert d.speech_only and d.enc.tokens.tolist()[p] == tok.layout.speech_marker_id
 
 
 def test_variants_see_the_same_units_and_words(tok):
@@ -67,7 +71,7 @@ def test_variants_see_the_same_units_and_words(tok):
     speech, text = _parts(tok)
     for mode in ("pairs", "separate"):
         ids = [t for d in encode_documents(EX, tok, FirstDraw(0.3), aligned_as=mode) for t in d.enc.tokens.tolist()]
-        assert sorted(t for t in ids if t not in (tok.bos_id, tok.eos_id)) == sorted(speech + text)
+        assert sorted(t for t in ids if t not in (tok.bos_id, tok.eos_id, *tok.lead_ids)) == sorted(speech + text)
 
 
 def test_bad_mode_and_bad_example_errors(tok):
@@ -88,9 +92,13 @@ def test_pipeline_windows_separate_documents_apart(tmp_path, sp_model):
     speech, text = _parts(tok)
     cfg = DataConfig(corpus=str(tmp_path), weights=(0, 0, 1), seq_len=64, aligned_as="separate", shuffle=False)
     wins = example_dataset(cfg)[0]["windows"]
-    assert [w.tokens.tolist() for w in wins] == [[tok.bos_id, *speech, tok.eos_id], [tok.bos_id, *text, tok.eos_id]]
+    assert [w.tokens.tolist() for w in wins] == [
+        [tok.bos_id, *tok.lead_ids, *speech, tok.eos_id],
+        [tok.bos_id, *tok.lead_ids, *text, tok.eos_id],
+    ]
     # a speech document longer than seq_len is windowed behind BOS [Speech], like speech-only examples
     cfg = DataConfig(corpus=str(tmp_path), weights=(0, 0, 1), seq_len=8, aligned_as="separate", shuffle=False)
     wins = example_dataset(cfg)[0]["windows"]
-    speech_wins = [w.tokens.tolist() for w in wins if w.tokens[1] == tok.layout.speech_marker_id]
-    assert len(speech_wins) == 2 and all(w[:2] == [tok.bos_id, tok.layout.speech_marker_id] for w in speech_wins)
+    prefix = [tok.bos_id, *tok.lead_ids, tok.layout.speech_marker_id]
+    speech_wins = [w.tokens.tolist() for w in wins if w.tokens.tolist()[: len(prefix)] == prefix]
+    assert len(speech_wins) == 2

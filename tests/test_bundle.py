@@ -53,3 +53,15 @@ def test_not_a_bundle_is_an_error_naming_the_manifest(tmp_path):
         load_bundle(d)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_expressive_without_pitch_or_style_is_an_error_naming_it(tmp_path):
+    from spiritlm_jax.bundle import load_speech_tokenizer
+
+    d = tmp_path / "speech"
+    d.mkdir()
+    (d / "hubert.yaml").write_text("{}")
+    with pytest.raises(
+        ValueError, match=r"EXPRESSIVE model, but its speech tokenizer .* has no .*style.*base_style_prompts"
+    ):
+        load_speech_tokenizer(d, expressive=True)

@@ -375,3 +375,24 @@ def test_pitch_tokenizer_matches_the_reference_pipeline(tracks, tmp_path):
     assert len(tok.f0_units(wavs[0][:1280])) == 1  # the reference's shortest chunk gives one unit
     with pytest.raises(ValueError, match="shorter than one FCPE window"):
         tok.f0_units(np.zeros(500, np.float32))
+
+
+def test_release_model_pt_with_training_objects_loads_without_trust_pickle(tracks, tmp_path):
+    """The release's model.pt is read by the reference with weights_only=False; the objects such a
+    training checkpoint holds beside the state dict load through the allowlist, anything else is refused."""
+    import argparse
+    import datetime
+    import pathlib
+
+    m, cfg, _ = build("public", tracks, seed=3)
+    d = tmp_path / "vqvae_f0_quantizer"
+    _write_reference_files(d, m, "public")
+    ckpt = torch.load(d / "model.pt", weights_only=True)
+    extra = {"args": argparse.Namespace(lr=2e-4, out=pathlib.PosixPath("/ckpt")), "best": np.float64(0.25)}
+    torch.save({**ckpt, **extra, "hist": np.arange(3)}, d / "model.pt")
+    got_cfg, params = load_quantizer(d)
+    assert got_cfg == cfg and params
+    torch.save({**ckpt, "when": datetime.date(2024, 1, 1)}, d / "model.pt")
+    with pytest.raises(ConversionError, match=r"holds datetime.date.*restricted loader.*--trust-pickle"):
+        load_quantizer(d)
+    assert load_quantizer(d, trust_pickle=True)[0] == cfg  # the escape hatch for trusted files

@@ -72,9 +72,10 @@ def test_golden_encoded_ids(sp_model):
     lay = tok.layout
     enc = encode_example(_example(), tok, FixedRng(SPEECH_FIRST, [1, 2, 1]), text_span=(1, 3), speech_span=(1, 2))
     hu = lambda u: lay.hubert_offset + u  # noqa: E731
-    text_ids = tok.encode("big wide", bos=False)
+    text_ids = tok.encode_after_marker("big wide")
     assert enc.tokens.tolist() == [
         tok.bos_id,
+        *tok.lead_ids,
         lay.speech_marker_id,
         hu(1),
         hu(2),
@@ -87,6 +88,8 @@ def test_golden_encoded_ids(sp_model):
     ]
     assert enc.loss_groups.tolist() == [LOSS_GROUP_IDS["aligned"]] * len(enc.tokens)
     assert tok.decode(enc.tokens) == "[Speech][Hu1][Hu2][Text]big wide[Speech][Hu7][Hu8]"
+    # the sequence is the tokenizer's encoding of its whole string (what a prompt gets)
+    assert enc.tokens.tolist() == tok.encode(tok.decode(enc.tokens), eos=True)
 
 
 def test_dedup_restarts_per_span():
@@ -191,7 +194,9 @@ def test_markers_only_at_switches(sp_model_tok, ex, seed):
     enc = encode_example(ex, tok, rng_b, (1, 4), (1, 3))
     ids = enc.tokens.tolist()
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
-    body = ids[1:-1]
+    lead = len(tok.lead_ids)
+    assert ids[1 : 1 + lead] == tok.lead_ids
+    body = ids[1 + lead : -1]
     markers = [i for i, t in enumerate(body) if t in (lay.text_marker_id, lay.speech_marker_id)]
     assert markers[0] == 0 and len(markers) == len(spans)
     for (s, _), m, m_next in zip(spans, markers, markers[1:] + [len(body)]):
@@ -225,12 +230,7 @@ def test_unimodal_examples_get_their_marker(sp_model, sp_model_tok):
     tok = sp_model_tok
     rng = np.random.default_rng(0)
     enc = encode_example({"kind": "text", "text": "hello world"}, tok, rng)
-    assert enc.tokens.tolist() == [
-        tok.bos_id,
-        tok.layout.text_marker_id,
-        *tok.encode("hello world", bos=False),
-        tok.eos_id,
-    ]
+    assert enc.tokens.tolist() == tok.encode("[Text]hello world", eos=True)  # one encode of the whole string
     assert (enc.loss_groups == LOSS_GROUP_IDS["text"]).all()
     speech = {"kind": "speech", "hubert": [3, 3, 4], "pitch": [5, 5], "style": [7]}
     enc = encode_example(speech, tok, rng)

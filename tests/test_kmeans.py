@@ -289,3 +289,37 @@ def test_old_npy_quantizer_directory_converts_to_the_same_units(tmp_path):
         MelUnitTokenizer(tmp_path / "new").encode_units(wav)["hubert"], assign(feats(wav), res.centroids)
     )
     assert kmeans_from_npy.main(["--src", str(tmp_path / "none"), "--out", str(tmp_path / "n2")]) == 2
+
+
+def test_frame_rate_is_measured_from_the_conv_stack_and_50hz_is_refused(tmp_path):
+    """A standard 50 Hz HuBERT (7 convs, hop 320) gives 50 Hz features: measured, recorded, refused
+    where the 25 Hz Spirit LM unit stream is required (the CLI and the unit tokenizer)."""
+    import jax
+
+    from spiritlm_jax.kmeans import main as kmeans_main
+    from spiritlm_jax.speech.hubert import STANDARD_50HZ, Hubert, HubertConfig
+    from spiritlm_jax.speech.tokenizer import SPEECH_TOKENIZER_SPEC
+
+    cfg = HubertConfig(
+        conv_layers=tuple((16, k, s) for _, k, s in STANDARD_50HZ),
+        hidden=32,
+        num_layers=1,
+        num_heads=2,
+        ffn=64,
+        pos_conv_kernel=8,
+        pos_conv_groups=4,
+        output_layer=1,
+    )
+    params = Hubert(cfg).init(jax.random.PRNGKey(0), np.zeros((1, 4000), np.float32), np.array([4000]))["params"]
+    ckpt = save_component(tmp_path / "h50", SPEECH_TOKENIZER_SPEC, {"hubert": params}, {"hubert.yaml": cfg})
+    feats = feature_extractor({"type": "hubert", "checkpoint": str(ckpt)})
+    assert feats.frame_rate_hz == 50.0 and feature_extractor({"kind": "log_mel"}).frame_rate_hz == 25.0
+    (tmp_path / "list.txt").write_text(str(DATA / "agent-loginok.wav") + "\n")
+    argv = ["--audio-list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "q"), "--k", "4"]
+    assert kmeans_main([*argv, "--hubert-checkpoint", str(ckpt)]) == 2
+    x = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    conf = kmeans_config(x[:4], feats.params(), frame_rate_hz=feats.frame_rate_hz)
+    assert conf.frame_rate_hz == 50.0
+    save_component(tmp_path / "q50", KMEANS_SPEC, {"centroids": x[:4]}, {KMEANS_FILE: conf})
+    with pytest.raises(ValueError, match=r"features at 50 Hz, but Spirit LM units are a 25 Hz stream"):
+        MelUnitTokenizer(tmp_path / "q50")

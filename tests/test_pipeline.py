@@ -130,14 +130,14 @@ def test_long_speech_examples_become_windows(corpus, sp_model):
     root, exs = corpus
     cfg = _cfg(root, weights=(0.0, 1.0, 0.0), shuffle=False)
     tok = load_tokenizer(cfg)
-    prefix = [tok.bos_id, tok.layout.speech_marker_id]
+    prefix = [tok.bos_id, *tok.lead_ids, tok.layout.speech_marker_id]  # what "[Speech]..." encodes to
     ds = example_dataset(cfg)
     n_long = 0
     for j in range(40):
         el = ds[j]
         ws = [w.tokens.tolist() for w in el["windows"]]
-        assert all(len(w) <= 64 and w[:2] == prefix for w in ws)  # every window is a speech sample
-        units = [t for w in ws for t in w[2:]]
+        assert all(len(w) <= 64 and w[: len(prefix)] == prefix for w in ws)  # every window is a speech sample
+        units = [t for w in ws for t in w[len(prefix) :]]
         assert units[-1] == tok.eos_id and tok.eos_id not in units[:-1]
         whole = tok.encode("[Speech]", bos=True) + [
             tok.layout.hubert_offset + u for u in _dedup(exs["speech"][j]["hubert"])

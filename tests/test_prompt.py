@@ -67,9 +67,11 @@ def test_ids_are_one_encode_of_the_whole_string_with_spans(tok):
     assert p == p.text == "[Text]please enter[Speech][Hu3][Hu7][Hu7][Text] your password[Speech]"
     assert p.ids == tok.encode(p.text, bos=True, eos=False)
     lay = tok.layout
-    assert p.ids[0] == tok.bos_id and p.ids[1] == lay.text_marker_id and p.ids[-1] == lay.speech_marker_id
-    assert [s.modality for s in p.spans] == [T, S, T] and p.last_modality is T
-    text0, speech, text1 = p.spans
+    assert p.ids[0] == tok.bos_id and p.ids[1 : 1 + len(tok.lead_ids)] == tok.lead_ids
+    assert p.ids[1 + len(tok.lead_ids)] == lay.text_marker_id and p.ids[-1] == lay.speech_marker_id
+    lead = [T] if tok.lead_ids else []  # the dummy-prefix piece before the first marker is a text span
+    assert [s.modality for s in p.spans] == [*lead, T, S, T] and p.last_modality is T
+    text0, speech, text1 = p.spans[len(lead) :]
     assert tok.decode(p.ids[text0.start : text0.end]) == "please enter"
     assert p.ids[speech.start : speech.end] == [lay.unit_id("hubert", u) for u in (3, 7, 7)]
     assert tok.decode(p.ids[text1.start : text1.end]).strip() == "your password"

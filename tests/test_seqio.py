@@ -215,7 +215,7 @@ def check_windows_match_grain(tmp):
     for task_kind, kind, split in (("speech", "speech", "eval"), ("interleaved", "aligned", "train")):
         ds = seqio.get_mixture_or_task(names[task_kind]).get_dataset({"targets": seq_len}, split=split, shuffle=False)
         got = [(int(ex["index"]), ex["targets"].tolist()) for ex in ds.take(50).as_numpy_iterator()]
-        prefix = [tok.bos_id, tok.layout.speech_marker_id] if kind == "speech" else None
+        prefix = [tok.bos_id, *tok.lead_ids, tok.layout.speech_marker_id] if kind == "speech" else None
         want = [
             (i, w.tokens.tolist())
             for i in range(got[-1][0] + 1)
@@ -254,7 +254,7 @@ def check_mixture(tmp):
     by_id = {0: "text", 1: "speech", 2: "aligned"}
     for ex in got[:40]:  # each element is one of the Grain windows of its example
         kind = by_id[int(ex["loss_group"])]
-        prefix = [tok.bos_id, tok.layout.speech_marker_id] if kind == "speech" else None
+        prefix = [tok.bos_id, *tok.lead_ids, tok.layout.speech_marker_id] if kind == "speech" else None
         wins = [
             w.tokens.tolist()
             for w in windows(_grain_tokens(DEMO, "train", kind, int(ex["index"]), tok), seq_len, prefix)

@@ -175,7 +175,12 @@ def test_spiritlm_loads_the_converted_tree(converted):
         assert lm.layout.expressive and lm.speech_tokenizer.expressive and lm.vocoder is not None
     prompt = lm.build_prompt([("speech", str(AMFM))], OutputModality.SPEECH)
     assert prompt.startswith("[Speech][St") and "[Pi" in prompt
-    out = lm.generate([("speech", str(AMFM))], OutputModality.SPEECH, GenerationConfig(max_new_tokens=12), seed=0)
+    out = lm.generate(
+        [("speech", str(AMFM))],
+        output_modality=OutputModality.SPEECH,
+        generation_config=GenerationConfig(max_new_tokens=12),
+        seed=0,
+    )
     assert len(out) == 1 and out[0].content.ndim == 1 and out[0].content.size > 0
     with pytest.raises(ValueError, match="variant"):
         SpiritLM.from_checkpoint(converted, variant="base")

@@ -27,8 +27,9 @@ DATA = Path(__file__).parent / "data"
 CONV = tuple((32, k, s) for _, k, s in STANDARD_50HZ)  # narrow channels for speed; real kernels/strides
 
 
-def hf_classifier(seed=0, layers=2, labels=10):
+def hf_classifier(seed=0, layers=2, labels=10, weighted=False):
     cfg = Wav2Vec2Config(
+        use_weighted_layer_sum=weighted,
         hidden_size=64,
         num_hidden_layers=layers,
         num_attention_heads=4,
@@ -48,7 +49,7 @@ def hf_classifier(seed=0, layers=2, labels=10):
     m = Wav2Vec2ForSequenceClassification(cfg).eval()
     with torch.no_grad():
         for n, p in m.named_parameters():
-            if "norm" in n or n.endswith("bias"):
+            if "norm" in n or n.endswith("bias") or n == "layer_weights":
                 p.add_(0.1 * torch.randn_like(p))
     return m
 
@@ -127,3 +128,23 @@ def test_config_errors(tmp_path):
         StyleConfig(encoder=HubertConfig(conv_layers=STANDARD_50HZ, output_layer=11))
     with pytest.raises(FileNotFoundError, match="not a converted style encoder"):
         StyleTokenizer.load(tmp_path)
+
+
+def test_weighted_layer_sum_config_converts_as_the_reference_runs_it(tmp_path):
+    """use_weighted_layer_sum=true: the reference's Wav2Vec2StyleEncoder.forward classifies the last hidden
+    state whatever the flag says (layer_weights unused); the conversion gives its units. transformers' own
+    Wav2Vec2ForSequenceClassification would pool a softmax-weighted sum of layers instead (checked to
+    differ here, so the test would see a converter that followed it)."""
+    m = hf_classifier(seed=2, weighted=True)
+    assert m.config.use_weighted_layer_sum and "layer_weights" in m.state_dict()
+    m.save_pretrained(tmp_path / "hf")
+    tok = StyleTokenizer.load(convert(tmp_path / "hf", tmp_path / "jax"))
+    wav = load_audio(DATA / "vm-intro.wav")
+    ref_logits, ref_units = reference_style(m, wav)
+    np.testing.assert_array_equal(tok.encode_units(wav), ref_units)
+    assert np.abs(tok.logits([wav])[0] - ref_logits).max() <= 1e-4
+    inputs = WAV2VEC2_BASE_FEATURES(torch.from_numpy(wav), sampling_rate=16_000, return_tensors="pt").input_values
+    with torch.no_grad():
+        hs = torch.stack(m.wav2vec2(inputs, output_hidden_states=True).hidden_states, 1)
+        summed = (hs * torch.softmax(m.layer_weights, -1).view(-1, 1, 1)).sum(1)
+    assert (summed - m.wav2vec2(inputs)[0]).abs().max() > 1e-3  # the weighted sum is another input

@@ -269,13 +269,17 @@ def test_mixed_encode_decode(llama_like_sp):
     assert tok.layout == TokenLayout(300, False) and tok.vocab_size == 1024
     ids = tok.encode("[Text]hello there[Speech][Hu3][Hu7]")
     assert ids[0] == tok.bos_id == 1 and tok.eos_id not in ids
-    assert ids[1] == tok.layout.text_marker_id == 300
-    assert ids[2:-3] == tok.sp.encode("hello there")  # the text segment through SentencePiece
+    # one SentencePiece pass over the whole string, the special tokens atomic: the dummy prefix "▁" comes
+    # before [Text], and the text after it has none (the release tokenizer's `▁ [Text] hello`)
+    assert tok.lead_ids == [tok.sp.piece_to_id("\u2581")] and ids[1:2] == tok.lead_ids
+    assert ids[2] == tok.layout.text_marker_id == 300
+    assert ids[3:-3] == tok.encode_after_marker("hello there") != tok.sp.encode("hello there")
     assert ids[-3:] == [301, 302 + 3, 302 + 7]
     assert tok.decode(ids) == "[Text]hello there[Speech][Hu3][Hu7]"
     assert tok.encode("hi", bos=False, eos=True)[-1] == tok.eos_id
     assert tok.encode("", bos=False) == [] and tok.encode("") == [1]
-    assert tok.decode(tok.encode("x", eos=True), skip_special_tokens=False) == "<s>x</s>"
+    # the reference's string (transformers 4.46 legacy LlamaTokenizer puts a space before a special token)
+    assert tok.decode(tok.encode("x", eos=True), skip_special_tokens=False) == "<s> x</s>"
     assert tok.decode(np.array([[300, 302]])) == "[Text][Hu0]"
 
 
@@ -302,7 +306,7 @@ def test_tokenizer_errors(llama_like_sp):
 def test_expressive_layout_encode(llama_like_sp):
     tok = SpiritTokenizer(llama_like_sp, expressive=True)
     lay = tok.layout
-    ids = tok.encode(GOLDEN, bos=False)
+    ids = tok.encode(GOLDEN, bos=False)[len(tok.lead_ids) :]
     assert ids[:3] == [lay.unit_id("style", 81), lay.unit_id("pitch", 13), lay.unit_id("hubert", 78)]
     assert tok.decode(ids) == GOLDEN
 
@@ -331,10 +335,10 @@ def test_ids_come_from_the_tokenizer_files(llama_like_sp, tmp_path):
 def test_tokenizer_files_that_disagree_are_errors(llama_like_sp, tmp_path):
     table = TokenLayout(300, False).special_tokens()
     swapped = {**table, "[Hu0]": table["[Hu1]"], "[Hu1]": table["[Hu0]"]}
-    with pytest.raises(ValueError, match=r"\[Hu0\] has id 303 in the tokenizer files but 302"):
+    with pytest.raises(ValueError, match=r"\[Hu0\] has id 303 in the tokenizer \(added_tokens\) but 302"):
         SpiritTokenizer.from_dir(_hf_dir(tmp_path / "swapped", llama_like_sp, swapped))
     partial = {t: i for t, i in table.items() if t != "[Hu500]"}
-    with pytest.raises(ValueError, match=r"lack 1 token.*\[Hu500\]"):
+    with pytest.raises(ValueError, match=r"lacks 1 token.*\[Hu500\]"):
         SpiritTokenizer.from_dir(_hf_dir(tmp_path / "partial", llama_like_sp, partial))
     with pytest.raises(ValueError, match="lack"):
         SpiritTokenizer.from_dir(_hf_dir(tmp_path / "base", llama_like_sp, table), expressive=True)

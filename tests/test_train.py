@@ -291,7 +291,7 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
 
     from spiritlm_jax.bundle import read_manifest
     from spiritlm_jax.data.pipeline import DEMO_CORPUS
-    from spiritlm_jax.inference import GenerationConfig, OutputModality, SpiritLM
+    from spiritlm_jax.inference import OutputModality, SpiritLM
 
     work = tmp_path / "work"
     shutil.copytree(DEMO_CORPUS, work / "corp1")
@@ -329,7 +329,7 @@ def test_moved_run_directory_generates_from_any_cwd(tmp_path, monkeypatch):
     lm = SpiritLM.from_checkpoint(moved)
     assert lm.speech_tokenizer is not None and lm.layout.vocab_size <= lm.model.cfg.vocab_size
     gen = lm.generate(
-        [("text", "please enter")], OutputModality.TEXT, GenerationConfig(max_new_tokens=4, do_sample=False)
+        [("text", "please enter")], output_modality=OutputModality.TEXT, max_new_tokens=4, do_sample=False
     )
     assert len(gen) == 1 and isinstance(gen[0].content, str)
     cli = subprocess.run(

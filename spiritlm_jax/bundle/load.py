@@ -128,31 +128,40 @@ def resolve_bundle_dir(path: str | Path, variant: Optional[str] = None) -> Path:
     return models[0]
 
 
-def load_speech_tokenizer(directory: str | Path, expressive: bool):
-    """A HuBERT speech tokenizer (with pitch and style when `expressive` and present) or a k-means one."""
+def load_speech_tokenizer(directory: str | Path, expressive: bool, base_style_prompts: bool = False):
+    """A HuBERT speech tokenizer (with pitch and style when `expressive`) or a k-means one. An EXPRESSIVE
+    model whose speech tokenizer lacks its pitch or style component is an error naming it, unless the
+    caller asks for BASE-style (HuBERT-only) prompts with `base_style_prompts=True`."""
     d = Path(directory)
     if not (d / HUBERT_MARKER).is_file():
         return MelUnitTokenizer(d)
     missing = [p for p in (*PITCH_DIRS, STYLE_DIR) if not (d / p).is_dir()]
-    if expressive and missing:
-        print(
-            f"warning: EXPRESSIVE model, but {d} has no {', '.join(missing)}; speech inputs get HuBERT units only",
-            file=sys.stderr,
+    if expressive and missing and not base_style_prompts:
+        raise ValueError(
+            f"EXPRESSIVE model, but its speech tokenizer {d} has no {' / '.join(missing)} component "
+            "(pitch and style units): convert it (tools/convert_weights), or pass base_style_prompts=True "
+            "to prompt with HuBERT units only"
         )
     return SpeechTokenizer.load(d, expressive=expressive and not missing)
 
 
 def load_bundle(
-    path: str | Path, variant: Optional[str] = None, vocoder: Optional[str | Path] = None, shardings=None, **numerics
+    path: str | Path,
+    variant: Optional[str] = None,
+    vocoder: Optional[str | Path] = None,
+    shardings=None,
+    base_style_prompts: bool = False,
+    **numerics,
 ) -> Bundle:
-    """Read a bundle (see the module docstring). `vocoder` replaces the bundle's vocoder; `numerics`
-    override dtype/attention of the LM (e.g. dtype="float32"; param_dtype casts the stored params)."""
+    """Read a bundle (see the module docstring). `vocoder` replaces the bundle's vocoder;
+    `base_style_prompts` lets an EXPRESSIVE model load without pitch/style components (HuBERT-only
+    prompts); `numerics` override dtype/attention of the LM (e.g. dtype="float32"; param_dtype casts)."""
     d = resolve_bundle_dir(path, variant)
     manifest = read_manifest(d)
     model, params = load_pretrained(d / manifest.lm, shardings=shardings, **numerics)
     tokenizer = load_text_tokenizer(d / manifest.tokenizer, expressive=manifest.expressive)
     speech = (
-        load_speech_tokenizer(d / manifest.speech_tokenizer, manifest.expressive)
+        load_speech_tokenizer(d / manifest.speech_tokenizer, manifest.expressive, base_style_prompts)
         if manifest.speech_tokenizer is not None
         else None
     )

@@ -170,7 +170,8 @@ def _unit_ids(tok: SpiritTokenizer, merged) -> list[int]:
 
 
 def _text_ids(tok: SpiritTokenizer, text: str) -> list[int]:
-    return tok.encode(text, bos=False, eos=False) if text else []
+    # the ids `text` gets right after a [Text] marker when the whole sequence string is encoded at once
+    return tok.encode_after_marker(text)
 
 
 def encode_example(
@@ -201,9 +202,7 @@ def encode_example(
                 body += [layout.speech_marker_id] + _unit_ids(tok, content)
     else:
         raise ValueError(f"example kind {kind!r} is not one of {sorted(LOSS_GROUP_IDS)}")
-    ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
-    tokens = np.asarray(ids, np.int32)
-    return Encoded(tokens, np.full(tokens.shape, LOSS_GROUP_IDS[kind], np.int32))
+    return _document(tok, body, kind)
 
 
 class Document(NamedTuple):
@@ -224,7 +223,11 @@ def _whole_aligned(ex: dict, tok: SpiritTokenizer) -> tuple[list[int], list[int]
 
 
 def _document(tok: SpiritTokenizer, body: list[int], kind: str) -> Encoded:
-    ids = ([tok.bos_id] if tok.bos_id is not None else []) + body + ([tok.eos_id] if tok.eos_id is not None else [])
+    """BOS, then what precedes a leading marker in the tokenizer's encoding of the whole string ([▁] for
+    SentencePiece's dummy prefix), so training sequences are the ids prompts get (docs/tokens.md), the
+    body, EOS; every token in the loss group of `kind`."""
+    bos = [tok.bos_id] if tok.bos_id is not None else []
+    ids = bos + tok.lead_ids + body + ([tok.eos_id] if tok.eos_id is not None else [])
     tokens = np.asarray(ids, np.int32)
     return Encoded(tokens, np.full(tokens.shape, LOSS_GROUP_IDS[kind], np.int32))
 

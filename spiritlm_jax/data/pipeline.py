@@ -158,7 +158,9 @@ class _KindStream:
         self.cfg, self.tok, self.source, self.kind = cfg, tok, source, kind
         self.kind_id = LOSS_GROUP_IDS[kind]
         self.start, self.n = start, stop - start
-        self.speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + [tok.layout.speech_marker_id]
+        self.speech_prefix = (
+            ([tok.bos_id] if tok.bos_id is not None else []) + tok.lead_ids + [tok.layout.speech_marker_id]
+        )
 
     def __call__(self, j: int) -> dict[str, Any]:
         epoch, r = divmod(int(j), self.n)

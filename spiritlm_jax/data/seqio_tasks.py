@@ -206,8 +206,10 @@ class SpiritVocabulary(seqio.Vocabulary):
 
         Splitting: every special token is wrapped in byte 0xFF, which never occurs in UTF-8 text, and
         the strings are split there (a few ops; tensorflow-text's regex_split builds ~6x more graph)."""
-        r = self._tf
         s = tf.convert_to_tensor(s, tf.string)
+        if self.tokenizer.whole_string:  # one SentencePiece pass over the whole string: through python
+            return self._encode_tf_py(s)
+        r = self._tf
         marked = tf.strings.regex_replace(tf.reshape(s, [-1]), f"({r['pattern']})", b"\xff\\1\xff")
         pieces = tf.strings.split(marked, sep=b"\xff")  # [b, pieces], text and special pieces alternate
         p = pieces.flat_values
@@ -248,6 +250,8 @@ class SpiritVocabulary(seqio.Vocabulary):
         r = self._tf
         ids = ids if isinstance(ids, tf.RaggedTensor) else tf.convert_to_tensor(ids)
         rank = ids.shape.rank
+        if self.tokenizer.whole_string:  # the reference tokenizer's decode rule: through python
+            return self._decode_tf_py(ids, rank)
         if rank == 1:
             ids = ids[tf.newaxis]
         if rank not in (1, 2):
@@ -285,13 +289,52 @@ class SpiritVocabulary(seqio.Vocabulary):
         out = tf.strings.unsorted_segment_join(seg_str, tf.gather(row, first), num_segments=nrows)
         return out[0] if rank == 1 else out
 
+    def _encode_tf_py(self, s):
+        """`_encode_tf` for whole-string tokenizers (docs/tokens.md): SpiritTokenizer.encode per string.
+        (Splitting at the special tokens and encoding segments in the graph is exact only for normalizers
+        that keep whitespace, as LLaMA's; python is exact for every model.)"""
+        rank = s.shape.rank
+        flat = tf.reshape(s, [-1])
+
+        def run(strings):
+            rows = []
+            for x in strings.numpy().tolist():
+                try:
+                    rows.append(self.tokenizer.encode(x.decode("utf-8"), bos=False, eos=False))
+                except ValueError as e:
+                    raise ValueError(
+                        "encode_tf: a special token ([HuN]/[PiN]/[StN]) is malformed, out of range or not part "
+                        f"of this vocabulary's layout (pitch/style exist only in EXPRESSIVE): {e}"
+                    ) from None
+            return np.asarray([i for r in rows for i in r], np.int32), np.asarray([len(r) for r in rows], np.int64)
+
+        values, lengths = tf.py_function(run, [flat], (tf.int32, tf.int64))
+        values.set_shape([None])
+        lengths.set_shape([None])
+        out = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
+        return out[0] if rank == 0 else out
+
+    def _decode_tf_py(self, ids, rank):
+        if rank not in (1, 2):
+            raise ValueError(f"decode_tf expects ids of rank 1 or 2, got shape {ids.shape}")
+        rt = ids[tf.newaxis] if rank == 1 else ids
+        rt = rt if isinstance(rt, tf.RaggedTensor) else tf.RaggedTensor.from_tensor(rt)
+
+        def run(values, splits):
+            v, sp = values.numpy().tolist(), splits.numpy().tolist()
+            return np.asarray([self._decode(v[a:b]).encode() for a, b in zip(sp[:-1], sp[1:])], object)
+
+        out = tf.py_function(run, [tf.cast(rt.values, tf.int64), rt.row_splits], tf.string)
+        out.set_shape([None])
+        return out[0] if rank == 1 else out
+
 
 # ----- examples -> Spirit LM strings -------------------------------------------------------------
 def render_example(
     ex: dict, tok: SpiritTokenizer, rng: np.random.Generator, text_span=(10, 30), speech_span=(5, 15)
 ) -> str:
     """Example -> the Spirit LM string of its sequence without BOS/EOS. Tokenizing it (splitting at the
-    special tokens, each text segment on its own) gives exactly `interleave.encode_example`'s ids between
+    special tokens as atomic pieces, SpiritTokenizer.encode) gives exactly `interleave.encode_example`'s ids between
     BOS and EOS, with the same rng draws and the same validation."""
     if not isinstance(ex, dict):
         raise ValueError(f"an example must be a dict, got {type(ex).__name__}")
@@ -504,7 +547,7 @@ def register_tasks(
         raise ValueError(f"seqio tasks: corpus {corpus}: {e}") from None
     vocab = SpiritVocabulary(tok)
     feature = seqio.Feature(vocab, add_eos=tok.eos_id is not None, dtype=tf.int32, rank=1)
-    speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + [tok.layout.speech_marker_id]
+    speech_prefix = ([tok.bos_id] if tok.bos_id is not None else []) + tok.lead_ids + [tok.layout.speech_marker_id]
     names: dict[str, str] = {}
     rates = []
     for (task_kind, kind), weight in zip(TASK_KINDS.items(), cfg.weights):

@@ -1,5 +1,6 @@
 """Inference: the SpiritLM generation API (`spiritlm`) and the paper's few-shot prompts (`fewshot`)."""
 
+from spiritlm_jax.inference.generation_config import resolve_generation_config
 from spiritlm_jax.inference.spiritlm import (
     DEFAULT_SPEAKER,
     DEFAULT_TEMPERATURE,
@@ -10,6 +11,7 @@ from spiritlm_jax.inference.spiritlm import (
     GenerationOutput,
     OutputModality,
     SpiritLM,
+    Spiritlm,
 )
 
 __all__ = [
@@ -22,4 +24,6 @@ __all__ = [
     "GenerationOutput",
     "OutputModality",
     "SpiritLM",
+    "Spiritlm",
+    "resolve_generation_config",
 ]

@@ -166,6 +166,7 @@ class FrameFeatures(Protocol):
 
     name: str
     dim: int
+    frame_rate_hz: float  # frames per second at 16 kHz (25 for the Spirit LM HuBERT stream)
 
     def __call__(self, wav_16k: np.ndarray) -> np.ndarray: ...
 
@@ -179,6 +180,7 @@ class LibrosaFeatures:
         self.config = config
         self.name = config.kind
         self.dim = config.dim
+        self.frame_rate_hz = 16000 / HOP
 
     def __call__(self, wav_16k: np.ndarray) -> np.ndarray:
         c = self.config
@@ -203,6 +205,7 @@ class HubertLayerFeatures:
         self.checkpoint_dir, self.layer = str(checkpoint_dir), int(tok.cfg.output_layer)
         self.name = "hubert"
         self.dim = int(tok.cfg.hidden)
+        self.frame_rate_hz = 16000 / tok.cfg.hop  # measured from the checkpoint's conv stack (50 Hz: 320)
 
     def __call__(self, wav_16k: np.ndarray) -> np.ndarray:
         return np.asarray(self._tok.features(_check_wav(wav_16k)), np.float32)

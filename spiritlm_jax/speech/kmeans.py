@@ -251,7 +251,10 @@ def train_kmeans(
 
 
 def kmeans_config(
-    result: KMeansResult | np.ndarray, feature_params: dict, training: Optional[dict] = None
+    result: KMeansResult | np.ndarray,
+    feature_params: dict,
+    training: Optional[dict] = None,
+    frame_rate_hz: Optional[float] = None,
 ) -> KMeansConfig:
     """The kmeans.yaml of trained centroids: k, dim, the feature parameters and a training summary."""
     centroids = result.centroids if isinstance(result, KMeansResult) else np.asarray(result, np.float32)
@@ -264,8 +267,24 @@ def kmeans_config(
             **summary,
         }
     return KMeansConfig(
-        k=int(centroids.shape[0]), dim=int(centroids.shape[1]), features=dict(feature_params), training=summary
+        k=int(centroids.shape[0]),
+        dim=int(centroids.shape[1]),
+        features=dict(feature_params),
+        training=summary,
+        frame_rate_hz=frame_rate_hz,
     )
+
+
+UNIT_RATE_HZ = 25.0  # the Spirit LM HuBERT stream
+
+
+def check_unit_rate(rate_hz: float, what: str) -> None:
+    """ValueError unless `rate_hz` is the 25 Hz of the Spirit LM HuBERT stream (units are timed at it)."""
+    if abs(float(rate_hz) - UNIT_RATE_HZ) > 1e-6:
+        raise ValueError(
+            f"{what}: features at {rate_hz:g} Hz, but Spirit LM units are a 25 Hz stream (hop 640 at 16 kHz); "
+            "a standard 50 Hz HuBERT needs one more stride-2 conv (mHuBERT-25Hz) or log-mel/MFCC features"
+        )
 
 
 class MelUnitTokenizer:
@@ -284,6 +303,7 @@ class MelUnitTokenizer:
         if not self.config.features:
             raise ValueError(f"{quantizer_dir}: kmeans.yaml names no features (centroids for caller-given features)")
         self.features = feature_extractor(self.config.features)
+        check_unit_rate(self.features.frame_rate_hz, f"{quantizer_dir} ({self.features.name})")
         if self.features.dim != self.centroids.shape[1]:
             raise ValueError(
                 f"{quantizer_dir}: features have dim {self.features.dim} but centroids "

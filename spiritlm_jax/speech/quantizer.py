@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -119,6 +119,7 @@ class KMeansConfig:
     # dict ({"type": "log_mel", ...}) or {"type": "hubert", "checkpoint": DIR, "layer": 11}; {} = given by the caller
     features: dict[str, Any] = dataclasses.field(default_factory=dict)
     training: dict[str, Any] = dataclasses.field(default_factory=dict)  # summary of the run that made them
+    frame_rate_hz: Optional[float] = None  # the features' frame rate, measured (25 for Spirit LM units)
     units: str = UNITS_NOTE
 
     def __post_init__(self):

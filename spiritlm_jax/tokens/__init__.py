@@ -5,10 +5,11 @@
 - `layout`    TokenLayout (id ranges), ids allowed per output modality, splitting ids into modality spans
 - `tokenizer` SpiritTokenizer (SentencePiece + the special tokens)
 - `hf_files`  the added-token tables of Hugging Face tokenizer directories
+- `sp_model`  the pieces of a SentencePiece model, read and extended (the release layout) without protobuf
 - `prompt`    the one prompt builder (segments -> one string -> ids with modality spans)
 """
 
-from spiritlm_jax.tokens.hf_files import read_added_tokens
+from spiritlm_jax.tokens.hf_files import read_added_tokens, read_tokenizer_config
 from spiritlm_jax.tokens.layout import Span, TokenLayout, count_hubert, modality_chunks, split_ids
 from spiritlm_jax.tokens.modality import SPEECH_MARKER, TEXT_MARKER, Modality
 from spiritlm_jax.tokens.prompt import Prompt, Segment, build_prompt, check_text, encode_prompt, render_prompt
@@ -69,6 +70,7 @@ __all__ = [
     "modality_chunks",
     "parse_token",
     "read_added_tokens",
+    "read_tokenizer_config",
     "render_prompt",
     "split_ids",
     "split_string",

@@ -38,3 +38,15 @@ def read_added_tokens(d: Union[str, Path]) -> dict[str, int]:
             for i, t in (data.get("added_tokens_decoder") or {}).items():
                 add(t["content"] if isinstance(t, dict) else str(t), i, name)
     return out
+
+
+def read_tokenizer_config(d: Union[str, Path]) -> dict:
+    """tokenizer_config.json of a Hugging Face tokenizer directory ({} when there is none)."""
+    p = Path(d) / "tokenizer_config.json"
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from None
+    return data if isinstance(data, dict) else {}

@@ -394,7 +394,9 @@ def _summary(r: _Run, log: _Logger) -> dict:
             f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
             f"(tensorboard --logdir {out_dir / 'tensorboard'})"
         )
-        _log(f'generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text "[Text]hello"')
+        _log(f"export to Hugging Face: python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR")
+        # --text is a text input: generate adds the [Text] marker itself
+        _log(f'generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text "hello" --max-new-tokens 20')
     return summary
 
 

@@ -13,8 +13,11 @@ to train the VQ-VAE) is not imported. Key mapping, Conv1d [out, in, k] -> [k, in
     encoder.level_blocks.{l}.model.{D}   (D = downs)          -> level_{l}.out
     vq.level_blocks.{l}.k                                     -> codebook_{l}
 
-model.pt is read with torch's weights-only unpickler; `--trust-pickle` lifts that (the reference
-loads it with weights_only=False) for a file you trust that holds other objects.
+model.pt is read with torch's weights-only unpickler plus an allowlist of exactly the non-tensor types a
+training checkpoint of this kind holds beside its state dict (argparse.Namespace arguments, numpy
+scalars and arrays, paths: `ALLOWED_GLOBALS`), so the release's file loads without `--trust-pickle`
+(the reference reads it with weights_only=False). Anything else is refused with a message naming the
+type; `--trust-pickle` lifts the restriction for a file you trust.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from tools.convert_weights.common import (  # noqa: E402
     CheckedTensors,
     ConversionError,
     converter_main,
-    load_torch_checkpoint,
     load_torch_file,
 )
 
@@ -128,6 +130,58 @@ def params_from_state_dict(sd: dict, cfg: F0VQVAEConfig, source: str = "model.pt
     return params
 
 
+def allowed_globals() -> list:
+    """The non-tensor types a VQ-VAE training checkpoint may hold beside its state dict."""
+    import argparse
+    import collections
+    import pathlib
+
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    dtypes = {type(np.dtype(c)) for c in "?bhilqBHILQefdFD"}
+    return [
+        argparse.Namespace,
+        collections.OrderedDict,
+        collections.defaultdict,
+        pathlib.PosixPath,
+        pathlib.PurePosixPath,
+        np.ndarray,
+        np.dtype,
+        multiarray.scalar,
+        multiarray._reconstruct,
+        *sorted(dtypes, key=lambda t: t.__name__),
+    ]
+
+
+def load_restricted(path: Path) -> dict:
+    """torch.load with weights_only=True and `allowed_globals()`; other types are a ConversionError naming them."""
+    import torch
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    allowed = allowed_globals()
+    try:
+        with torch.serialization.safe_globals(allowed):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; name the file instead
+        msg = str(e)
+        if "Unsupported global" in msg or "not an allowed global" in msg or "safe_globals" in msg:
+            what = msg.split("GLOBAL", 1)[1].split()[0] if "GLOBAL" in msg else "a type"
+            names = ", ".join(sorted({f"{t.__module__}.{t.__name__}" for t in allowed}))
+            raise ConversionError(
+                f"{path}: holds {what}, which the restricted loader does not allow (allowed besides tensors: "
+                f"{names}); pass --trust-pickle only for a file you trust"
+            ) from None
+        raise ConversionError(f"{path} cannot be read as a PyTorch checkpoint: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict):
+        raise ConversionError(f"{path}: expected a dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
 def load_quantizer(src, trust_pickle: bool = False) -> tuple[F0VQVAEConfig, dict]:
     """(config, params) from a vqvae_f0_quantizer directory (or its model.pt, config.yaml beside it)."""
     src = Path(src)
@@ -141,15 +195,15 @@ def load_quantizer(src, trust_pickle: bool = False) -> tuple[F0VQVAEConfig, dict
     except yaml.YAMLError as e:
         raise ConversionError(f"{config}: not valid YAML ({e})") from None
     cfg = config_from_yaml(data, str(config))
-    if trust_pickle:
+    if not trust_pickle:
+        ckpt = load_restricted(model_pt)
+    else:
         try:
             ckpt = load_torch_file(model_pt, weights_only=False)
         except Exception as e:  # noqa: BLE001 - name the file whatever torch raises
             raise ConversionError(
                 f"{model_pt} cannot be read as a PyTorch checkpoint: {type(e).__name__}: {e}"
             ) from None
-    else:
-        ckpt = load_torch_checkpoint(model_pt)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ConversionError(f"{model_pt}: expected a dict with 'model' (the state dict), got {keys}")

@@ -4,7 +4,9 @@ Wav2Vec2ForSequenceClassification) into DIR/style.yaml (StyleConfig) + DIR/param
     python tools/convert_weights/style_from_hf.py --src style_encoder_w2v2 --out DIR
 
 The wav2vec2 encoder goes through hubert_from_hf (same architecture, all layers kept); projector and
-classifier are Dense layers. Missing, extra or mis-shaped tensors are errors naming them.
+classifier are Dense layers. Missing, extra or mis-shaped tensors are errors naming them. A config with
+`use_weighted_layer_sum=true` converts as the reference runs it: its style encoder classifies the last
+hidden state whatever the flag says, so `layer_weights` is not used (tested against its forward).
 """
 
 from __future__ import annotations
@@ -24,10 +26,9 @@ __all__ = ["ConversionError", "convert", "style_params"]
 
 
 def style_config_from_hf(hf: dict, source: str = "config.json") -> StyleConfig:
-    if hf.get("use_weighted_layer_sum", False):
-        raise ConversionError(
-            f"{source}: use_weighted_layer_sum=true is not supported (the style encoder uses the last layer)"
-        )
+    # use_weighted_layer_sum: the reference's style encoder overrides forward and classifies the last
+    # hidden state (`self.wav2vec2(inputs)[0]`) whatever the flag says, so the flag changes nothing and its
+    # `layer_weights` tensor is unused (style_params skips it), exactly as there
     num_labels = len(hf.get("id2label") or {}) or int(hf.get("num_labels", 100))
     return StyleConfig(
         encoder=hubert_config_from_hf(hf, None, source),
@@ -44,7 +45,7 @@ def style_params(sd: dict, cfg: StyleConfig, source: str = "state dict") -> dict
         ("classifier", (cfg.proj_size, cfg.num_labels)),
     ):
         params[name] = {"kernel": t.take(f"{name}.weight", (o, i)).T, "bias": t.take(f"{name}.bias", (o,))}
-    t.check_all_used(ignore_prefixes=("wav2vec2.",))
+    t.check_all_used(ignore_prefixes=("wav2vec2.", "layer_weights"))  # layer_weights: unused by the reference
     return params
 
 

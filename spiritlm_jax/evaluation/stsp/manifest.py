@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -84,11 +85,9 @@ def load_manifest(path: str | Path, data_root: Optional[str | Path] = None) -> l
     """An STSP evaluation manifest -> items; format errors name the line and the field."""
     path = Path(path)
     root = Path(data_root) if data_root is not None else default_data_root(path)
-    items, seen = [], set()
+    items, seen, extra = [], set(), set()
     for where, raw in iter_jsonl(path, "STSP manifest"):
-        unknown = set(raw) - MANIFEST_FIELDS
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(MANIFEST_FIELDS)}")
+        extra |= set(raw) - MANIFEST_FIELDS
         if "id" not in raw:
             raise ValueError(f"{where}: missing 'id'")
         item_id = str(raw["id"])
@@ -104,16 +103,25 @@ def load_manifest(path: str | Path, data_root: Optional[str | Path] = None) -> l
         items.append(StspItem(item_id, _gold(raw, where), wav, text, raw.get("emotion")))
     if not items:
         raise ValueError(f"STSP manifest {path} has no items")
+    _warn_extra(path, extra, MANIFEST_FIELDS)
     return items
+
+
+def _warn_extra(path: Path, extra: set, known: set) -> None:
+    """One warning per file for fields this reader does not use (the reference ignores them too)."""
+    if extra:
+        warnings.warn(
+            f"{path}: ignoring field(s) {sorted(extra)} (used: {sorted(known)})",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def load_fewshot_pool(path: str | Path) -> list[dict]:
     """Few-shot examples ({prompt, generation, sentiment, where}); errors name the line."""
-    pool = []
+    pool, extra = [], set()
     for where, raw in iter_jsonl(Path(path), "few-shot manifest"):
-        unknown = set(raw) - FEWSHOT_FIELDS
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: {sorted(FEWSHOT_FIELDS)}")
+        extra |= set(raw) - FEWSHOT_FIELDS
         missing = FEWSHOT_REQUIRED - set(raw)
         if missing:
             raise ValueError(f"{where}: missing field(s) {sorted(missing)}")
@@ -127,4 +135,5 @@ def load_fewshot_pool(path: str | Path) -> list[dict]:
         )
     if not pool:
         raise ValueError(f"few-shot manifest {path} has no examples")
+    _warn_extra(Path(path), extra, FEWSHOT_FIELDS)
     return pool

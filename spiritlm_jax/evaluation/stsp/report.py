@@ -24,6 +24,8 @@ def accuracy_stats(
         hits.append(int(rec["correct"]))
         confusion[rec["gold"]][rec["pred"]] += 1
     out = {"n": len(hits), "bad": len(bad), "bad_items": bad[:20], "confusion": confusion, "accuracy": None}
+    # the reference's accuracy: every gold item in the denominator, an item that failed counts as wrong
+    out["accuracy_reference"] = float(sum(hits) / len(items)) if items else None
     if hits:
         h = np.asarray(hits, np.float64)
         boot = h[np.random.default_rng(seed).integers(0, len(h), (n_boot, len(h)))].mean(1)
@@ -37,6 +39,7 @@ STSP_COLUMNS = [
     ("bad", "bad", fmt_number),
     ("accuracy", "accuracy", fmt_number),
     ("95% CI", "accuracy_ci95", fmt_ci),
+    ("reference accuracy", "accuracy_reference", fmt_number),
 ]
 
 
@@ -55,10 +58,12 @@ def write_stsp_report(
     accs = [rows[d]["accuracy"] for d in directions if rows[d]["accuracy"] is not None]
     average = float(np.mean(accs)) if accs else None
     table = dict(rows)
+    ref = [rows[d].get("accuracy_reference") for d in directions]
     table["average"] = {
         "n": sum(rows[d]["n"] for d in directions),
         "bad": sum(rows[d]["bad"] for d in directions),
         "accuracy": average,
+        "accuracy_reference": float(np.mean(ref)) if ref and None not in ref else None,
     }
     table.update(prompt_rows)
     summary = {d: rows[d]["accuracy"] for d in directions}
@@ -79,7 +84,9 @@ def write_stsp_report(
         extra=extra,
         first_column="direction",
         notes=[
-            "Average: mean over the directions. Prompt rows: the classifiers' accuracy on the prompts "
-            "themselves (their ceiling on this data). Chance is 1/3."
+            "accuracy: over the scored items (n); reference accuracy: the reference's way, over every gold "
+            "item (n + bad), an item that failed counting as wrong. Average: mean over the directions. "
+            "Prompt rows: the classifiers' accuracy on the prompts themselves (their ceiling on this "
+            "data). Chance is 1/3."
         ],
     )

@@ -261,6 +261,7 @@ def run_stsp(
     sampling = {
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
+        "top_k": GenerationConfig().top_k,  # transformers' default, implicit in the reference's sampling
         "text_new_tokens": cfg.text_new_tokens,
         "speech_new_tokens": cfg.speech_new_tokens,
     }
