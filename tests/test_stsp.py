@@ -415,6 +415,9 @@ def test_run_end_to_end_labels_bad_items_and_resume(lm, classifiers, tmp_path):
     # settings that change results are pinned to the folder
     with pytest.raises(ValueError, match="holds a run with other settings .*shots"):
         S.run_stsp(lm, items, out, ["T2T"], tc, ac, shots=3, **kw)
+    # ... and so is the model: another checkpoint's outputs are never reported as this one's
+    with pytest.raises(ValueError, match="holds a run with other settings .*checkpoint"):
+        S.run_stsp(lm, items, out, ["T2T"], tc, ac, checkpoint={"path": "/other", "sha256": "x"}, **kw)
     # a run killed while writing a record: the torn line is dropped and only that item is redone
     lines = (out / "S2T.jsonl").read_text().splitlines()
     (out / "S2T.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])

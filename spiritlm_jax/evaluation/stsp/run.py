@@ -45,7 +45,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from spiritlm_jax.evaluation.names import inside
+from spiritlm_jax.evaluation.names import checkpoint_fingerprint, inside
 from spiritlm_jax.evaluation.report import JsonlCache, fmt_number
 from spiritlm_jax.evaluation.stsp.classifiers import HFAudioClassifier, HFTextClassifier, classify, parse_label_map
 from spiritlm_jax.evaluation.stsp.manifest import (
@@ -71,7 +71,7 @@ from spiritlm_jax.inference import (
 from spiritlm_jax.model.decode import check_context_length
 from spiritlm_jax.speech.audio import load_audio
 
-PINNED = ("shots", "seed", "temperature", "top_p", "text_new_tokens", "speech_new_tokens", "manifest")
+PINNED = ("shots", "seed", "temperature", "top_p", "text_new_tokens", "speech_new_tokens", "manifest", "checkpoint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +90,7 @@ class StspConfig:
     fewshot_dir: Optional[str] = None  # folder with t2t/t2s/s2t/s2s.jsonl (default: the release's)
     data_root: Optional[str] = None  # folder wav_path is relative to (default: the release's data/)
     manifest: Optional[str] = None  # the evaluation manifest (for defaults, the pin and the title)
+    checkpoint: Optional[dict] = None  # what identifies the model (names.checkpoint_fingerprint), for the pin
 
 
 def _check_pinned(out: Path, settings: dict) -> None:
@@ -183,6 +184,7 @@ def run_stsp(
             text_new_tokens=cfg.text_new_tokens,
             speech_new_tokens=cfg.speech_new_tokens,
             manifest=str(Path(manifest).resolve()) if manifest else None,
+            checkpoint=cfg.checkpoint,
         ),
     )
     rate = int(getattr(getattr(lm.vocoder, "cfg", None), "sampling_rate", SAMPLE_RATE))
@@ -358,6 +360,7 @@ def run_stsp_command(cfg: StspRunConfig, progress: Callable = print) -> int:
         fewshot_dir=fewshot_dir,
         data_root=cfg.data_root,
         manifest=cfg.manifest,
+        checkpoint=checkpoint_fingerprint(cfg.checkpoint),
     )
     report = run_stsp(lm, items, cfg.out, directions, text_clf, audio_clf, settings, progress=progress)
     progress(
