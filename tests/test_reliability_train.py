@@ -272,6 +272,26 @@ def test_corrupt_latest_checkpoints_are_named_and_the_previous_good_one_resumes(
     np.testing.assert_allclose([got[s] for s in (2, 3, 4)], [ref[s] for s in (2, 3, 4)], rtol=1e-6)
 
 
+def test_readers_skip_a_broken_latest_checkpoint_and_say_so(run_copy, base_run, capsys):
+    """generate / export read a run without changing it: a broken newest checkpoint is named and the
+    one before it is used; none readable is one error line."""
+    from spiritlm_jax.bundle.train_layout import restore_params
+
+    ck = run_copy / "checkpoints"
+    f = _largest_file(ck / "4" / "state")
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    params, meta = restore_params(ck)
+    err = capsys.readouterr().err
+    assert f"checkpoint {ck / '4'} cannot be read" in err and "using checkpoint step 3" in err
+    ref, _ = restore_params(base_run / "checkpoints", step=3)
+    np.testing.assert_array_equal(params["embed"]["embedding"], ref["embed"]["embedding"])
+    assert (ck / "4").is_dir() and not (run_copy / "broken_checkpoints").exists()  # nothing moved
+    for s in ("1", "2", "3"):
+        (ck / s / "meta" / "metadata").write_text("{not json")
+    with pytest.raises(ValueError, match=r"no readable checkpoint in .*steps \[4, 3, 2, 1\] are all broken"):
+        restore_params(ck)
+
+
 def test_no_readable_checkpoint_is_one_line_with_the_way_out(env, run_copy):
     for s in ("1", "2", "3", "4"):
         (run_copy / "checkpoints" / s / "meta" / "metadata").write_text("{not json")

@@ -9,6 +9,7 @@ bundle (which reads the LM out of them); it lives here so that reading a run nev
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,11 +52,9 @@ def read_only_manager(directory: str | Path) -> ocp.CheckpointManager:
     )
 
 
-def pick_step(mngr: ocp.CheckpointManager, directory, step: Optional[int]) -> int:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint found in {directory}")
-    return step
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def restore_params(directory: str | Path, step: Optional[int] = None):
@@ -63,9 +62,32 @@ def restore_params(directory: str | Path, step: Optional[int] = None):
 
     Restores the whole state (optimizer moments included) and keeps the parameters: simple, and
     fine up to ~1B parameters on one host; larger runs export with the mesh they trained on.
+    Without `step`, the newest readable checkpoint: a broken one (truncated or damaged files) is
+    named on stderr and the one before it is used (nothing is moved: readers never change a run).
     """
     mngr = read_only_manager(directory)
-    step = pick_step(mngr, directory, step)
+    if step is not None:
+        return _restore(mngr, step)
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint found in {directory}")
+    broken = []
+    for s in steps:
+        try:
+            out = _restore(mngr, s)
+        except MemoryError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any damage shows up as some error of Orbax/TensorStore
+            broken.append(s)
+            print(f"warning: checkpoint {Path(directory) / str(s)} cannot be read ({_first_line(e)})", file=sys.stderr)
+            continue
+        if broken:
+            print(f"warning: using checkpoint step {s} instead of the newest, broken one", file=sys.stderr)
+        return out
+    raise ValueError(f"no readable checkpoint in {directory} (steps {steps} are all broken)")
+
+
+def _restore(mngr: ocp.CheckpointManager, step: int):
     out = mngr.restore(
         step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(), META_ITEM: ocp.args.JsonRestore()})
     )
