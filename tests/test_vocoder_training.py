@@ -230,7 +230,8 @@ def _torch_mel(y, n_fft, n_mels, sr, hop, win, fmin, fmax):
 
 
 def test_losses_match_pytorch():
-    """Each loss equals the PyTorch computation on the same tensors (fp32, <= 1e-5 relative)."""
+    """Each loss equals the PyTorch computation on the same tensors: the log-mel within 1e-5, the losses
+    within 1e-5 (mel L1) / 1e-6 (the others) relative."""
     rng = np.random.default_rng(1)
     real = rng.standard_normal((2, 4000)).astype(np.float32) * 0.2
     fake = rng.standard_normal((2, 4000)).astype(np.float32) * 0.2
@@ -238,7 +239,7 @@ def test_losses_match_pytorch():
         ours = np.asarray(losses.mel_spectrogram(jnp.asarray(real), 16000, n_fft, hop, win, 80))
         ref = _torch_mel(torch.from_numpy(real), n_fft, 80, 16000, hop, win, 0.0, None).numpy().transpose(0, 2, 1)
         assert ours.shape == ref.shape
-        np.testing.assert_allclose(ours, ref, atol=2e-4)  # log of |STFT|: fp32 FFTs differ ~1e-5 relative
+        np.testing.assert_allclose(ours, ref, atol=1e-5)  # measured 2e-6 (fp32 FFTs)
     m_r = losses.mel_spectrogram(jnp.asarray(real), 16000, 1024, 256, 1024, 80)
     m_f = losses.mel_spectrogram(jnp.asarray(fake), 16000, 1024, 256, 1024, 80)
     t_r = _torch_mel(torch.from_numpy(real), 1024, 80, 16000, 256, 1024, 0.0, None)
@@ -303,6 +304,7 @@ def _tiny_cfg(out_dir, **kw) -> VocoderTrainConfig:
         eval_every=0,
         out_dir=str(out_dir),
         progress=False,
+        devices=1,  # as the killed run's subprocess (one CPU device): the same numerics
     )
     base.update(kw)
     return VocoderTrainConfig(**base)
@@ -373,10 +375,11 @@ def test_sigkill_resume_is_exact_and_export_round_trips(tmp_path):
 
     manifest = _manifest(tmp_path)
     data = VocoderDataConfig(manifest=(str(manifest),), eval_manifest=(str(manifest),), batch_size=4, segment_frames=6)
-    ref_cfg = _tiny_cfg(tmp_path / "ref", data=data, eval_every=3)
+    gan = LossConfig(gan_start=0)  # every step a full GAN step (one compilation per run)
+    ref_cfg = _tiny_cfg(tmp_path / "ref", data=data, loss=gan, eval_every=6)  # eval (end only) changes no state
     run(ref_cfg)
 
-    killed = _tiny_cfg(tmp_path / "killed", data=data, eval_every=3)
+    killed = _tiny_cfg(tmp_path / "killed", data=data, loss=gan)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = str(ROOT)
     # run to step 1000 so it is still running when killed
@@ -398,8 +401,9 @@ def test_sigkill_resume_is_exact_and_export_round_trips(tmp_path):
             np.testing.assert_allclose(got_m[s][k], ref_m[s][k], rtol=1e-6, err_msg=f"step {s} {k}")
     ref_state, _ = latest_state(ref_cfg.out_dir)
     got_state, _ = latest_state(killed.out_dir)
+    # steps 1-4 ran in a subprocess: XLA's CPU threading may round a few values differently (~1e-9)
     for a, b in zip(jax.tree.leaves(ref_state), jax.tree.leaves(got_state)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-8)
 
     # export -> converter -> identical audio
     from spiritlm_jax.speech.vocoder import Vocoder
@@ -438,3 +442,38 @@ def test_resume_refuses_a_changed_architecture_and_resume_false(tmp_path):
     assert main(args + ["steps=2", "model.embedding_dim=8", "model.dur_predictor_params.encoder_embed_dim=8"]) == 2
     assert main(args + ["steps=2", "checkpoint.resume=false"]) == 2
     assert main(args + ["steps=2"]) == 0
+
+
+def test_the_demo_vocoder_ships_small_is_found_by_demo_runs_and_speaks(tmp_path):
+    """The shipped demo vocoder (tools/build_demo_vocoder.py) is a few MB; an LM run on the demo corpus
+    copies it in and names it in bundle.yaml (so `generate --checkpoint runs/demo` speaks without
+    flags); on a held-out recording's units (tests/data/vm-intro.wav, in the corpus' eval split) it
+    gives audio of the units' length, at speech level, unclipped, whose re-tokenization gives back most
+    of the units (docs/vocoder_training.md has the measured numbers)."""
+    from spiritlm_jax.bundle.manifest import read_manifest
+    from spiritlm_jax.data.pipeline import DEMO_CORPUS
+    from spiritlm_jax.speech.audio import load_audio
+    from spiritlm_jax.speech.kmeans import MelUnitTokenizer
+    from spiritlm_jax.speech.vocoder import Vocoder
+    from spiritlm_jax.training.config import TrainConfig
+    from spiritlm_jax.training.run_dir import write_run_dir
+
+    shipped = DEMO_CORPUS / "vocoder"
+    size = sum(p.stat().st_size for p in shipped.rglob("*") if p.is_file())
+    assert 0 < size < 3_000_000, size
+    run = tmp_path / "run"
+    write_run_dir(TrainConfig(out_dir=str(run)), run)
+    assert read_manifest(run).vocoder == "vocoder"
+    voc = Vocoder.load(run / "vocoder")
+    tok = MelUnitTokenizer(DEMO_CORPUS / "quantizer")
+    wav = load_audio(DATA / "vm-intro.wav")
+    units = tok.encode_units(wav)["hubert"]
+    audio = voc.vocode(units, dur_pred=False)
+    assert len(audio) == len(units) * 640
+    rms, rms_orig = float(np.sqrt(np.mean(audio**2))), float(np.sqrt(np.mean(wav**2)))
+    assert rms_orig / 3 < rms < rms_orig * 3 and np.abs(audio).max() < 0.999
+    again = tok.encode_units(audio)["hubert"]
+    agreement = float(np.mean(again == units[: len(again)]))
+    assert agreement > 0.5, agreement
+    predicted = voc.vocode(units)  # durations from the predictor, as generation uses it
+    assert 0.5 < len(predicted) / len(audio) < 2.0

@@ -101,6 +101,7 @@ class VocoderTrainConfig:
     checkpoint: VocoderCheckpointConfig = VocoderCheckpointConfig()
     steps: int = 2000  # optimizer steps (each: one discriminator and one generator update)
     seed: int = 0  # parameter initialisation
+    devices: int = -1  # data-parallel devices (the first N; -1 = all)
     log_every: int = 20  # metrics every N steps
     eval_every: int = 200  # validation mel error + TensorBoard audio/mel images every N steps (0: never)
     out_dir: str = "runs/vocoder"  # run directory: config.yaml, checkpoints/, vocoder/, metrics.jsonl, tensorboard/

@@ -201,7 +201,10 @@ def run(cfg: VocoderTrainConfig) -> dict:
 
 def _run(cfg: VocoderTrainConfig) -> dict:
     out_dir = Path(cfg.out_dir)
-    mesh = vstep.make_mesh()
+    try:
+        mesh = vstep.make_mesh(cfg.devices)
+    except ValueError as e:
+        raise ConfigError(f"devices: {e}") from None
     if cfg.data.batch_size % mesh.shape["data"]:
         raise ConfigError(f"data.batch_size {cfg.data.batch_size} must divide over {mesh.shape['data']} devices")
     mngr = _manager(out_dir, cfg.checkpoint.keep)

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from spiritlm_jax.speech.discriminators import Discriminators, init_discriminators
@@ -168,6 +169,9 @@ def batch_sharding(mesh):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-def make_mesh():
-    """A 1-D data-parallel mesh over every device."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+def make_mesh(devices: int = -1):
+    """A 1-D data-parallel mesh over the first `devices` devices (-1: all)."""
+    devs = jax.devices() if devices == -1 else jax.devices()[:devices]
+    if devices != -1 and not 1 <= devices <= jax.device_count():
+        raise ValueError(f"devices={devices} but {jax.device_count()} are available")
+    return jax.sharding.Mesh(np.asarray(devs), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
