@@ -1,7 +1,7 @@
 """Train the demo corpus' vocoder (spiritlm_jax/data/demo/vocoder/) on CPU, reproducibly.
 
     apt-get install asterisk-core-sounds-en-wav
-    python tools/build_demo_vocoder.py [--work runs/demo_vocoder] [--steps 3400] [--gan-start 3000]
+    python tools/build_demo_vocoder.py [--work runs/demo_vocoder] [--steps 4000] [--gan-start 3000]
     python tools/build_demo_vocoder.py --measure-only      # the numbers and pictures of docs/vocoder_training.md
 
 The demo corpus' speech-only examples are the Asterisk prompts (one voice); their ids name the wav
@@ -251,7 +251,7 @@ def measure(work: Path, vocoder_dir: Path, docs: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(ROOT / "runs" / "demo_vocoder"))
-    ap.add_argument("--steps", type=int, default=3400)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--gan-start", type=int, default=3000, help="mel-only steps before the discriminators join")
     ap.add_argument("--measure-only", action="store_true")
     args = ap.parse_args(argv)

@@ -144,7 +144,7 @@ def export(src: str | Path, out: str | Path) -> Path:
     if (out / "generator.pt").exists():
         raise FileExistsError(f"{out / 'generator.pt'} already exists; choose a new output directory")
     out.mkdir(parents=True, exist_ok=True)
-    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict(params, cfg).items()}
+    sd = {k: torch.from_numpy(np.array(v, np.float32, copy=True)) for k, v in state_dict(params, cfg).items()}
     torch.save({"generator": sd}, out / "generator.pt")
     (out / "config.json").write_text(json.dumps(config_json(cfg, train), indent=2) + "\n")
     for name in ("speakers.txt", "styles.txt"):
