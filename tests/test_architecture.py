@@ -135,6 +135,7 @@ CONVERTERS = {  # script: its schema's class name
     "fcpe_from_torchfcpe": "Args",
     "style_from_hf": "Args",
     "wav2vec2_ctc_from_hf": "Args",
+    "hifigan_to_pt": "Args",
 }
 
 
@@ -148,9 +149,11 @@ def _clis():
     from spiritlm_jax.generate import GenerateConfig
     from spiritlm_jax.kmeans import KMeansCLIConfig
     from spiritlm_jax.training.config import TrainConfig
+    from spiritlm_jax.vocoder_training.config import VocoderTrainConfig
 
     out = [
         ("spiritlm_jax.train", [], TrainConfig),
+        ("spiritlm_jax.train_vocoder", [], VocoderTrainConfig),
         ("spiritlm_jax.prepare", [], PrepareConfig),
         ("spiritlm_jax.generate", [], GenerateConfig),
         ("spiritlm_jax.kmeans", [], KMeansCLIConfig),

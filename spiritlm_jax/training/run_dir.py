@@ -5,6 +5,7 @@ from any cwd.
 
     <run>/config.yaml  <run>/bundle.yaml  <run>/tokenizer.model (+ HF tokenizer files)
     <run>/speech_tokenizer/  (a copy of the corpus' k-means quantizer; a HuBERT one is referenced)
+    <run>/vocoder/  (a copy of the corpus' vocoder/ when it ships one for its units, as the demo corpus does)
     <run>/checkpoints/  <run>/metrics.jsonl  <run>/tensorboard/  <run>/summary.json
 """
 
@@ -22,6 +23,7 @@ from spiritlm_jax.data.pipeline import corpus_speech_tokenizer
 from spiritlm_jax.training.guard import RunDirPolicy
 
 SPEECH_TOKENIZER_DIR = "speech_tokenizer"
+VOCODER_DIR = "vocoder"  # a corpus' own vocoder for its units (<corpus>/vocoder/), copied into the run
 
 # The LM trainer's files in a run directory (checkpoint.fresh=true deletes these and nothing else).
 # shape_keys: a change makes the checkpoint unusable (an error). free_keys: may change on resume
@@ -79,11 +81,19 @@ def write_run_dir(cfg, out_dir: Path) -> BundleManifest:
             shutil.rmtree(dest)
         shutil.copytree(speech, dest)
         speech_ref = SPEECH_TOKENIZER_DIR
+    vocoder_ref = None
+    if (cfg.data.corpus_dir / VOCODER_DIR).is_dir():
+        dest = out_dir / VOCODER_DIR
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(cfg.data.corpus_dir / VOCODER_DIR, dest)
+        vocoder_ref = VOCODER_DIR
     manifest = BundleManifest(
         expressive=decide_expressive(out_dir, cfg.data.expressive),
         lm=CHECKPOINTS_DIR,
         tokenizer=".",
         speech_tokenizer=speech_ref,
+        vocoder=vocoder_ref,
     )
     write_manifest(out_dir, manifest)
     return manifest

@@ -1,0 +1,1 @@
+"""HiFi-GAN vocoder training (python -m spiritlm_jax.train_vocoder): config, data, losses, step, loop."""
