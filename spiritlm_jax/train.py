@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 
+from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, run_cli
 from spiritlm_jax.locking import DirLocked
 from spiritlm_jax.training.config import TrainConfig
-from spiritlm_jax.training.guard import quiet_orbax_errors
 from spiritlm_jax.training.loop import TrainingStopped, run
 
 PROG = "python -m spiritlm_jax.train"

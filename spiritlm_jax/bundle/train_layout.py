@@ -9,7 +9,10 @@ bundle (which reads the LM out of them); it lives here so that reading a run nev
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,6 +55,60 @@ def read_only_manager(directory: str | Path) -> ocp.CheckpointManager:
     )
 
 
+class _DropOrbaxErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if "orbax" in (record.pathname or ""):
+            return False
+        # asyncio's "Task exception was never retrieved" for Orbax reads that failed beside the one
+        # error the restore raised (a damaged checkpoint fails in several arrays at once)
+        return not (record.name == "asyncio" and "orbax" in record.getMessage())
+
+
+_QUIET_LOGGERS = ("absl", "asyncio", "")
+
+
+def _from_orbax(unraisable) -> bool:
+    """An abandoned Orbax read: raised in Orbax code, or TensorStore completing a read for the event
+    loop Orbax already closed."""
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+        return True
+    tb = getattr(exc, "__traceback__", None)
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return "orbax" in repr(getattr(unraisable, "object", ""))
+
+
+@contextlib.contextmanager
+def quiet_orbax_errors(permanent: bool = False) -> Iterator[None]:
+    """Orbax logs a failed background save or read with ~1000 lines of tracebacks from several threads
+    (and coroutines it abandons print "Exception ignored in ..."); the trainer and the readers report
+    the error in one line instead (the error itself is still raised). `permanent` (command lines):
+    also for the threads still ending when the process exits."""
+    flt = _DropOrbaxErrors()
+    loggers = [logging.getLogger(n) for n in _QUIET_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(flt)
+    previous_hook = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _from_orbax(unraisable):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        if not permanent:
+            for lg in loggers:
+                lg.removeFilter(flt)
+            sys.unraisablehook = previous_hook
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     return f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
@@ -74,7 +131,8 @@ def restore_params(directory: str | Path, step: Optional[int] = None):
     broken = []
     for s in steps:
         try:
-            out = _restore(mngr, s)
+            with quiet_orbax_errors():
+                out = _restore(mngr, s)
         except MemoryError:
             raise
         except Exception as e:  # noqa: BLE001 - any damage shows up as some error of Orbax/TensorStore

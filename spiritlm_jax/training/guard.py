@@ -26,16 +26,14 @@ config or metrics (docs/reliability.md):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import json
-import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from spiritlm_jax.config import ConfigError
 
@@ -94,31 +92,6 @@ def one_line(e: BaseException, limit: int = 300) -> str:
         return "No space left on device ([Errno 28] ENOSPC)"
     first = text[0] if text else ""
     return f"{type(e).__name__}: {first[:limit]}"
-
-
-class _DropOrbaxErrors(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and "orbax" in (record.pathname or ""))
-
-
-_QUIET_LOGGERS = ("absl", "")
-
-
-@contextlib.contextmanager
-def quiet_orbax_errors(permanent: bool = False) -> Iterator[None]:
-    """Orbax logs a failed background save with ~1000 lines of tracebacks from several threads; the
-    trainer reports it in one line instead (the error itself is re-raised by `check_for_errors`).
-    `permanent` (command lines): also for the threads still ending when the process exits."""
-    flt = _DropOrbaxErrors()
-    loggers = [logging.getLogger(n) for n in _QUIET_LOGGERS]
-    for lg in loggers:
-        lg.addFilter(flt)
-    try:
-        yield
-    finally:
-        if not permanent:
-            for lg in loggers:
-                lg.removeFilter(flt)
 
 
 def close_quietly(mngr) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spiritlm_jax.bundle.lm import load_lm
+from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, to_dict
 from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
@@ -410,7 +411,7 @@ def run(cfg: TrainConfig) -> dict:
     same `out_dir` is refused before it writes anything."""
     maybe_initialize_distributed(cfg.distributed)
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
-    with owner, guard.quiet_orbax_errors():
+    with owner, quiet_orbax_errors():
         r = _set_up(cfg)
         try:
             return _run(r)
