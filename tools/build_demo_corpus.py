@@ -144,6 +144,39 @@ def train_sentencepiece(lines: list[str], vocab: int, path: Path) -> Path:
     return path
 
 
+def prepare_examples(
+    manifest: Path, text: Path, quantizer: Path, sp_model: Path, prepared: Path, progress: bool = True
+) -> tuple[dict, dict[str, list[dict]]]:
+    """`prepare` (JSONL shards) of a manifest and a text file with a k-means quantizer: (summary,
+    {kind: examples in shard order}). Any rejected input is an error: a built corpus has none."""
+    summary = prepare(
+        PrepareConfig(
+            out=str(prepared),
+            manifest=(str(manifest),),
+            text=(str(text),),
+            tokenizer=f"mel:{quantizer}",
+            sp_model=str(sp_model),
+            format="jsonl",
+            progress=progress,
+        )
+    )
+    if summary["bad_files"]:
+        raise RuntimeError(f"corpus inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")
+    return summary, {k: [ex for p in sorted((prepared / k).glob("*.jsonl")) for ex in read_examples(p)] for k in KINDS}
+
+
+def write_splits(out: Path, examples: dict[str, list[dict]], eval_every: int) -> dict:
+    """<out>/train and <out>/eval shards per kind (every `eval_every`-th example held out); the counts."""
+    counts = {}
+    for kind, exs in examples.items():
+        train = [e for i, e in enumerate(exs) if i % eval_every != eval_every - 1]
+        ev = [e for i, e in enumerate(exs) if i % eval_every == eval_every - 1]
+        write_jsonl_gz(out / "train" / f"{kind}.jsonl.gz", train)
+        write_jsonl_gz(out / "eval" / f"{kind}.jsonl.gz", ev)
+        counts[kind] = {"train": len(train), "eval": len(ev)}
+    return counts
+
+
 def build(
     out: Path,
     prompts: list[tuple[str, Path, str]],
@@ -206,31 +239,12 @@ def build(
         sp_model = train_sentencepiece(texts, vocab, out / "tokenizer.model")
 
         # examples through the preparation path (same tokenizer a user would apply)
-        prepared = tmp / "prepared"
-        summary = prepare(
-            PrepareConfig(
-                out=str(prepared),
-                manifest=(str(tmp / "manifest.jsonl"),),
-                text=(str(tmp / "demo_text.txt"),),
-                tokenizer=f"mel:{out / 'quantizer'}",
-                sp_model=str(sp_model),
-                format="jsonl",
-                progress=progress,
-            )
+        summary, examples = prepare_examples(
+            tmp / "manifest.jsonl", tmp / "demo_text.txt", out / "quantizer", sp_model, tmp / "prepared", progress
         )
-        if summary["bad_files"]:
-            raise RuntimeError(f"demo inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")
-        counts = {}
-        for kind in KINDS:
-            exs = [ex for p in sorted((prepared / kind).glob("*.jsonl")) for ex in read_examples(p)]
-            if kind == "text":
-                for ex in exs:  # ids: file line numbers
-                    ex["source"] = "asterisk-transcript" if ex["text"] in {t for _, _, t in prompts} else "spiritlm_jax"
-            train = [e for i, e in enumerate(exs) if i % EVAL_EVERY != EVAL_EVERY - 1]
-            ev = [e for i, e in enumerate(exs) if i % EVAL_EVERY == EVAL_EVERY - 1]
-            write_jsonl_gz(out / "train" / f"{kind}.jsonl.gz", train)
-            write_jsonl_gz(out / "eval" / f"{kind}.jsonl.gz", ev)
-            counts[kind] = {"train": len(train), "eval": len(ev)}
+        for ex in examples["text"]:  # ids: file line numbers
+            ex["source"] = "asterisk-transcript" if ex["text"] in {t for _, _, t in prompts} else "spiritlm_jax"
+        counts = write_splits(out, examples, EVAL_EVERY)
     corpus = {
         "counts": counts,
         "hours": summary["hours"],

@@ -34,14 +34,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.interleaving_ablation.stories import cloze_items, make_stories  # noqa: E402
-from spiritlm_jax.data.prepare import PrepareConfig, prepare  # noqa: E402
-from spiritlm_jax.data.sources import KINDS, read_examples  # noqa: E402
 from spiritlm_jax.io import save_component  # noqa: E402
 from spiritlm_jax.speech.audio import SAMPLE_RATE  # noqa: E402
 from spiritlm_jax.speech.features import FeatureConfig, LibrosaFeatures  # noqa: E402
 from spiritlm_jax.speech.kmeans import kmeans_config, train_kmeans  # noqa: E402
 from spiritlm_jax.speech.quantizer import KMEANS_FILE, KMEANS_SPEC  # noqa: E402
-from tools.build_demo_corpus import VOICES, espeak_word, train_sentencepiece, write_jsonl_gz  # noqa: E402
+from tools.build_demo_corpus import (  # noqa: E402
+    VOICES,
+    espeak_word,
+    prepare_examples,
+    train_sentencepiece,
+    write_splits,
+)
 
 WORD_PAUSE_S = (0.06, 0.2)
 SENTENCE_PAUSE_S = (0.25, 0.45)
@@ -162,29 +166,11 @@ def build_corpus(out: str | Path, cfg: CorpusConfig = CorpusConfig(), progress: 
         tmp = Path(tmp_s)
         (tmp / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in manifest))
         (tmp / "text.txt").write_text("".join(s.text + "\n" for s in pools["text"]))
-        prepared = tmp / "prepared"
-        summary = prepare(
-            PrepareConfig(
-                out=str(prepared),
-                manifest=(str(tmp / "manifest.jsonl"),),
-                text=(str(tmp / "text.txt"),),
-                tokenizer=f"mel:{out / 'quantizer'}",
-                sp_model=str(sp_model),
-                format="jsonl",
-                progress=progress,
-            )
+        summary, examples = prepare_examples(
+            tmp / "manifest.jsonl", tmp / "text.txt", out / "quantizer", sp_model, tmp / "prepared", progress
         )
-        if summary["bad_files"]:
-            raise RuntimeError(f"ablation inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")
         corpus = out / "corpus"
-        counts = {}
-        for kind in KINDS:
-            exs = [ex for p in sorted((prepared / kind).glob("*.jsonl")) for ex in read_examples(p)]
-            train = [e for i, e in enumerate(exs) if i % EVAL_SHARE != EVAL_SHARE - 1]
-            ev = [e for i, e in enumerate(exs) if i % EVAL_SHARE == EVAL_SHARE - 1]
-            write_jsonl_gz(corpus / "train" / f"{kind}.jsonl.gz", train)
-            write_jsonl_gz(corpus / "eval" / f"{kind}.jsonl.gz", ev)
-            counts[kind] = {"train": len(train), "eval": len(ev)}
+        counts = write_splits(corpus, examples, EVAL_SHARE)
         shutil.copy(sp_model, corpus / "tokenizer.model")
         shutil.copytree(out / "quantizer", corpus / "quantizer")
     for kind in ("text", "speech", "aligned", "cloze"):

@@ -53,21 +53,6 @@ class TrainingStopped(RuntimeError):
     checkpoint is kept."""
 
 
-FREE_KEYS = (
-    "log_every",
-    "eval_every",
-    "eval_batches",
-    "out_dir",
-    "distributed",
-    "progress",
-    "checkpoint",
-    "mesh",
-    "init",
-    "data.read_threads",
-    "data.prefetch",
-)
-
-
 def _log(msg: str) -> None:
     if jax.process_index() == 0:
         print(msg, flush=True)
