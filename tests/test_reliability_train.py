@@ -385,7 +385,7 @@ def test_disk_full_writing_the_run_directory_is_one_line(tmp_path, monkeypatch, 
 
 
 def test_guard_out_of_memory_is_not_a_broken_checkpoint(tmp_path):
-    from spiritlm_jax.training import guard
+    from spiritlm_jax import run_guard as guard
     from spiritlm_jax.training.run_dir import RUN_POLICY
 
     ck = tmp_path / "checkpoints"

@@ -399,6 +399,7 @@ def test_sigkill_resume_is_exact_and_export_round_trips(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from" in r.stdout
     ref_m, got_m = _metrics(Path(ref_cfg.out_dir)), _metrics(Path(killed.out_dir))
+    assert _metric_steps(Path(killed.out_dir)) == list(range(1, 7))  # replayed steps logged once
     for s in (5, 6):
         for k in ("mel_l1", "d_loss", "g_adv", "g_fm", "dur_loss"):
             np.testing.assert_allclose(got_m[s][k], ref_m[s][k], rtol=1e-6, err_msg=f"step {s} {k}")
@@ -479,3 +480,126 @@ def test_the_demo_vocoder_ships_small_is_found_by_demo_runs_and_speaks(tmp_path)
     assert agreement > 0.5, agreement
     predicted = voc.vocode(units)  # durations from the predictor, as generation uses it
     assert 0.5 < len(predicted) / len(audio) < 2.0
+
+
+def _cli(tmp_path, name: str, **kw) -> list[str]:
+    manifest = _manifest(tmp_path)
+    data = VocoderDataConfig(manifest=(str(manifest),), batch_size=2, segment_frames=4)
+    kw = {"data": data, "loss": LossConfig(gan_start=100), **kw}  # mel-only steps: one small compilation
+    return _cli_args(_tiny_cfg(tmp_path / name, **kw), manifest)
+
+
+def _metric_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_run_directory_policy_is_the_lm_trainers(tmp_path):
+    """The LM trainer's run-directory rules (run_guard): an optimizer change on resume needs
+    checkpoint.allow_changes (then recorded); checkpoint.fresh=true deletes this trainer's files only
+    and starts at step 0; a run already past `steps` is refused."""
+    from spiritlm_jax.train_vocoder import main
+
+    run = tmp_path / "run"
+    args = _cli(tmp_path, "run", steps=2)
+    assert main(args) == 0
+    assert main(args + ["steps=3", "optim.lr=0.001"]) == 2  # not recorded, nothing written
+    assert not (run / "config_changes.jsonl").exists() and _metric_steps(run) == [1, 2]
+    assert main(args + ["steps=3", "optim.lr=0.001", "checkpoint.allow_changes=true"]) == 0
+    rec = json.loads((run / "config_changes.jsonl").read_text())
+    assert rec["step"] == 2 and rec["changes"]["optim.lr"] == {"old": 2e-4, "new": 1e-3}
+    assert main(args + ["steps=1", "optim.lr=0.001"]) == 2  # at step 3 already
+    (run / "notes.txt").write_text("mine")
+    assert main(args + ["steps=1", "checkpoint.fresh=true"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["1"]
+    assert _metric_steps(run) == [1] and (run / "notes.txt").read_text() == "mine"
+    assert not (run / "config_changes.jsonl").exists()
+
+
+def test_a_broken_newest_checkpoint_is_moved_aside_and_metrics_are_not_repeated(tmp_path, capsys):
+    """A newest checkpoint that cannot be restored is named, moved to broken_checkpoints/ and the
+    previous one resumed; the metrics of the replayed steps are written once."""
+    from spiritlm_jax.train_vocoder import main
+
+    run = tmp_path / "run"
+    args = _cli(tmp_path, "run", steps=4)
+    assert main(args) == 0
+    for f in (run / "checkpoints" / "4" / "state").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\0" * 16)  # damaged on disk
+    capsys.readouterr()
+    assert main(args + ["steps=5"]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {run / 'checkpoints' / '4'} cannot be restored" in out
+    assert f"resumed from {run / 'checkpoints'} at step 2" in out
+    assert (run / "broken_checkpoints" / "4").is_dir()
+    assert _metric_steps(run) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("what", ["loss", "state"])
+def test_a_non_finite_loss_or_state_stops_before_saving(tmp_path, monkeypatch, capsys, what):
+    """A NaN loss (or a NaN parameter at a checkpoint step) stops the run with exit 1, naming the last
+    good checkpoint; nothing is saved for that step, and the vocoder/ of the last good one stays."""
+    from spiritlm_jax.train_vocoder import main
+
+    real = vstep.jit_steps
+
+    def poisoned(cfg, tx, mesh):
+        full, warm = real(cfg, tx, mesh)
+        calls = [0]
+
+        def warm_nan(state, batch):
+            calls[0] += 1
+            state, m = warm(state, batch)
+            if calls[0] == 4 and what == "loss":
+                m = {**m, "mel_l1": jnp.float32(jnp.nan)}
+            if calls[0] == 4 and what == "state":
+                state = {**state, "g": jax.tree.map(lambda x: x * jnp.nan, state["g"])}
+            return state, m
+
+        return full, warm_nan
+
+    monkeypatch.setattr(vstep, "jit_steps", poisoned)
+    run = tmp_path / "run"
+    assert main(_cli(tmp_path, "run", steps=6)) == 1
+    err = capsys.readouterr().err
+    assert f"Last good checkpoint: {run / 'checkpoints' / '2'}" in err
+    assert ("mel_l1 is nan at step 4" if what == "loss" else "not finite after step 4") in err
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["2"]
+    from spiritlm_jax.speech.vocoder import Vocoder
+
+    assert _finite_tree(Vocoder.load(run / "vocoder").params)
+
+
+def _finite_tree(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
+
+
+def test_unit_feature_loss_is_on_the_tokenizers_own_frames(tmp_path, monkeypatch, capsys):
+    """loss.unit_features compares the features the log-mel k-means tokenizer quantizes: frame_log_mel
+    equals log(speech.features.mel_power + 1e-6) (librosa) within 1e-4 (measured 5e-7), on the frames
+    [640 i, 640 i + 720) of a segment; the trainer logs it, and refuses it for a non-mel tokenizer."""
+    from spiritlm_jax.speech.audio import load_audio
+    from spiritlm_jax.speech.features import mel_power
+    from spiritlm_jax.train_vocoder import main
+
+    wav = load_audio(DATA / "vm-intro.wav")[: 640 * 20]
+    for n_mels, fmin, fmax in ((40, 0.0, None), (24, 50.0, 4000.0)):
+        ref = np.log(mel_power(wav, n_mels, fmin, fmax) + 1e-6)
+        ours = np.asarray(losses.frame_log_mel(jnp.asarray(wav[None]), 16000, 720, 640, n_mels, fmin, fmax))[0]
+        assert ours.shape == ref.shape == (19, n_mels)
+        np.testing.assert_allclose(ours, ref, atol=1e-4)
+    run = tmp_path / "run"
+    assert main(_cli(tmp_path, "run", steps=2) + ["loss.unit_features=45"]) == 0
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["unit_l1"]) and r["unit_l1"] > 0 for r in recs if "mel_l1" in r)
+    import types
+
+    from spiritlm_jax.vocoder_training import data as vdata
+
+    class HubertLike:  # a tokenizer whose features are not librosa frames (as base:/expressive:)
+        features = types.SimpleNamespace(name="hubert")
+
+    monkeypatch.setattr(vdata, "make_tokenizer", lambda spec: HubertLike())
+    capsys.readouterr()
+    assert main(_cli(tmp_path, "other", steps=1) + ["loss.unit_features=45"]) == 2
+    assert "loss.unit_features needs a log-mel or MFCC k-means tokenizer" in capsys.readouterr().err

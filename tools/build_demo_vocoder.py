@@ -63,13 +63,16 @@ def manifests(work: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def config(work: Path, steps: int, gan_start: int) -> VocoderTrainConfig:
+UNIT_FEATURES = 45.0  # stage 2's weight of the L1 on the tokenizer's own frame features (loss.unit_features)
+
+
+def config(work: Path, steps: int, gan_start: int, unit_features: float = 0.0) -> VocoderTrainConfig:
     train, held = manifests(work)
     return VocoderTrainConfig(
         data=VocoderDataConfig(manifest=(str(train),), eval_manifest=(str(held),), tokenizer="mel:demo", eval_items=4),
         optim=VocoderOptimConfig(lr=5e-4),
-        loss=LossConfig(gan_start=gan_start),
-        checkpoint=VocoderCheckpointConfig(every=500),
+        loss=LossConfig(gan_start=gan_start, unit_features=unit_features),
+        checkpoint=VocoderCheckpointConfig(every=500, allow_changes=unit_features > 0),
         steps=steps,
         log_every=50,
         eval_every=1000,
@@ -77,13 +80,17 @@ def config(work: Path, steps: int, gan_start: int) -> VocoderTrainConfig:
     )
 
 
-def train(work: Path, steps: int, gan_start: int) -> None:
+def train(work: Path, steps: int, gan_start: int, unit_from: int) -> None:
+    """Stage 1: the published HiFi-GAN losses to step `unit_from`; stage 2: the same run resumed with
+    loss.unit_features (recorded in config_changes.jsonl) to `steps`."""
     from spiritlm_jax.vocoder_training.loop import run
 
-    cfg = config(work, steps, gan_start)
     t = time.time()
-    run(cfg)
+    run(config(work, min(unit_from, steps), gan_start))
+    if steps > unit_from:
+        run(config(work, steps, gan_start, UNIT_FEATURES))
     print(f"trained in {time.time() - t:.0f} s", flush=True)
+    cfg = config(work, steps, gan_start)
     if SHIPPED.exists():
         shutil.rmtree(SHIPPED)
     shutil.copytree(Path(cfg.out_dir) / "vocoder", SHIPPED)
@@ -253,11 +260,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default=str(ROOT / "runs" / "demo_vocoder"))
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--gan-start", type=int, default=3000, help="mel-only steps before the discriminators join")
+    ap.add_argument("--unit-features-from", type=int, default=4000, help="the step where loss.unit_features joins")
     ap.add_argument("--measure-only", action="store_true")
     args = ap.parse_args(argv)
     work = Path(args.work)
     if not args.measure_only:
-        train(work, args.steps, args.gan_start)
+        train(work, args.steps, args.gan_start, args.unit_features_from)
     results = measure(work, SHIPPED, DOCS)
     print(json.dumps(results, indent=2))
     return 0

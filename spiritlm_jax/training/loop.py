@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from spiritlm_jax import run_guard as guard
 from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, to_dict
@@ -27,7 +28,6 @@ from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
 from spiritlm_jax.training import checkpoints as ckpt
-from spiritlm_jax.training import guard
 from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.distributed import maybe_initialize_distributed
 from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, train_flops_per_token

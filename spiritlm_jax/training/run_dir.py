@@ -20,7 +20,7 @@ from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files
 from spiritlm_jax.bundle.train_layout import CHECKPOINTS_DIR
 from spiritlm_jax.config import save_config
 from spiritlm_jax.data.pipeline import corpus_speech_tokenizer
-from spiritlm_jax.training.guard import RunDirPolicy
+from spiritlm_jax.run_guard import RunDirPolicy
 
 SPEECH_TOKENIZER_DIR = "speech_tokenizer"
 VOCODER_DIR = "vocoder"  # a corpus' own vocoder for its units (<corpus>/vocoder/), copied into the run

@@ -81,13 +81,17 @@ class LossConfig:
     adversarial: float = 1.0  # least-squares GAN
     duration: float = 1.0  # MSE on log(1 + run length) of deduplicated units (0: predictor not trained)
     gan_start: int = 0  # steps of mel (+ duration) loss only before the discriminators join
+    unit_features: float = 0.0  # L1 on the log-mel power a mel:DIR (log-mel/MFCC k-means) tokenizer quantizes
+    # (its own 25 Hz frames, before CMVN); 0 = the published recipe. Keeps the resynthesis' units (demo: 45)
 
 
 @dataclasses.dataclass(frozen=True)
 class VocoderCheckpointConfig:
     every: int = 200  # save every N steps (and at the last step)
     keep: int = 2  # checkpoints kept
-    resume: bool = True  # continue from the latest checkpoint of out_dir when there is one
+    resume: bool = True  # continue from the newest readable checkpoint of out_dir when there is one
+    fresh: bool = False  # delete this trainer's files in out_dir, start at step 0 (once: rerun without it to resume)
+    allow_changes: bool = False  # resume although optimizer/loss/data settings differ from the checkpoint's (recorded)
 
 
 @dataclasses.dataclass(frozen=True)

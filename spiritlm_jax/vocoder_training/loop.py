@@ -10,10 +10,14 @@ Run directory (`out_dir`, owned by one process for the whole run: `locking.lock_
                            at every checkpoint
     metrics.jsonl, tensorboard/ (losses, lr, validation mel error, audio samples, mel images), summary.json
 
-Re-running the same command resumes from the latest checkpoint (every state above restored, the
-same batches follow: exact, tested by SIGKILL). A changed architecture (model, discriminators, mel)
-is refused on resume; `checkpoint.resume=false` on a directory with checkpoints is refused too
-(choose another out_dir). A non-finite loss stops the run before anything is saved for that step.
+How a run starts and resumes is the LM trainer's policy (`run_guard`, docs/reliability.md), with
+`VOCODER_POLICY` naming this trainer's files and keys: re-running the same command resumes from the
+newest checkpoint that restores (every state above, the same batches follow: exact, tested by SIGKILL;
+an unreadable or non-finite checkpoint is moved to broken_checkpoints/ and the previous one used);
+metrics of replayed steps are dropped. A changed architecture (model, discriminators, mel) is refused;
+other changes need `checkpoint.allow_changes=true` (recorded in config_changes.jsonl);
+`checkpoint.resume=false` into an existing run is refused unless `checkpoint.fresh=true`. A non-finite
+loss or parameter stops the run before anything is saved for that step.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from spiritlm_jax.config import ConfigError, save_config, to_dict
+from spiritlm_jax import run_guard as guard
+from spiritlm_jax.config import ConfigError, from_dict, save_config, to_dict
 from spiritlm_jax.locking import lock_dir
+from spiritlm_jax.speech.features import HOP, WINDOW, FeatureConfig
 from spiritlm_jax.speech.vocoder import Vocoder
 from spiritlm_jax.vocoder_training import data as vdata
 from spiritlm_jax.vocoder_training import step as vstep
@@ -41,7 +47,26 @@ from spiritlm_jax.vocoder_training.config import VocoderTrainConfig
 
 CHECKPOINTS, VOCODER_DIR = "checkpoints", "vocoder"
 ITEMS = ("state", "data", "meta")
-ARCH_KEYS = ("model", "discriminators", "mel")  # what a resumed run must keep
+
+# This trainer's files (checkpoint.fresh=true deletes these and nothing else), the keys a resumed run
+# must keep (its architecture) and those that may change without checkpoint.allow_changes (they do not
+# change what a step computes; `steps` too: the learning rate depends on the step alone).
+VOCODER_POLICY = guard.RunDirPolicy(
+    tool_files=(CHECKPOINTS, VOCODER_DIR, "metrics.jsonl", "tensorboard", "summary.json", "config.yaml"),
+    shape_keys=("model", "discriminators", "mel"),
+    free_keys=(
+        "steps",
+        "checkpoint",
+        "devices",
+        "log_every",
+        "eval_every",
+        "out_dir",
+        "progress",
+        "data.eval_manifest",
+        "data.eval_items",
+    ),
+    checkpoints=CHECKPOINTS,
+)
 
 
 class VocoderTrainingStopped(RuntimeError):
@@ -73,19 +98,6 @@ def _restore(mngr, step: int, abstract):
         ),
     )
     return out["state"], out["data"], out["meta"]
-
-
-def _check_same_architecture(meta: dict, cfg: VocoderTrainConfig, where: Path) -> None:
-    now = to_dict(cfg)
-    for key in ARCH_KEYS:
-        if meta["config"].get(key) != now[key]:
-            old, new = meta["config"].get(key) or {}, now[key]
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(
-                f"{key}.{diff[0] if diff else '?'} differs from the run in {where} "
-                f"({old.get(diff[0]) if diff else '?'} there, {new.get(diff[0]) if diff else '?'} now): "
-                "a resumed run keeps its architecture; choose another out_dir"
-            )
 
 
 def export_vocoder(cfg: VocoderTrainConfig, g_params, directory: Path, speakers=None, styles=None) -> Path:
@@ -193,6 +205,62 @@ def _data(cfg: VocoderTrainConfig):
     return sampler, held, speakers, styles
 
 
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _steps_on_disk(out_dir: Path) -> list[int]:
+    d = out_dir / CHECKPOINTS
+    return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()) if d.is_dir() else []
+
+
+def _last_good(mngr, out_dir: Path) -> str:
+    good = mngr.latest_step()
+    return str(out_dir / CHECKPOINTS / str(good)) if good is not None else "none"
+
+
+def _finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(jax.device_get(tree)))
+
+
+def _restore_checked(mngr, step: int, abstract, cfg: VocoderTrainConfig):
+    """(state, accepted config changes) of checkpoint `step`: its config is checked against `cfg` first
+    (RunDirError for another architecture or an unaccepted change); anything unreadable or a non-finite
+    state raises (restore_with_fallback then moves the checkpoint aside)."""
+    where = Path(cfg.out_dir) / CHECKPOINTS / str(step)
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or meta.get("step") != step:
+        raise ValueError("its meta item holds no config for this step")
+    saved = meta["config"]
+    try:  # a key added to the schema since that run, at its default, is not a change
+        saved = to_dict(from_dict(VocoderTrainConfig, saved))
+    except (ConfigError, TypeError, ValueError):
+        pass
+    changes = guard.check_resume_config(
+        saved, to_dict(cfg), VOCODER_POLICY, cfg.checkpoint.allow_changes, f"checkpoint {where}"
+    )
+    state, data_state, _ = _restore(mngr, step, abstract)
+    if int(data_state["step"]) != step:
+        raise ValueError(f"its data item says step {data_state['step']}")
+    if not _finite(state):
+        raise ValueError("its state is not finite")
+    return state, changes
+
+
+def _unit_features(cfg: VocoderTrainConfig) -> Optional[vstep.UnitFeatures]:
+    """The frame features of data.tokenizer for loss.unit_features (None when that loss is off)."""
+    if not cfg.loss.unit_features:
+        return None
+    tok = vdata.make_tokenizer(cfg.data.tokenizer)
+    fc = getattr(getattr(tok, "features", None), "config", None)
+    if not isinstance(fc, FeatureConfig):
+        raise ConfigError(
+            f"loss.unit_features needs a log-mel or MFCC k-means tokenizer (mel:DIR); data.tokenizer="
+            f"{cfg.data.tokenizer!r} quantizes {getattr(getattr(tok, 'features', None), 'name', 'HuBERT')} features"
+        )
+    return vstep.UnitFeatures(WINDOW, HOP, fc.n_mels, fc.fmin, fc.fmax)
+
+
 def run(cfg: VocoderTrainConfig) -> dict:
     """Train according to `cfg` (module docstring); returns the summary (also summary.json)."""
     with lock_dir(cfg.out_dir, "vocoder run directory"):
@@ -207,28 +275,41 @@ def _run(cfg: VocoderTrainConfig) -> dict:
         raise ConfigError(f"devices: {e}") from None
     if cfg.data.batch_size % mesh.shape["data"]:
         raise ConfigError(f"data.batch_size {cfg.data.batch_size} must divide over {mesh.shape['data']} devices")
-    mngr = _manager(out_dir, cfg.checkpoint.keep)
-    latest = mngr.latest_step()
-    if latest is not None and not cfg.checkpoint.resume:
-        raise ConfigError(
-            f"{out_dir / CHECKPOINTS} holds checkpoints (latest step {latest}) and checkpoint.resume=false; "
-            "choose another out_dir or delete it"
-        )
+    on_disk = _steps_on_disk(out_dir)
+    guard.check_start(
+        out_dir, VOCODER_POLICY, cfg.checkpoint.resume, cfg.checkpoint.fresh, on_disk, log=_log
+    )  # before the data is loaded: a refusal costs nothing
+    uf = _unit_features(cfg)
     sampler, held, speakers, styles = _data(cfg)
     tx = vstep.make_optimizer(cfg)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    if latest is not None:
-        meta = mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        _check_same_architecture(meta, cfg, out_dir)
-        shapes = jax.eval_shape(lambda: vstep.init_state(cfg, tx))
-        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-        state, data_state, _ = _restore(mngr, latest, abstract)
-        start = int(data_state["step"])
-        print(f"resumed from {out_dir / CHECKPOINTS} at step {start}", flush=True)
+    mngr = _manager(out_dir, cfg.checkpoint.keep)
+    steps = _steps_on_disk(out_dir) if cfg.checkpoint.resume and not cfg.checkpoint.fresh else []
+    start, changes = 0, {}
+    if steps:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+            jax.eval_shape(lambda: vstep.init_state(cfg, tx)),
+        )
+        start, (state, changes) = guard.restore_with_fallback(
+            out_dir / CHECKPOINTS, steps, lambda s: _restore_checked(mngr, s, abstract, cfg), VOCODER_POLICY, log=_log
+        )
+        mngr.reload()
+        if start > cfg.steps:
+            raise guard.RunDirError(
+                f"{out_dir} is at step {start} already, past steps={cfg.steps}; raise steps or use a new out_dir"
+            )
     else:
-        state, start = jax.device_put(vstep.init_state(cfg, tx), rep), 0
+        state = jax.device_put(vstep.init_state(cfg, tx), rep)
+    # only now: the directory never pairs a checkpoint with another run's config or metrics
     save_config(cfg, out_dir / "config.yaml")
-    full_step, warm_step = vstep.jit_steps(cfg, tx, mesh)
+    guard.record_changes(out_dir, start, changes)
+    guard.truncate_metrics(out_dir, VOCODER_POLICY, start)
+    if steps:
+        _log(f"resumed from {out_dir / CHECKPOINTS} at step {start}")
+        if changes:
+            _log(f"config changes accepted (checkpoint.allow_changes): {guard.show_changes(changes)}")
+    full_step, warm_step = vstep.jit_steps(cfg, tx, mesh, uf)
     bsh = vstep.batch_sharding(mesh)
     n_g = sum(x.size for x in jax.tree.leaves(state["g"]))
     n_d = sum(x.size for x in jax.tree.leaves(state["d"]))
@@ -248,11 +329,9 @@ def _run(cfg: VocoderTrainConfig) -> dict:
         steps_timed += 1
         bad = [k for k, v in m.items() if not math.isfinite(v)]
         if bad:
-            good = mngr.latest_step()
-            last = out_dir / CHECKPOINTS / str(good) if good is not None else "none"
             raise VocoderTrainingStopped(
                 f"{bad[0]} is {m[bad[0]]} at step {done}; nothing was saved for this step. "
-                f"Last good checkpoint: {last}. Lower optim.lr or check the data."
+                f"Last good checkpoint: {_last_good(mngr, out_dir)}. Lower optim.lr or check the data."
             )
         if log.bar is not None:
             log.bar.update(1)
@@ -263,6 +342,11 @@ def _run(cfg: VocoderTrainConfig) -> dict:
         if held and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
             log.write(done, {"eval_mel_l1": evaluate(cfg, state["g"], held, log, done)})
         if done % cfg.checkpoint.every == 0 or done == cfg.steps:
+            if not _finite(state):  # a NaN checkpoint must never become the one a resume trusts
+                raise VocoderTrainingStopped(
+                    f"the training state is not finite after step {done}; nothing was saved for this step. "
+                    f"Last good checkpoint: {_last_good(mngr, out_dir)}. Lower optim.lr or check the data."
+                )
             _save(mngr, done, state, cfg)
             export_vocoder(cfg, state["g"], out_dir / VOCODER_DIR, speakers, styles)
     log.close()

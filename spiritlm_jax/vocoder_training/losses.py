@@ -8,6 +8,10 @@
 - `generator_adversarial_loss`: sum of mean (1 - D(fake))^2.
 - `feature_matching_loss`: sum over sub-discriminators and layers of mean |fmap_real - fmap_fake|
   (the trainer weights it x2, as the published `feature_loss`).
+- `frame_log_mel` / `unit_feature_loss` (optional, `loss.unit_features`): mean |difference| of the
+  log-mel power the log-mel / MFCC k-means tokenizers quantize (speech/features.py: frames
+  [640 i, 640 i + 720), periodic Hann, |STFT|^2, slaney mel filters, log(x + 1e-6), before the
+  per-utterance CMVN), so the resynthesis keeps the envelopes its units were cut from.
 - `duration_loss`: MSE between the predictor's log-duration and log(1 + run length) of the
   deduplicated units, over the valid runs.
 """
@@ -49,6 +53,16 @@ def mel_spectrogram(audio_bt, sr: int, n_fft: int, hop: int, win: int, n_mels: i
     mag = jnp.sqrt(spec.real**2 + spec.imag**2 + 1e-9)
     mel = mag @ mel_basis(sr, n_fft, n_mels, float(fmin), fmax)
     return jnp.log(jnp.maximum(mel, 1e-5))
+
+
+def frame_log_mel(audio_bt, sr: int, n_fft: int, hop: int, n_mels: int, fmin: float = 0.0, fmax=None):
+    """[B, T] audio -> [B, (T - n_fft) // hop + 1, n_mels] log mel power on the tokenizer's frame grid
+    (librosa.feature.melspectrogram(center=False, power=2), then log(x + 1e-6))."""
+    n = (audio_bt.shape[1] - n_fft) // hop + 1
+    idx = np.arange(n)[:, None] * hop + np.arange(n_fft)[None]
+    spec = jnp.fft.rfft(audio_bt[:, idx] * hann_periodic(n_fft), axis=-1)
+    power = spec.real**2 + spec.imag**2
+    return jnp.log(power @ mel_basis(sr, n_fft, n_mels, float(fmin), fmax) + 1e-6)
 
 
 def mel_loss(mel_real, mel_fake):

@@ -6,13 +6,16 @@ generator takes one AdamW step on adversarial + feature matching (against the *u
 discriminators) + 45 x log-mel L1 + the duration loss. `fake` is computed once: its vector-Jacobian
 product carries the generator's gradient (jax.vjp), so the generator runs forward once per step.
 Before `loss.gan_start` steps only the mel and duration losses train the generator (`warmup_step`).
+With `loss.unit_features` > 0, an L1 on the speech tokenizer's own frame features (`UnitFeatures`,
+from a log-mel/MFCC k-means tokenizer) joins the mel loss in both steps.
 Batches are sharded over the "data" axis of the mesh (data parallel; parameters replicated).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +28,32 @@ from spiritlm_jax.speech.layers import valid_mask
 from spiritlm_jax.vocoder_training import losses
 from spiritlm_jax.vocoder_training import weight_norm as wn
 from spiritlm_jax.vocoder_training.config import VocoderTrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitFeatures:
+    """The frame grid and mel bands of a log-mel/MFCC k-means tokenizer (speech/features.py)."""
+
+    n_fft: int
+    hop: int
+    n_mels: int
+    fmin: float
+    fmax: Optional[float]
+
+
+def unit_feature_loss(cfg: VocoderTrainConfig, uf: Optional[UnitFeatures], real, fake):
+    if uf is None or not cfg.loss.unit_features:
+        return jnp.zeros(())
+    f = functools.partial(
+        losses.frame_log_mel,
+        sr=cfg.model.sampling_rate,
+        n_fft=uf.n_fft,
+        hop=uf.hop,
+        n_mels=uf.n_mels,
+        fmin=uf.fmin,
+        fmax=uf.fmax,
+    )
+    return losses.mel_loss(f(real), f(fake))
 
 
 def make_optimizer(cfg: VocoderTrainConfig) -> optax.GradientTransformation:
@@ -98,7 +127,7 @@ def _disc(cfg, d_params, spectral, real, fake):
     return real_s, fake_s, real_f, fake_f, upd.get("spectral", spectral)
 
 
-def train_step(cfg: VocoderTrainConfig, tx, state, batch):
+def train_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, batch):
     """One discriminator + one generator update (module docstring)."""
     lw = cfg.loss
     real = batch["audio"]
@@ -117,9 +146,11 @@ def train_step(cfg: VocoderTrainConfig, tx, state, batch):
         adv = losses.generator_adversarial_loss(fake_s)
         fm = losses.feature_matching_loss(jax.lax.stop_gradient(real_f), fake_f)
         mel = losses.mel_loss(log_mel(cfg, real), log_mel(cfg, fake))
-        return lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel, (adv, fm, mel, spectral2)
+        unit = unit_feature_loss(cfg, uf, real, fake)
+        total = lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.unit_features * unit
+        return total, (adv, fm, mel, unit, spectral2)
 
-    (_, (adv, fm, mel, spectral)), d_fake = jax.value_and_grad(g_fake_loss, has_aux=True)(fake)
+    (_, (adv, fm, mel, unit, spectral)), d_fake = jax.value_and_grad(g_fake_loss, has_aux=True)(fake)
     (g_grads,) = g_vjp(d_fake)
     dur = jnp.zeros(())
     if lw.duration:
@@ -127,18 +158,28 @@ def train_step(cfg: VocoderTrainConfig, tx, state, batch):
         g_grads = jax.tree.map(lambda a, b: a + lw.duration * b, g_grads, dur_grads)
     g_upd, opt_g = tx.update(g_grads, state["opt_g"], state["g"])
     g_params = optax.apply_updates(state["g"], g_upd)
-    g_total = lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.duration * dur
+    g_total = (
+        lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.unit_features * unit + lw.duration * dur
+    )
     metrics = {"d_loss": d_loss, "g_adv": adv, "g_fm": fm, "mel_l1": mel, "dur_loss": dur, "g_loss": g_total}
+    if uf is not None and lw.unit_features:
+        metrics["unit_l1"] = unit
     return {"g": g_params, "d": d_params, "spectral": spectral, "opt_g": opt_g, "opt_d": opt_d}, metrics
 
 
-def warmup_step(cfg: VocoderTrainConfig, tx, state, batch):
-    """Generator only, mel + duration losses (before loss.gan_start)."""
+def warmup_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, batch):
+    """Generator only, mel (+ unit feature) + duration losses (before loss.gan_start)."""
     lw = cfg.loss
+    real = batch["audio"]
     fake, g_vjp = jax.vjp(lambda gp: generate(cfg, gp, batch), state["g"])
-    mel_real = log_mel(cfg, batch["audio"])
-    mel, d_fake = jax.value_and_grad(lambda f: losses.mel_loss(mel_real, log_mel(cfg, f)))(fake)
-    (grads,) = g_vjp(lw.mel * d_fake)
+    mel_real = log_mel(cfg, real)
+
+    def fake_loss(f):
+        mel, unit = losses.mel_loss(mel_real, log_mel(cfg, f)), unit_feature_loss(cfg, uf, real, f)
+        return lw.mel * mel + lw.unit_features * unit, (mel, unit)
+
+    (_, (mel, unit)), d_fake = jax.value_and_grad(fake_loss, has_aux=True)(fake)
+    (grads,) = g_vjp(d_fake)
     dur = jnp.zeros(())
     if lw.duration:
         dur, dur_grads = jax.value_and_grad(lambda gp: duration_loss(cfg, gp, batch))(state["g"])
@@ -151,17 +192,19 @@ def warmup_step(cfg: VocoderTrainConfig, tx, state, batch):
         "g_fm": z,
         "mel_l1": mel,
         "dur_loss": dur,
-        "g_loss": lw.mel * mel + lw.duration * dur,
+        "g_loss": lw.mel * mel + lw.unit_features * unit + lw.duration * dur,
     }
+    if uf is not None and lw.unit_features:
+        metrics["unit_l1"] = unit
     return {**state, "g": optax.apply_updates(state["g"], upd), "opt_g": opt_g}, metrics
 
 
-def jit_steps(cfg: VocoderTrainConfig, tx, mesh):
+def jit_steps(cfg: VocoderTrainConfig, tx, mesh, uf: Optional[UnitFeatures] = None):
     """(full step, warm-up step), jitted with the state donated; the batch is sharded over "data"."""
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     out = []
     for fn in (train_step, warmup_step):
-        out.append(jax.jit(functools.partial(fn, cfg, tx), donate_argnums=0, out_shardings=(rep, rep)))
+        out.append(jax.jit(functools.partial(fn, cfg, tx, uf), donate_argnums=0, out_shardings=(rep, rep)))
     return tuple(out)
 
 
