@@ -18,7 +18,7 @@ from spiritlm_jax.data.prepare import PrepareConfig, encode_batch, load_speech_t
 from spiritlm_jax.data.sources import read_examples, write_jsonl
 from spiritlm_jax.speech.audio import load_audio
 from spiritlm_jax.speech.discriminators import DiscriminatorConfig
-from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig
+from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig, upsample_stream
 from spiritlm_jax.vocoder_training import data as vdata
 
 DATA = Path(__file__).parent / "data"
@@ -195,3 +195,21 @@ def test_train_vocoder_from_a_corpus(corpus, tmp_path, capsys):
     assert "3 recordings" in capsys.readouterr().out
     assert main(["--config", str(tmp_path / "run.yaml"), "data.corpus=[]", f"out_dir={tmp_path / 'r2'}"]) == 2
     assert "data.manifest / data.corpus" in capsys.readouterr().err
+
+
+def test_expressive_streams_come_to_the_unit_rate(tmp_path):
+    """Stored pitch (12.5 Hz) and style (1 Hz) streams are upsampled to the unit rate as the vocoder
+    does; a model with pitch units and a corpus without them is an error."""
+    wav = str(WAVS["loginok"])
+    samples = load_audio(wav)
+    n = len(encode_batch(load_speech_tokenizer("mel:demo"), [samples])[0]["hubert"])
+    ex = {"kind": "speech", "id": "x", "audio": wav, "hubert": list(range(n)), "pitch": list(range(-(-n // 2)))}
+    c = _hand_corpus(tmp_path / "c", [{**ex, "style": [5, 9]}])
+    model = dataclasses.replace(TINY_G, num_f0_tokens=64, num_style_tokens=100)
+    (u,) = vdata.load_utterances(vdata.read_corpus([str(c)]), None, model)
+    t = min(n, len(samples) // model.hop)
+    np.testing.assert_array_equal(u.units["pitch"], upsample_stream(ex["pitch"], n, 2)[:t])
+    np.testing.assert_array_equal(u.units["style"], upsample_stream([5, 9], n, 25)[:t])
+    c = _hand_corpus(tmp_path / "no_pitch", [{k: v for k, v in ex.items() if k != "pitch"}])
+    with pytest.raises(ConfigError, match="example 'x': the model has pitch units but the corpus gives none"):
+        vdata.load_utterances(vdata.read_corpus([str(c)]), None, model)
