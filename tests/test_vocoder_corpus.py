@@ -213,3 +213,24 @@ def test_expressive_streams_come_to_the_unit_rate(tmp_path):
     c = _hand_corpus(tmp_path / "no_pitch", [{k: v for k, v in ex.items() if k != "pitch"}])
     with pytest.raises(ConfigError, match="example 'x': the model has pitch units but the corpus gives none"):
         vdata.load_utterances(vdata.read_corpus([str(c)]), None, model)
+
+
+def test_manifests_and_corpora_combine(corpus, tmp_path, capsys):
+    """data.manifest + data.corpus: the manifest's recordings (units from data.tokenizer) first, then the
+    corpus'; speaker names from both; a corpus made by another tokenizer spec is a warning."""
+    from spiritlm_jax.data.pipeline import DEMO_CORPUS
+    from spiritlm_jax.vocoder_training.config import VocoderDataConfig, VocoderTrainConfig
+    from spiritlm_jax.vocoder_training.loop import _data
+
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"audio": str(WAVS["intro"]), "speaker": "c"}) + "\n")
+    spec = f"mel:{DEMO_CORPUS / 'quantizer'}"  # the same quantizer as mel:demo, named otherwise
+    data = VocoderDataConfig(manifest=(str(m),), corpus=(str(corpus),), tokenizer=spec, segment_frames=4)
+    model = dataclasses.replace(TINY_G, multispkr=True)
+    sampler, held, speakers, styles = _data(VocoderTrainConfig(model=model, discriminators=TINY_D, data=data))
+    assert [u.name for u in sampler.utts] == [str(WAVS["intro"]), "pass", "intro", "loginok"] and held == []
+    assert speakers == ["7", "a", "b", "c"] and styles is None and sampler.utts[0].speaker == 3
+    np.testing.assert_array_equal(sampler.utts[0].units["hubert"], sampler.utts[2].units["hubert"])  # same audio
+    assert f"was prepared with tokenizer 'mel:demo', data.tokenizer is {spec!r}" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"data.manifest / data.corpus: give at least one"):
+        _data(VocoderTrainConfig(model=model, discriminators=TINY_D, data=VocoderDataConfig()))
