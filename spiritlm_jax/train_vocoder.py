@@ -1,6 +1,6 @@
-"""`python -m spiritlm_jax.train_vocoder --data.manifest m.jsonl [--data.tokenizer mel:DIR] [key=value ...]`:
-train a HiFi-GAN unit vocoder (CodeGenerator + duration predictor against MPD + MSD) on recordings
-and the units their speech tokenizer gives.
+"""`python -m spiritlm_jax.train_vocoder --data.corpus DIR | --data.manifest m.jsonl [--data.tokenizer mel:DIR]
+[key=value ...]`: train a HiFi-GAN unit vocoder (CodeGenerator + duration predictor against MPD + MSD)
+on recordings and their units: a prepared corpus' stored units, or those a manifest's speech tokenizer gives.
 
 Everything a run needs is in `VocoderTrainConfig` (spiritlm_jax/vocoder_training/config.py; `--help`
 lists every key). The run directory `out_dir` holds config.yaml, checkpoints/, vocoder/ (a vocoder

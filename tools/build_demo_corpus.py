@@ -148,7 +148,9 @@ def prepare_examples(
     manifest: Path, text: Path, quantizer: Path, sp_model: Path, prepared: Path, progress: bool = True
 ) -> tuple[dict, dict[str, list[dict]]]:
     """`prepare` (JSONL shards) of a manifest and a text file with a k-means quantizer: (summary,
-    {kind: examples in shard order}). Any rejected input is an error: a built corpus has none."""
+    {kind: examples in shard order}). Any rejected input is an error: a built corpus has none. The
+    examples' `audio` paths are dropped: the built corpus ships without its recordings (the synthetic
+    ones live in a temporary folder), and the paths would make two builds differ."""
     summary = prepare(
         PrepareConfig(
             out=str(prepared),
@@ -162,7 +164,8 @@ def prepare_examples(
     )
     if summary["bad_files"]:
         raise RuntimeError(f"corpus inputs rejected: {(prepared / 'bad_files.jsonl').read_text()}")
-    return summary, {k: [ex for p in sorted((prepared / k).glob("*.jsonl")) for ex in read_examples(p)] for k in KINDS}
+    examples = {k: [ex for p in sorted((prepared / k).glob("*.jsonl")) for ex in read_examples(p)] for k in KINDS}
+    return summary, {k: [{f: v for f, v in ex.items() if f != "audio"} for ex in exs] for k, exs in examples.items()}
 
 
 def write_splits(out: Path, examples: dict[str, list[dict]], eval_every: int) -> dict:

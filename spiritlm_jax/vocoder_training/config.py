@@ -35,13 +35,14 @@ DEMO_DISCRIMINATORS = DiscriminatorConfig(
 
 @dataclasses.dataclass(frozen=True)
 class VocoderDataConfig:
-    """Recordings and the speech tokenizer that made (or makes) their units."""
+    """Recordings and their units: manifests (units computed by `tokenizer`) and/or prepared corpora
+    (their stored units, the audio read from each example's `audio` path)."""
 
     manifest: tuple[str, ...] = ()  # JSONL manifests of recordings ({"audio": path, "speaker"?, "style"?}), repeatable
+    corpus: tuple[str, ...] = ()  # prepared corpus dirs (prepare's output): speech + aligned examples, repeatable
     eval_manifest: tuple[str, ...] = ()  # held-out recordings for the validation mel error (optional)
-    tokenizer: str = (
-        "mel:demo"  # speech tokenizer: mel:DIR | mel:demo | base:DIR | expressive:DIR (units computed once at start)
-    )
+    eval_corpus: tuple[str, ...] = ()  # held-out prepared corpus dirs: their eval/ split, else all of them
+    tokenizer: str = "mel:demo"  # the manifests' speech tokenizer: mel:DIR | mel:demo | base:DIR | expressive:DIR
     segment_frames: int = 10  # unit frames per training segment (x hop samples of audio)
     batch_size: int = 8  # segments per step (global; divides over the data-parallel devices)
     seed: int = 0  # segment sampling: step s draws its segments from rng(seed, s)

@@ -191,17 +191,25 @@ def evaluate(cfg: VocoderTrainConfig, g_params, utts: list, log: Optional[_Logge
 
 
 def _data(cfg: VocoderTrainConfig):
-    if not cfg.data.manifest:
-        raise ConfigError('data.manifest: give at least one JSONL manifest of recordings ({"audio": path})')
-    entries = vdata.read_entries(cfg.data.manifest)
-    eval_entries = vdata.read_entries(cfg.data.eval_manifest) if cfg.data.eval_manifest else []
-    speakers, styles = vdata.speaker_and_style_lists(entries + eval_entries, cfg.model)
-    tok = vdata.make_tokenizer(cfg.data.tokenizer)
+    d = cfg.data
+    if not d.manifest and not d.corpus:
+        raise ConfigError(
+            "data.manifest / data.corpus: give at least one JSONL manifest of recordings "
+            '({"audio": path}) or prepared corpus directory (python -m spiritlm_jax.prepare)'
+        )
     if cfg.model.hop != cfg.model.code_hop_size:
         raise ConfigError(f"model: prod(upsample_rates)={cfg.model.hop} but code_hop_size={cfg.model.code_hop_size}")
+    entries = vdata.read_entries(d.manifest) + vdata.read_corpus(d.corpus, "train")
+    eval_entries = vdata.read_entries(d.eval_manifest) + vdata.read_corpus(d.eval_corpus, "eval")
+    speakers, styles = vdata.speaker_and_style_lists(entries + eval_entries, cfg.model)
+    held_entries = eval_entries[: d.eval_items]
+    tok = None  # corpus examples bring their units: the tokenizer only runs for manifest entries
+    if any("_units" not in e for e in entries + held_entries):
+        tok = vdata.make_tokenizer(d.tokenizer)
+        vdata.warn_other_tokenizer(d.corpus + d.eval_corpus, d.tokenizer)
     train = vdata.load_utterances(entries, tok, cfg.model, speakers, styles)
-    held = vdata.load_utterances(eval_entries[: cfg.data.eval_items], tok, cfg.model, speakers, styles)
-    sampler = vdata.SegmentSampler(train, cfg.model, cfg.data.segment_frames, cfg.data.batch_size, cfg.data.seed)
+    held = vdata.load_utterances(held_entries, tok, cfg.model, speakers, styles)
+    sampler = vdata.SegmentSampler(train, cfg.model, d.segment_frames, d.batch_size, d.seed)
     return sampler, held, speakers, styles
 
 

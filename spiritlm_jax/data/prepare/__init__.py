@@ -5,7 +5,8 @@
 (command line: `python -m spiritlm_jax.prepare`, docs/prepare.md.)
 
 Manifest: one JSON object per line, `{"audio": path, "text"?: str, "words"?: [[word, start_s, end_s], ...],
-"id"?: str, "source"?: str}`; relative audio paths are relative to the manifest's folder. An entry
+"id"?: str, "source"?: str, "speaker"?: name, "style"?: name}`; relative audio paths are relative to the
+manifest's folder; speech and aligned examples keep the (absolute) audio path and the names. An entry
 with `words` becomes an aligned example, one without a speech-only example (its `text`, if any, also
 becomes a text example with `transcripts_as_text`). Text files (.txt or .txt.gz): one text example per
 non-empty line.

@@ -23,6 +23,10 @@ from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.speech.tokenizer import SpeechTokenizer
 from spiritlm_jax.tokens import STREAMS, merge_units
 
+# manifest entry key -> speech/aligned example field of its name (a string): "style" is the example's
+# style unit stream, so a manifest's style name is kept as "style_name"
+EXAMPLE_LABELS = {"speaker": "speaker", "style": "style_name"}
+
 
 def load_speech_tokenizer(spec: str):
     """A speech tokenizer from its spec string: "mel:DIR" (k-means quantizer dir; "mel:demo" = the demo
@@ -160,9 +164,13 @@ class UnitWorker:
                 ex: dict[str, Any] = {
                     "kind": "aligned" if "words" in e else "speech",
                     "id": str(e.get("id", e["audio"])),
+                    "audio": str(Path(e["audio"]).absolute()),  # where the recording is (vocoder training)
                 }
                 if "source" in e:
                     ex["source"] = e["source"]
+                for key, field in EXAMPLE_LABELS.items():
+                    if e.get(key) is not None:
+                        ex[field] = str(e[key])
                 if "words" in e:
                     ex["text"] = e.get("text") or " ".join(w[0] for w in e["words"])
                     ex["words"] = [[w[0], float(w[1]), float(w[2])] for w in e["words"]]
