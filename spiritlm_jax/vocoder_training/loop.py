@@ -63,6 +63,7 @@ VOCODER_POLICY = guard.RunDirPolicy(
         "out_dir",
         "progress",
         "data.eval_manifest",
+        "data.eval_corpus",
         "data.eval_items",
     ),
     checkpoints=CHECKPOINTS,
