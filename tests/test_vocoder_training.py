@@ -577,7 +577,8 @@ def _finite_tree(tree) -> bool:
 def test_unit_feature_loss_is_on_the_tokenizers_own_frames(tmp_path, monkeypatch, capsys):
     """loss.unit_features compares the features the log-mel k-means tokenizer quantizes: frame_log_mel
     equals log(speech.features.mel_power + 1e-6) (librosa) within 1e-4 (measured 5e-7), on the frames
-    [640 i, 640 i + 720) of a segment; the trainer logs it, and refuses it for a non-mel tokenizer."""
+    [640 i, 640 i + 720) of a segment; loss.unit_consistency's nearest centroid is the tokenizer's unit
+    and its cross-entropy equals torch's; the trainer logs both, and refuses them for a non-mel tokenizer."""
     from spiritlm_jax.speech.audio import load_audio
     from spiritlm_jax.speech.features import mel_power
     from spiritlm_jax.train_vocoder import main
@@ -588,10 +589,31 @@ def test_unit_feature_loss_is_on_the_tokenizers_own_frames(tmp_path, monkeypatch
         ours = np.asarray(losses.frame_log_mel(jnp.asarray(wav[None]), 16000, 720, 640, n_mels, fmin, fmax))[0]
         assert ours.shape == ref.shape == (19, n_mels)
         np.testing.assert_allclose(ours, ref, atol=1e-4)
+    # the re-tokenization cross-entropy: its argmax is the tokenizer's assignment (the recording's own
+    # CMVN), and it equals torch's cross-entropy over minus squared centroid distances (rtol 1e-5)
+    from spiritlm_jax.data.pipeline import DEMO_CORPUS
+    from spiritlm_jax.speech.kmeans import MelUnitTokenizer
+    from spiritlm_jax.vocoder_training import data as vdata
+
+    tok = MelUnitTokenizer(DEMO_CORPUS / "quantizer")
+    units = tok.encode_units(wav)["hubert"]
+    st = vdata.feature_stats(wav, 40, 0.0, None)
+    feats = (np.asarray(losses.frame_log_mel(jnp.asarray(wav[None]), 16000, 720, 640, 40))[0] - st[0]) / st[1]
+    ce, acc = losses.unit_consistency_loss(jnp.asarray(feats[None]), tok.centroids, jnp.asarray(units[None]))
+    assert float(acc) == 1.0 and len(units) == len(feats) == 19
+    other = np.roll(units, 3)
+    ce2, acc2 = losses.unit_consistency_loss(jnp.asarray(feats[None]), tok.centroids, jnp.asarray(other[None]))
+    d2 = torch.cdist(torch.from_numpy(feats).double(), torch.tensor(np.array(tok.centroids), dtype=torch.float64)) ** 2
+    for got, u in ((ce, units), (ce2, other)):
+        ref = F.cross_entropy(-d2, torch.from_numpy(np.asarray(u, np.int64)))
+        np.testing.assert_allclose(float(got), float(ref), rtol=1e-5)
+    assert float(acc2) < 0.5 and float(ce2) > float(ce)
+
     run = tmp_path / "run"
-    assert main(_cli(tmp_path, "run", steps=2) + ["loss.unit_features=45"]) == 0
+    assert main(_cli(tmp_path, "run", steps=2) + ["loss.unit_features=45", "loss.unit_consistency=20"]) == 0
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["unit_l1"]) and r["unit_l1"] > 0 for r in recs if "mel_l1" in r)
+    for r in (r for r in recs if "mel_l1" in r):
+        assert np.isfinite(r["unit_l1"]) and r["unit_l1"] > 0 and np.isfinite(r["unit_ce"]) and 0 <= r["unit_acc"] <= 1
     import types
 
     from spiritlm_jax.vocoder_training import data as vdata

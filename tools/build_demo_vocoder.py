@@ -63,16 +63,17 @@ def manifests(work: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-UNIT_FEATURES = 45.0  # stage 2's weight of the L1 on the tokenizer's own frame features (loss.unit_features)
+# stage 2's weights of the L1 on the tokenizer's own frame features and of the re-tokenization cross-entropy
+STAGE2 = {"unit_features": 45.0, "unit_consistency": 20.0}
 
 
-def config(work: Path, steps: int, gan_start: int, unit_features: float = 0.0) -> VocoderTrainConfig:
+def config(work: Path, steps: int, gan_start: int, stage2: bool = False) -> VocoderTrainConfig:
     train, held = manifests(work)
     return VocoderTrainConfig(
         data=VocoderDataConfig(manifest=(str(train),), eval_manifest=(str(held),), tokenizer="mel:demo", eval_items=4),
         optim=VocoderOptimConfig(lr=5e-4),
-        loss=LossConfig(gan_start=gan_start, unit_features=unit_features),
-        checkpoint=VocoderCheckpointConfig(every=500, allow_changes=unit_features > 0),
+        loss=LossConfig(gan_start=gan_start, **(STAGE2 if stage2 else {})),
+        checkpoint=VocoderCheckpointConfig(every=500, allow_changes=stage2),
         steps=steps,
         log_every=50,
         eval_every=1000,
@@ -82,13 +83,13 @@ def config(work: Path, steps: int, gan_start: int, unit_features: float = 0.0) -
 
 def train(work: Path, steps: int, gan_start: int, unit_from: int) -> None:
     """Stage 1: the published HiFi-GAN losses to step `unit_from`; stage 2: the same run resumed with
-    loss.unit_features (recorded in config_changes.jsonl) to `steps`."""
+    loss.unit_features and loss.unit_consistency (STAGE2, recorded in config_changes.jsonl) to `steps`."""
     from spiritlm_jax.vocoder_training.loop import run
 
     t = time.time()
     run(config(work, min(unit_from, steps), gan_start))
     if steps > unit_from:
-        run(config(work, steps, gan_start, UNIT_FEATURES))
+        run(config(work, steps, gan_start, stage2=True))
     print(f"trained in {time.time() - t:.0f} s", flush=True)
     cfg = config(work, steps, gan_start)
     if SHIPPED.exists():

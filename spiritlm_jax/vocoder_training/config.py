@@ -84,6 +84,8 @@ class LossConfig:
     gan_start: int = 0  # steps of mel (+ duration) loss only before the discriminators join
     unit_features: float = 0.0  # L1 on the log-mel power a mel:DIR (log-mel/MFCC k-means) tokenizer quantizes
     # (its own 25 Hz frames, before CMVN); 0 = the published recipe. Keeps the resynthesis' units (demo: 45)
+    unit_consistency: float = 0.0  # cross-entropy of the tokenizer's soft assignment of the generated frames
+    # (log-mel k-means: softmax of minus squared centroid distances, the recording's CMVN) against the input units
 
 
 @dataclasses.dataclass(frozen=True)

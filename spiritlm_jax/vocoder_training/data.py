@@ -33,7 +33,7 @@ from spiritlm_jax.data.prepare.encode import EXAMPLE_LABELS, check_wav_complete,
 from spiritlm_jax.data.prepare.manifest import read_manifest
 from spiritlm_jax.data.sources import ExampleSource, shard_files
 from spiritlm_jax.speech.audio import chunk_audio, load_audio
-from spiritlm_jax.speech.features import num_frames
+from spiritlm_jax.speech.features import STD_FLOOR, mel_power, num_frames
 from spiritlm_jax.speech.hifigan import HifiGanConfig, upsample_stream
 
 
@@ -44,6 +44,7 @@ class Utterance:
     units: dict  # "hubert" [T] (+ "pitch", "style" [T] at the unit rate when the model uses them)
     speaker: int = 0
     style: int = 0
+    feat_stats: Optional[np.ndarray] = None  # [2, n_mels] the tokenizer's CMVN mean, std of this recording
 
     @property
     def frames(self) -> int:
@@ -240,7 +241,19 @@ class SegmentSampler:
             out["gstyle"].append(u.style)
         b = {k: np.asarray(v, np.float32 if k == "audio" else np.int32) for k, v in out.items()}
         b["uniq"], b["dur"], b["dur_mask"] = dedup_runs(b["units"])
+        if self.utts[0].feat_stats is not None:  # loss.unit_consistency: each segment's recording's CMVN
+            stats = np.stack([self.utts[i].feat_stats for i in picks]).astype(np.float32)
+            b["feat_mean"], b["feat_std"] = stats[:, 0], stats[:, 1]
         return b
+
+
+def feature_stats(audio: np.ndarray, n_mels: int, fmin: float, fmax, cmvn: bool = True) -> np.ndarray:
+    """[2, n_mels]: the per-band mean and (floored) std the log-mel tokenizer's CMVN uses for this
+    recording (speech/features.py); (0, 1) without CMVN."""
+    if not cmvn:
+        return np.stack([np.zeros(n_mels), np.ones(n_mels)]).astype(np.float32)
+    f = np.log(mel_power(audio, n_mels, fmin, fmax) + 1e-6).astype(np.float64)
+    return np.stack([f.mean(0), np.maximum(f.std(0), STD_FLOOR)]).astype(np.float32)
 
 
 def speaker_and_style_lists(entries: list[dict], cfg: HifiGanConfig) -> tuple[Optional[list[str]], Optional[list[str]]]:

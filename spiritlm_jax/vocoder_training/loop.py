@@ -258,7 +258,7 @@ def _restore_checked(mngr, step: int, abstract, cfg: VocoderTrainConfig):
 
 def _unit_features(cfg: VocoderTrainConfig) -> Optional[vstep.UnitFeatures]:
     """The frame features of data.tokenizer for loss.unit_features (None when that loss is off)."""
-    if not cfg.loss.unit_features:
+    if not cfg.loss.unit_features and not cfg.loss.unit_consistency:
         return None
     tok = vdata.make_tokenizer(cfg.data.tokenizer)
     fc = getattr(getattr(tok, "features", None), "config", None)
@@ -267,7 +267,14 @@ def _unit_features(cfg: VocoderTrainConfig) -> Optional[vstep.UnitFeatures]:
             f"loss.unit_features needs a log-mel or MFCC k-means tokenizer (mel:DIR); data.tokenizer="
             f"{cfg.data.tokenizer!r} quantizes {getattr(getattr(tok, 'features', None), 'name', 'HuBERT')} features"
         )
-    return vstep.UnitFeatures(WINDOW, HOP, fc.n_mels, fc.fmin, fc.fmax)
+    centroids = None
+    if cfg.loss.unit_consistency:
+        if fc.kind != "log_mel":
+            raise ConfigError(
+                f"loss.unit_consistency needs log-mel k-means units; {cfg.data.tokenizer!r} uses {fc.kind}"
+            )
+        centroids = np.asarray(tok.centroids, np.float32)
+    return vstep.UnitFeatures(WINDOW, HOP, fc.n_mels, fc.fmin, fc.fmax, centroids, fc.cmvn)
 
 
 def run(cfg: VocoderTrainConfig) -> dict:
@@ -290,6 +297,9 @@ def _run(cfg: VocoderTrainConfig) -> dict:
     )  # before the data is loaded: a refusal costs nothing
     uf = _unit_features(cfg)
     sampler, held, speakers, styles = _data(cfg)
+    if uf is not None and uf.centroids is not None:
+        for u in sampler.utts:
+            u.feat_stats = vdata.feature_stats(u.audio, uf.n_mels, uf.fmin, uf.fmax, uf.cmvn)
     tx = vstep.make_optimizer(cfg)
     rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     mngr = _manager(out_dir, cfg.checkpoint.keep)

@@ -12,6 +12,10 @@
   log-mel power the log-mel / MFCC k-means tokenizers quantize (speech/features.py: frames
   [640 i, 640 i + 720), periodic Hann, |STFT|^2, slaney mel filters, log(x + 1e-6), before the
   per-utterance CMVN), so the resynthesis keeps the envelopes its units were cut from.
+- `unit_consistency_loss` (optional, `loss.unit_consistency`): cross-entropy of the k-means
+  tokenizer's soft assignment (softmax over units of minus the squared distance of each
+  CMVN-normalised generated frame to the centroids) against the units the frames were made from: it
+  asks that the resynthesis re-tokenizes to its own units; its argmax is the tokenizer's assignment.
 - `duration_loss`: MSE between the predictor's log-duration and log(1 + run length) of the
   deduplicated units, over the valid runs.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -63,6 +68,16 @@ def frame_log_mel(audio_bt, sr: int, n_fft: int, hop: int, n_mels: int, fmin: fl
     spec = jnp.fft.rfft(audio_bt[:, idx] * hann_periodic(n_fft), axis=-1)
     power = spec.real**2 + spec.imag**2
     return jnp.log(power @ mel_basis(sr, n_fft, n_mels, float(fmin), fmax) + 1e-6)
+
+
+def unit_consistency_loss(feats_btd, centroids_kd, units_bt):
+    """(mean cross-entropy, fraction of frames whose nearest centroid is their unit)."""
+    c = jnp.asarray(centroids_kd, jnp.float32)
+    d2_btk = jnp.sum(feats_btd**2, -1, keepdims=True) - 2.0 * feats_btd @ c.T + jnp.sum(c**2, -1)
+    logp_btk = jax.nn.log_softmax(-d2_btk, axis=-1)
+    ce = -jnp.mean(jnp.take_along_axis(logp_btk, units_bt[..., None], axis=-1))
+    acc = jnp.mean((jnp.argmin(d2_btk, -1) == units_bt).astype(jnp.float32))
+    return ce, acc
 
 
 def mel_loss(mel_real, mel_fake):

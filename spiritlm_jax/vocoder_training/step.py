@@ -39,21 +39,36 @@ class UnitFeatures:
     n_mels: int
     fmin: float
     fmax: Optional[float]
+    centroids: Optional[np.ndarray] = None  # [K, n_mels] for loss.unit_consistency (log-mel tokenizers)
+    cmvn: bool = True  # the tokenizer normalises each recording (feat_mean / feat_std in the batch)
+
+
+def _frame_features(cfg: VocoderTrainConfig, uf: UnitFeatures, audio_bt):
+    return losses.frame_log_mel(audio_bt, cfg.model.sampling_rate, uf.n_fft, uf.hop, uf.n_mels, uf.fmin, uf.fmax)
+
+
+def unit_consistency(cfg: VocoderTrainConfig, uf: Optional[UnitFeatures], fake, batch):
+    """(cross-entropy, accuracy) of the tokenizer's soft assignment of the generated frames against the
+    segment's units (losses.unit_consistency_loss); zeros when the loss is off."""
+    if uf is None or uf.centroids is None or not cfg.loss.unit_consistency:
+        return jnp.zeros(()), jnp.zeros(())
+    feats = (_frame_features(cfg, uf, fake) - batch["feat_mean"][:, None]) / batch["feat_std"][:, None]
+    return losses.unit_consistency_loss(feats, uf.centroids, batch["units"][:, : feats.shape[1]])
 
 
 def unit_feature_loss(cfg: VocoderTrainConfig, uf: Optional[UnitFeatures], real, fake):
     if uf is None or not cfg.loss.unit_features:
         return jnp.zeros(())
-    f = functools.partial(
-        losses.frame_log_mel,
-        sr=cfg.model.sampling_rate,
-        n_fft=uf.n_fft,
-        hop=uf.hop,
-        n_mels=uf.n_mels,
-        fmin=uf.fmin,
-        fmax=uf.fmax,
-    )
-    return losses.mel_loss(f(real), f(fake))
+    return losses.mel_loss(_frame_features(cfg, uf, real), _frame_features(cfg, uf, fake))
+
+
+def _unit_metrics(cfg: VocoderTrainConfig, uf, unit, ce, acc) -> dict:
+    out = {}
+    if uf is not None and cfg.loss.unit_features:
+        out["unit_l1"] = unit
+    if uf is not None and uf.centroids is not None and cfg.loss.unit_consistency:
+        out["unit_ce"], out["unit_acc"] = ce, acc
+    return out
 
 
 def make_optimizer(cfg: VocoderTrainConfig) -> optax.GradientTransformation:
@@ -147,10 +162,12 @@ def train_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, b
         fm = losses.feature_matching_loss(jax.lax.stop_gradient(real_f), fake_f)
         mel = losses.mel_loss(log_mel(cfg, real), log_mel(cfg, fake))
         unit = unit_feature_loss(cfg, uf, real, fake)
-        total = lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.unit_features * unit
-        return total, (adv, fm, mel, unit, spectral2)
+        ce, acc = unit_consistency(cfg, uf, fake, batch)
+        total = lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel
+        total = total + lw.unit_features * unit + lw.unit_consistency * ce
+        return total, (adv, fm, mel, unit, ce, acc, spectral2)
 
-    (_, (adv, fm, mel, unit, spectral)), d_fake = jax.value_and_grad(g_fake_loss, has_aux=True)(fake)
+    (_, (adv, fm, mel, unit, ce, acc, spectral)), d_fake = jax.value_and_grad(g_fake_loss, has_aux=True)(fake)
     (g_grads,) = g_vjp(d_fake)
     dur = jnp.zeros(())
     if lw.duration:
@@ -158,12 +175,10 @@ def train_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, b
         g_grads = jax.tree.map(lambda a, b: a + lw.duration * b, g_grads, dur_grads)
     g_upd, opt_g = tx.update(g_grads, state["opt_g"], state["g"])
     g_params = optax.apply_updates(state["g"], g_upd)
-    g_total = (
-        lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.unit_features * unit + lw.duration * dur
-    )
+    g_total = lw.adversarial * adv + lw.feature_matching * fm + lw.mel * mel + lw.duration * dur
+    g_total = g_total + lw.unit_features * unit + lw.unit_consistency * ce
     metrics = {"d_loss": d_loss, "g_adv": adv, "g_fm": fm, "mel_l1": mel, "dur_loss": dur, "g_loss": g_total}
-    if uf is not None and lw.unit_features:
-        metrics["unit_l1"] = unit
+    metrics.update(_unit_metrics(cfg, uf, unit, ce, acc))
     return {"g": g_params, "d": d_params, "spectral": spectral, "opt_g": opt_g, "opt_d": opt_d}, metrics
 
 
@@ -176,9 +191,10 @@ def warmup_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, 
 
     def fake_loss(f):
         mel, unit = losses.mel_loss(mel_real, log_mel(cfg, f)), unit_feature_loss(cfg, uf, real, f)
-        return lw.mel * mel + lw.unit_features * unit, (mel, unit)
+        ce, acc = unit_consistency(cfg, uf, f, batch)
+        return lw.mel * mel + lw.unit_features * unit + lw.unit_consistency * ce, (mel, unit, ce, acc)
 
-    (_, (mel, unit)), d_fake = jax.value_and_grad(fake_loss, has_aux=True)(fake)
+    (_, (mel, unit, ce, acc)), d_fake = jax.value_and_grad(fake_loss, has_aux=True)(fake)
     (grads,) = g_vjp(d_fake)
     dur = jnp.zeros(())
     if lw.duration:
@@ -192,10 +208,9 @@ def warmup_step(cfg: VocoderTrainConfig, tx, uf: Optional[UnitFeatures], state, 
         "g_fm": z,
         "mel_l1": mel,
         "dur_loss": dur,
-        "g_loss": lw.mel * mel + lw.unit_features * unit + lw.duration * dur,
+        "g_loss": lw.mel * mel + lw.unit_features * unit + lw.unit_consistency * ce + lw.duration * dur,
     }
-    if uf is not None and lw.unit_features:
-        metrics["unit_l1"] = unit
+    metrics.update(_unit_metrics(cfg, uf, unit, ce, acc))
     return {**state, "g": optax.apply_updates(state["g"], upd), "opt_g": opt_g}, metrics
 
 
