@@ -1,15 +1,19 @@
 """Train the demo corpus' vocoder (spiritlm_jax/data/demo/vocoder/) on CPU, reproducibly.
 
     apt-get install asterisk-core-sounds-en-wav
-    python tools/build_demo_vocoder.py [--work runs/demo_vocoder] [--steps 4000] [--gan-start 3000]
+    python tools/build_demo_vocoder.py [--work runs/demo_vocoder] [--steps 5500] [--gan-start 3000] \
+        [--unit-features-from 4000]
     python tools/build_demo_vocoder.py --measure-only      # the numbers and pictures of docs/vocoder_training.md
 
 The demo corpus' speech-only examples are the Asterisk prompts (one voice); their ids name the wav
 files, so the recordings of the corpus' train split train the vocoder and those of its eval split are
 held out. Units: the demo's log-mel k-means tokenizer (mel:demo), recomputed from the audio at the
 start (the same units the corpus holds). The run is an ordinary `python -m spiritlm_jax.train_vocoder`
-run (resumable: rerun the same command after an interruption); its vocoder/ is copied into the
-package. Seeds are fixed (init, segment sampling); on one CPU backend the run is deterministic.
+run in two stages on one run directory (resumable: rerun the same command after an interruption):
+stage 1, the published HiFi-GAN losses, to step --unit-features-from; stage 2, the same run resumed
+with loss.unit_features and loss.unit_consistency (STAGE2; the change is recorded in the run's
+config_changes.jsonl) to --steps. Its vocoder/ is copied into the package. Seeds are fixed (init,
+segment sampling); on one CPU backend the run is deterministic.
 
 Measurement (`measure`, also run after training): on the held-out recordings, (a) log-mel L1
 between the original and the resynthesis from its own units (ground-truth durations), (b) unit
@@ -259,7 +263,7 @@ def measure(work: Path, vocoder_dir: Path, docs: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(ROOT / "runs" / "demo_vocoder"))
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=5500)
     ap.add_argument("--gan-start", type=int, default=3000, help="mel-only steps before the discriminators join")
     ap.add_argument("--unit-features-from", type=int, default=4000, help="the step where loss.unit_features joins")
     ap.add_argument("--measure-only", action="store_true")
