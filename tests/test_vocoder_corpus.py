@@ -17,33 +17,13 @@ from spiritlm_jax.config import ConfigError
 from spiritlm_jax.data.prepare import PrepareConfig, encode_batch, load_speech_tokenizer, prepare
 from spiritlm_jax.data.sources import read_examples, write_jsonl
 from spiritlm_jax.speech.audio import load_audio
-from spiritlm_jax.speech.discriminators import DiscriminatorConfig
-from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig, upsample_stream
+from spiritlm_jax.speech.hifigan import upsample_stream
 from spiritlm_jax.vocoder_training import data as vdata
+from tests.test_vocoder_training import TINY_D, TINY_G  # the tiny sizes of the vocoder trainer's tests
 
 DATA = Path(__file__).parent / "data"
 WAVS = {"pass": DATA / "agent-pass.wav", "intro": DATA / "vm-intro.wav", "loginok": DATA / "agent-loginok.wav"}
 WORDS = [["Agent", 0.05, 0.5], ["logged", 0.5, 0.9], ["in", 0.9, 1.2]]
-# the tiny sizes of tests/test_vocoder_training.py
-TINY_G = HifiGanConfig(
-    num_embeddings=100,
-    embedding_dim=16,
-    multispkr=False,
-    multistyle=False,
-    upsample_initial_channel=32,
-    resblock_kernel_sizes=(3,),
-    resblock_dilation_sizes=((1, 3),),
-    dur_predictor_params=DurPredictorConfig(encoder_embed_dim=16, var_pred_hidden_dim=16),
-)
-TINY_D = DiscriminatorConfig(
-    periods=(2, 3),
-    mpd_channels=(4, 8, 8),
-    msd_scales=2,
-    msd_channels=(4, 8, 8),
-    msd_kernels=(15, 11, 5),
-    msd_strides=(1, 4, 1),
-    msd_groups=(1, 2, 1),
-)
 
 
 def _prepare(root: Path) -> Path:

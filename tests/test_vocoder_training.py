@@ -543,8 +543,8 @@ def test_a_non_finite_loss_or_state_stops_before_saving(tmp_path, monkeypatch, c
 
     real = vstep.jit_steps
 
-    def poisoned(cfg, tx, mesh):
-        full, warm = real(cfg, tx, mesh)
+    def poisoned(cfg, tx, mesh, uf=None):
+        full, warm = real(cfg, tx, mesh, uf)
         calls = [0]
 
         def warm_nan(state, batch):
