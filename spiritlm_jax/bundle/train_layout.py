@@ -46,13 +46,28 @@ def checkpoints_dir(directory: str | Path) -> Optional[Path]:
     return None
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    """Orbax warns twice that a read-only manager is read-only, for every reader that asked for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not msg.startswith(("Given directory is read only", "CheckpointManagerOptions.read_only=True"))
+
+
 def read_only_manager(directory: str | Path) -> ocp.CheckpointManager:
     path = Path(directory).absolute()
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {directory} does not exist")
-    return ocp.CheckpointManager(
-        path, item_names=ITEM_NAMES, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
-    )
+    flt, loggers = _DropReadOnlyNotice(), [logging.getLogger(n) for n in ("absl", "")]
+    for lg in loggers:
+        lg.addFilter(flt)
+    try:
+        return ocp.CheckpointManager(
+            path, item_names=ITEM_NAMES, options=ocp.CheckpointManagerOptions(read_only=True, create=False)
+        )
+    finally:
+        for lg in loggers:
+            lg.removeFilter(flt)
 
 
 class _DropOrbaxErrors(logging.Filter):
