@@ -257,7 +257,8 @@ def _restore_checked(mngr, step: int, abstract, cfg: VocoderTrainConfig):
 
 
 def _unit_features(cfg: VocoderTrainConfig) -> Optional[vstep.UnitFeatures]:
-    """The frame features of data.tokenizer for loss.unit_features (None when that loss is off)."""
+    """The frame features (and, for unit_consistency, the centroids) of data.tokenizer that
+    loss.unit_features / loss.unit_consistency compare; None when both are off."""
     if not cfg.loss.unit_features and not cfg.loss.unit_consistency:
         return None
     tok = vdata.make_tokenizer(cfg.data.tokenizer)
