@@ -34,7 +34,14 @@ from tools.convert_weights.common import (  # noqa: E402
 )
 from tools.convert_weights.speech_quantizer_from_pt import load_quantizer_checkpoint, mlp_quantizer_params  # noqa: E402
 
-__all__ = ["ConversionError", "convert", "hubert_config_from_hf", "params_from_hf_state_dict", "read_hf_dir"]
+__all__ = [
+    "ConversionError",
+    "convert",
+    "encoder_sizes_from_hf",
+    "hubert_config_from_hf",
+    "params_from_hf_state_dict",
+    "read_hf_dir",
+]
 
 TRAINING_ONLY = ("masked_spec_embed",)  # mask embedding used only when pre-training/fine-tuning
 
@@ -53,6 +60,11 @@ def hubert_config_from_hf(hf: dict, output_layer: int | None = None, source: str
     need("feat_extract_activation", "gelu", "gelu")
     need("feat_proj_layer_norm", True, True)
     need("conv_pos_batch_norm", False, False)
+    return encoder_sizes_from_hf(hf, output_layer, source)
+
+
+def encoder_sizes_from_hf(hf: dict, output_layer: int | None = None, source: str = "config.json") -> HubertConfig:
+    """The HubertConfig sizes of a transformers HuBERT/wav2vec2 config.json (no layout checks)."""
     try:
         layers = hf["num_hidden_layers"]
         return HubertConfig(

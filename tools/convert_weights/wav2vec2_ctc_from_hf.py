@@ -25,11 +25,11 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spiritlm_jax.io import save_component  # noqa: E402
-from spiritlm_jax.speech.hubert import HubertConfig  # noqa: E402
 from spiritlm_jax.speech.wav2vec2 import CTC_SPEC, Wav2Vec2CTCConfig  # noqa: E402
 from tools.convert_weights.common import CheckedTensors, ConversionError, converter_main, fold_weight_norm  # noqa: E402
 from tools.convert_weights.hubert_from_hf import (  # noqa: E402
     TRAINING_ONLY,
+    encoder_sizes_from_hf,
     hubert_config_from_hf,
     params_from_hf_state_dict,
     read_hf_dir,
@@ -71,23 +71,7 @@ def ctc_config_from_hf(
         ):
             if hf.get(key, wanted) != wanted:
                 raise ConversionError(f"{source}: {key}={hf.get(key)!r} is not supported with do_stable_layer_norm")
-        try:
-            layers = hf["num_hidden_layers"]
-            enc = HubertConfig(
-                conv_layers=tuple(zip(hf["conv_dim"], hf["conv_kernel"], hf["conv_stride"])),
-                hidden=hf["hidden_size"],
-                num_layers=layers,
-                num_heads=hf["num_attention_heads"],
-                ffn=hf["intermediate_size"],
-                pos_conv_kernel=hf["num_conv_pos_embeddings"],
-                pos_conv_groups=hf["num_conv_pos_embedding_groups"],
-                output_layer=layers,
-                layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-            )
-        except KeyError as e:
-            raise ConversionError(f"{source}: missing key {e.args[0]!r}") from None
-        except ValueError as e:
-            raise ConversionError(f"{source}: {e}") from None
+        enc = encoder_sizes_from_hf(hf, None, source)
     else:
         enc = hubert_config_from_hf(hf, None, source)
     if extra.get("blank") is not None:
