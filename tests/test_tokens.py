@@ -203,28 +203,9 @@ def test_round_trip_at_real_rates(hubert, data):
 def llama_like_sp(tmp_path_factory):
     """A 300-piece BPE model trained here on tests/data/english.txt with LLaMA-2's normaliser settings
     (dummy prefix, no whitespace folding, byte fallback, split digits; BOS 1, EOS 2, no pad)."""
-    import sentencepiece as spm
+    from tests.release_tokenizer import train_llama_like
 
-    d = tmp_path_factory.mktemp("llama_like")
-    spm.SentencePieceTrainer.train(
-        input=str(DATA / "english.txt"),
-        model_prefix=str(d / "tokenizer"),
-        vocab_size=300,
-        model_type="bpe",
-        bos_id=1,
-        eos_id=2,
-        unk_id=0,
-        pad_id=-1,
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=True,
-        normalization_rule_name="identity",
-        byte_fallback=True,
-        split_digits=True,
-        character_coverage=1.0,
-        minloglevel=2,
-        num_threads=1,
-    )
-    return d / "tokenizer.model"
+    return train_llama_like(tmp_path_factory.mktemp("llama_like"), vocab_size=300)
 
 
 def _hf_dir(d: Path, sp_model: Path, tokens: dict, config: bool = True) -> Path:
