@@ -54,7 +54,7 @@ def test_scores_equal_direct_computation(tiny):
     r = score_items(model, params, [item], enc, "T")["x"]
     ctx = [enc.tok.bos_id] + enc.tokens(item.context, "text")
     for k, cand in enumerate(item.candidates):
-        ids = enc.tokens(cand, "text")[1:]  # same modality: the ending continues the span, no second [Text]
+        ids = enc.continuation(item.context, cand)  # same modality: the ending continues the span's text
         seq = ctx + ids
         logp = jax.nn.log_softmax(model.apply({"params": params}, np.asarray([seq]))[0], -1)
         direct = sum(float(logp[len(ctx) + j - 1, seq[len(ctx) + j]]) for j in range(len(ids)))
@@ -69,6 +69,24 @@ def test_scores_equal_direct_computation(tiny):
     assert abs(r[0][0] - direct) < 1e-4 and r[1][0] == len(ids) - 1
     bad = score_items(model, params, [Item("y", None, [{"text": "a"}, {"text": "b"}], 0)], enc, "S")
     assert "no 'audio' form" in bad["y"]
+
+
+def test_text_ending_has_the_ids_of_a_training_document(tiny):
+    """In T the context + ending are scored with the ids a training document of the whole story holds.
+    The ablation's T gap came from the ending encoded on its own after a [Text] marker: its first word
+    lost its '▁' piece ('password.Then'), a join text documents never contain, so models that saw few
+    span-initial words (no interleaving) scored endings by that artefact."""
+    from spiritlm_jax.data.interleave import encode_documents
+
+    _, _, enc = tiny
+    ctx, ending = "please enter your password.", "Then press the pound key."
+    (doc,) = encode_documents({"kind": "text", "text": ctx + " " + ending}, enc.tok, np.random.default_rng(0))
+    prefix = [enc.tok.bos_id] + enc.tokens({"text": ctx}, "text")
+    cont = enc.continuation({"text": ctx}, {"text": ending})
+    assert prefix + cont + [enc.tok.eos_id] == doc.enc.tokens.tolist()
+    alone = enc.tokens({"text": ending}, "text")[1:]  # the old ids: the ending after its own marker
+    assert alone != cont and enc.tok.id_to_token(cont[0]).startswith("\u2581")
+    assert not enc.tok.id_to_token(alone[0]).startswith("\u2581")
 
 
 def _manifest(tmp_path):

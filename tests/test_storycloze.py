@@ -229,4 +229,5 @@ def test_scoring_in_all_four_settings(tmp_path):
         sums, lens = res["0"]
         text_lens = [len(enc.tokens(c, "text")) - 1 for c in items[0].candidates]
         audio_lens = [len(enc.tokens(c, "audio")) - 1 for c in items[0].candidates]
-        assert lens == (text_lens if setting in ("T", "S2T") else audio_lens)
+        continued = [len(enc.continuation(items[0].context, c)) for c in items[0].candidates]  # T: one text
+        assert lens == {"T": continued, "S2T": text_lens}.get(setting, audio_lens)

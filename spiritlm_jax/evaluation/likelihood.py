@@ -5,7 +5,8 @@ text form, an audio form, or both; the setting picks which:
     T: text -> text     S: speech -> speech     T2S: text context, speech candidates     S2T: speech -> text
 Items are scored by the summed log-likelihood of each candidate's tokens given BOS + the context
 (+ the candidate's modality marker when the modality switches, T2S/S2T, or there is no context; in T
-and S the candidate continues the context's span without a second marker); accuracy is reported with
+and S the candidate continues the context's span without a second marker; in T its ids are those the
+context and candidate get as one text, as in a training document); accuracy is reported with
 and without the paper's length normalisation (mean per-token log-likelihood), with a bootstrap 95% interval.
 
 Manifest (JSONL, one item per line; unknown fields are errors):
@@ -116,10 +117,14 @@ class Encoder:
     def __init__(self, tokenizer, speech_tokenizer=None):
         self.tok, self.speech, self._cache = tokenizer, speech_tokenizer, {}
 
-    def tokens(self, content: dict, form: str) -> list[int]:
+    @staticmethod
+    def _form(content: dict, form: str):
         if form not in content:
             raise ValueError(f"content has no {form!r} form (has {sorted(content)})")
-        key = (form, content[form])
+        return content[form]
+
+    def tokens(self, content: dict, form: str) -> list[int]:
+        key = (form, self._form(content, form))
         if key not in self._cache:
             if form == "text":
                 self._cache[key] = build_prompt(self.tok, [Segment(Modality.TEXT, content["text"])], bos=False).ids
@@ -132,6 +137,19 @@ class Encoder:
                 self._cache[key] = build_prompt(self.tok, [Segment(Modality.SPEECH, units)], bos=False).ids
         return self._cache[key]
 
+    def continuation(self, context: dict, candidate: dict) -> list[int]:
+        """Ids of a text candidate that continues the context's text span: the ids the two texts get as
+        one text (context, a space, candidate), after the context's ids. This is what a training document
+        of the whole story holds ('▁' before the candidate's first word), not the candidate encoded on its
+        own after a [Text] marker (no '▁': a join like 'kitchen.Then' that text documents never contain)."""
+        ctx, cand = self._form(context, "text"), self._form(candidate, "text")
+        sep = "" if ctx[-1:].isspace() or cand[:1].isspace() else " "
+        head = self.tokens(context, "text")
+        whole = self.tokens({"text": ctx + sep + cand}, "text")
+        if whole[: len(head)] != head or len(whole) == len(head):
+            raise ValueError(f"candidate {cand[:40]!r} does not continue the context's tokens as one text")
+        return whole[len(head) :]
+
 
 def score_items(model, params, items: Sequence[Item], encoder: Encoder, setting: str, batch_size: int = 16):
     """Per item: (log-likelihood sums per candidate, token counts) or an error string for bad items."""
@@ -143,17 +161,22 @@ def score_items(model, params, items: Sequence[Item], encoder: Encoder, setting:
     for it in items:
         try:
             prefix = bos + (encoder.tokens(it.context, ctx_form) if it.context is not None else [])
-            cand_ids = [encoder.tokens(c, cand_form) for c in it.candidates]
+            same_span = it.context is not None and ctx_form == cand_form
+            if same_span and cand_form == "text":
+                # the candidate continues the context's text: scored as one text would be tokenized
+                pairs = [(prefix, encoder.continuation(it.context, c)) for c in it.candidates]
+            else:
+                # Only the candidate's content is scored. Its modality marker is part of the prompt when
+                # the modality switches (or there is no context); a speech candidate continues a speech
+                # context's span with no marker, as training data has markers only at switches.
+                cand_ids = [encoder.tokens(c, cand_form) for c in it.candidates]
+                pairs = [(prefix if same_span else prefix + c[:1], c[1:] if len(c) > 1 else c) for c in cand_ids]
         except (ValueError, FileNotFoundError) as e:
             results[it.id] = f"{type(e).__name__}: {e}"
             continue
-        same_span = it.context is not None and ctx_form == cand_form
-        for c in cand_ids:
-            # Only the candidate's content is scored. Its modality marker is part of the prompt when
-            # the modality switches (or there is no context); within one modality the candidate
-            # continues the context's span with no marker, as training data has markers only at switches.
-            prompts.append(prefix if same_span else prefix + c[:1])
-            conts.append(c[1:] if len(c) > 1 else c)
+        for prompt, cont in pairs:
+            prompts.append(prompt)
+            conts.append(cont)
             owners.append(it.id)
     if prompts:
         sums, lens = score(model, params, prompts, conts, batch_size)
