@@ -134,7 +134,27 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     try:  # schemas validate themselves in __post_init__ (ValueError); TypeError: a missing field
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
+        raise ConfigError(_keyed_message(cls, prefix, str(e))) from None
+
+
+_KEY_AT_START = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(.*)", re.S)
+
+
+def _keyed_message(cls: type, prefix: str, msg: str) -> str:
+    """A schema's own error with its key written out in full: "every must be >= 1" raised by the
+    `checkpoint` section reads "checkpoint.every must be >= 1", the key as a user types it."""
+    m = _KEY_AT_START.fullmatch(msg)
+    if m and _field_type(cls, m.group(1)) is not None:
+        return f"{prefix}{m.group(1)}{m.group(2)}"
+    return f"{prefix.rstrip('.')}: {msg}" if prefix else msg
+
+
+def _as_typed(msg: str, typed: dict[str, str]) -> str:
+    """`msg` with the dotted key it starts with spelled as the user typed it (e.g. `--max-new-tokens`)."""
+    for key in sorted(typed, key=len, reverse=True):
+        if msg.startswith(key) and not msg[len(key) : len(key) + 1].replace("_", "a").isalnum():
+            return typed[key] + msg[len(key) :]
+    return msg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -325,6 +345,7 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
     argv = list(argv)
     config_path = None
     overrides: list[str] = []
+    typed: dict[str, str] = {}  # schema key -> the option as typed, when it is spelled otherwise
     lists: dict[str, list[str]] = {}
     i = 0
     while i < len(argv):
@@ -335,6 +356,8 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
         if arg.startswith("--"):
             name, eq, value = arg[2:].partition("=")
             key = name.replace("-", "_")
+            if name != key:
+                typed[key] = f"--{name}"
             if config_flag and key == "config":
                 if not eq:
                     if i >= len(argv):
@@ -374,7 +397,10 @@ def parse_cli(cls: type[T], argv: Sequence[str], prog: str, description: str = "
     for key, values in lists.items():
         item_tp = _list_item_type(_field_type(cls, key))
         _set_dotted(data, key, [v if _is_str_type(item_tp) else _scalar(v) for v in values])
-    return from_dict(cls, data)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(_as_typed(str(e), typed)) from None
 
 
 def _is_optional(tp: Any) -> bool:

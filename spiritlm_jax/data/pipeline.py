@@ -75,8 +75,10 @@ class DataConfig:
             raise ValueError(f"weights must be 3 non-negative numbers (text, speech, aligned), got {self.weights}")
         if self.num_epochs is not None and self.num_epochs < 1:
             raise ValueError(f"num_epochs must be >= 1 or null (infinite), got {self.num_epochs}")
-        if self.read_threads < 0 or self.prefetch < 1:
-            raise ValueError(f"read_threads must be >= 0 and prefetch >= 1, got {self.read_threads}, {self.prefetch}")
+        if self.read_threads < 0:
+            raise ValueError(f"read_threads must be >= 0, got {self.read_threads}")
+        if self.prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
         for name in ("text_span", "speech_span"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:

@@ -77,8 +77,9 @@ class TrainConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.eval_every < 0 or self.eval_batches < 0:
-            raise ValueError(f"eval_every and eval_batches must be >= 0, got {self.eval_every}, {self.eval_batches}")
+        for name in ("eval_every", "eval_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.data.seq_len > self.model.max_seq_len:
             raise ValueError(f"data.seq_len {self.data.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
         if self.data.batch_size % self.optim.grad_accum:
