@@ -1,15 +1,18 @@
 """The interleaving ablation, end to end: corpus, three training runs, evaluation, report.
 
-    python -m benchmarks.interleaving_ablation [--work runs/ablation] [--seed 0] [--steps N] [--stage all]
+    python -m benchmarks.interleaving_ablation [--work runs/ablation] [--seeds 0 1 2] [--steps N] [--stage all]
 
 Stages (each resumes: a finished stage is skipped, an interrupted run continues from its checkpoint,
 scored items are cached):
-1. corpus: benchmarks/interleaving_ablation/corpus.py (stories, espeak-ng speech, units, prepare).
-2. runs: `python -m spiritlm_jax.train` three times on the same corpus, same model, steps, batch, seed
-   and mixture weights; only `data.aligned_as` differs: none (= separate), pairs, interleaved.
+1. corpus: benchmarks/interleaving_ablation/corpus.py (stories, espeak-ng speech, units, prepare), built
+   once with the corpus seed (0): every training seed sees the same pools and is scored on the same items.
+2. runs: `python -m spiritlm_jax.train` three times per seed on the same corpus, same model, steps, batch
+   and mixture weights; only `data.aligned_as` differs: none (= separate), pairs, interleaved. The seed
+   sets the initialisation, the data order and the interleaving/pairing draws.
 3. eval: `python -m spiritlm_jax.evaluate likelihood --storycloze-dir <work>/corpus/cloze` in T, S,
    T2S and S2T for each run.
-4. report: docs/experiments/interleaving_ablation.{json,md tables} and loss-curve PNGs.
+4. report: docs/experiments/interleaving_ablation.{json,png}: per seed, and the mean over seeds with a
+   95 % interval from a bootstrap over seeds and items.
 
 The protocol (sizes, model, steps) is fixed in RUN and CorpusConfig below and in
 docs/experiments/interleaving_ablation.md; it is not tuned on the results.
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -70,12 +75,16 @@ def _log(msg: str) -> None:
     print(f"[ablation] {msg}", file=sys.stderr, flush=True)
 
 
+def seed_dir(work: Path, seed: int) -> Path:
+    return work / f"seed{seed}"
+
+
 def run_config(work: Path, name: str, seed: int, steps: int) -> dict:
     cfg = json.loads(json.dumps(RUN))
     cfg["data"].update(corpus=str(work / "corpus" / "corpus"), aligned_as=VARIANTS[name], seed=seed)
     cfg["init"] = {"seed": seed}
     cfg["steps"] = steps
-    cfg["out_dir"] = str(work / "runs" / name)
+    cfg["out_dir"] = str(seed_dir(work, seed) / "runs" / name)
     return cfg
 
 
@@ -93,10 +102,10 @@ def train_runs(work: Path, seed: int, steps: int) -> dict:
         run_dir = Path(cfg["out_dir"])
         if not _finished(run_dir, steps):
             run_dir.mkdir(parents=True, exist_ok=True)
-            path = work / "configs" / f"{name}.yaml"
+            path = seed_dir(work, seed) / "configs" / f"{name}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-            _log(f"training {name} (aligned_as={VARIANTS[name]}, {steps} steps)")
+            _log(f"seed {seed}: training {name} (aligned_as={VARIANTS[name]}, {steps} steps)")
             t0 = time.time()
             subprocess.run([sys.executable, "-m", "spiritlm_jax.train", "--config", str(path)], check=True)
             spent = time.time() - t0
@@ -106,10 +115,10 @@ def train_runs(work: Path, seed: int, steps: int) -> dict:
     return seconds
 
 
-def evaluate_runs(work: Path) -> dict:
+def evaluate_runs(work: Path, seed: int) -> dict:
     results = {}
     for name in VARIANTS:
-        out = work / "eval" / name
+        out = seed_dir(work, seed) / "eval" / name
         report = out / "report.json"
         if not report.is_file():
             cmd = [
@@ -118,12 +127,12 @@ def evaluate_runs(work: Path) -> dict:
                 "spiritlm_jax.evaluate",
                 "likelihood",
                 "--checkpoint",
-                str(work / "runs" / name),
+                str(seed_dir(work, seed) / "runs" / name),
             ]
             cmd += ["--storycloze-dir", str(work / "corpus" / "cloze"), "--out", str(out), "--name", f"ablation-{name}"]
             for s in SETTINGS:
                 cmd += ["--setting", s]
-            _log(f"evaluating {name}")
+            _log(f"seed {seed}: evaluating {name}")
             subprocess.run(cmd, check=True)
         results[name] = json.loads(report.read_text())
     return results
@@ -135,64 +144,138 @@ def _row(report: dict, setting: str) -> dict:
     return {"accuracy": r["accuracy_normalized"], "ci_low": lo, "ci_high": hi, "n": r["n"]}
 
 
-def write_report(work: Path, results: dict, seconds: dict, seed: int, steps: int, docs: Path = DOCS) -> dict:
+def item_correct(work: Path, seed: int, name: str, setting: str) -> dict[str, int]:
+    """Per item id: 1 if the length-normalised score picks the right ending (from the eval's score cache)."""
+    from spiritlm_jax.evaluation.storycloze import load_storycloze
+
+    labels = {it.id: it.label for it in load_storycloze(None, str(work / "corpus" / "cloze"))}
+    scores = json.loads((seed_dir(work, seed) / "eval" / name / f"scores_{setting}.json").read_text())
+    out = {}
+    for item_id, r in scores.items():
+        if isinstance(r, str):
+            continue
+        sums, lens = np.asarray(r[0], np.float64), np.maximum(np.asarray(r[1], np.float64), 1)
+        out[item_id] = int(np.argmax(sums / lens) == labels[item_id])
+    return out
+
+
+def pooled(correct_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0) -> dict:
+    """Mean accuracy (%) over seeds, and a 95 % interval from a two-level bootstrap: seeds drawn with
+    replacement, then items drawn with replacement (the same items for every seed: one eval set)."""
+    ids = sorted(set.intersection(*(set(c) for c in correct_by_seed)))
+    m = np.asarray([[c[i] for i in ids] for c in correct_by_seed], np.float64)  # [seeds, items]
+    rng = np.random.default_rng(rng_seed)
+    s_idx = rng.integers(0, m.shape[0], (n_boot, m.shape[0]))
+    i_idx = rng.integers(0, m.shape[1], (n_boot, m.shape[1]))
+    boots = np.asarray([m[s_idx[b]][:, i_idx[b]].mean() for b in range(n_boot)])
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {
+        "accuracy": round(100 * float(m.mean()), 1),
+        "ci_low": round(100 * float(lo), 1),
+        "ci_high": round(100 * float(hi), 1),
+        "n": len(ids),
+        "seeds": m.shape[0],
+        "per_seed_accuracy": [round(100 * float(x), 1) for x in m.mean(1)],
+    }
+
+
+def write_report(work: Path, seeds: list[int], seconds: dict, steps: int, docs: Path = DOCS) -> dict:
+    """docs/experiments/interleaving_ablation.json: `runs` is the mean over seeds (interval over seeds and
+    items), `per_seed` holds each seed's runs in the same shape as a one-seed report."""
     tokens = steps * RUN["data"]["batch_size"] * RUN["data"]["seq_len"]
+    per_seed = {}
+    for seed in seeds:
+        reports = {
+            name: json.loads((seed_dir(work, seed) / "eval" / name / "report.json").read_text()) for name in VARIANTS
+        }
+        per_seed[str(seed)] = {"runs": {name: {s: _row(rep, s) for s in SETTINGS} for name, rep in reports.items()}}
+    runs = {
+        name: {s: pooled([item_correct(work, seed, name, s) for seed in seeds]) for s in SETTINGS} for name in VARIANTS
+    }
     out = {
-        "runs": {name: {s: _row(rep, s) for s in SETTINGS} for name, rep in results.items()},
+        "runs": runs,
+        "per_seed": per_seed,
+        "seeds": list(seeds),
+        "corpus_seed": 0,
         "tokens_per_run": tokens,
-        "seconds_per_run": {k: round(v, 1) for k, v in seconds.items()},
-        "seed": seed,
+        "seconds_per_run": {str(k): {n: round(v, 1) for n, v in d.items()} for k, d in seconds.items()},
+        "held_out_loss": {str(seed): final_eval_losses(work, seed) for seed in seeds},
         "paper": PAPER,
     }
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "interleaving_ablation.json").write_text(json.dumps(out, indent=2) + "\n")
-    _loss_curves(work, docs / "interleaving_ablation_loss.png")
+    loss_curves(work, seeds, docs / "interleaving_ablation_loss.png")
     return out
 
 
-def _loss_curves(work: Path, png: Path) -> None:
+LOSS_GROUPS = ("text", "speech", "interleaved")  # the trainer's loss groups (metrics loss_<group>)
+
+
+def _metrics(work: Path, seed: int, name: str) -> list[dict]:
+    path = seed_dir(work, seed) / "runs" / name / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
+
+
+def final_eval_losses(work: Path, seed: int) -> dict:
+    """Held-out loss per group at the last evaluation of each run (nats/token)."""
+    out = {}
+    for name in VARIANTS:
+        evals = [r for r in _metrics(work, seed, name) if "eval_loss" in r]
+        last = evals[-1] if evals else {}
+        out[name] = {g: round(last[f"eval_loss_{g}"], 4) for g in LOSS_GROUPS if f"eval_loss_{g}" in last}
+    return out
+
+
+def loss_curves(work: Path, seeds: list[int], png: Path) -> None:
+    """Training (top) and held-out (bottom) loss per loss group; one line per run and seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = ("loss_text", "loss_speech", "loss_aligned")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.4), sharey="row")
+    colors = dict(zip(VARIANTS, ("tab:blue", "tab:orange", "tab:green")))
     for name in VARIANTS:
-        recs = [json.loads(ln) for ln in (work / "runs" / name / "metrics.jsonl").read_text().splitlines() if ln]
-        for ax, g in zip(axes, groups):
-            pts = [(r["step"], r[g]) for r in recs if g in r]
-            if pts:
-                ax.plot(*zip(*pts), label=name)
-    for ax, g in zip(axes, groups):
-        ax.set_title(g.replace("loss_", "training loss: "))
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("nats / token")
-    axes[0].legend()
+        for k, seed in enumerate(seeds):
+            recs = _metrics(work, seed, name)
+            for row, prefix in enumerate(("loss_", "eval_loss_")):
+                for ax, g in zip(axes[row], LOSS_GROUPS):
+                    pts = [(r["step"], r[prefix + g]) for r in recs if prefix + g in r]
+                    if pts:
+                        label = name if k == 0 else None
+                        ax.plot(*zip(*pts), color=colors[name], alpha=0.85, lw=1.0, label=label)
+    for row, what in enumerate(("training loss", "held-out loss")):
+        for ax, g in zip(axes[row], LOSS_GROUPS):
+            ax.set_title(f"{what}: {g}")
+            ax.grid(alpha=0.3)
+            if row == 1:
+                ax.set_xlabel("step")
+        axes[row][0].set_ylabel("nats / token")
+    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default="runs/ablation", help="working directory (corpus, runs, eval)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="runs/ablation", help="working directory (corpus, seed<N>/runs, seed<N>/eval)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--steps", type=int, default=RUN["steps"])
     ap.add_argument("--stage", choices=("corpus", "runs", "eval", "all"), default="all")
     args = ap.parse_args(argv)
     work = Path(args.work)
-    summary = build_corpus(work / "corpus", CorpusConfig(seed=args.seed))
+    summary = build_corpus(work / "corpus", CorpusConfig(seed=0))
     _log(f"corpus: {json.dumps(summary['counts'])}, hours of audio {json.dumps(summary['hours'])}")
     if args.stage == "corpus":
         return 0
-    seconds = train_runs(work, args.seed, args.steps)
-    if args.stage == "runs":
+    seconds = {}
+    for seed in args.seeds:  # seed by seed: each seed's runs and eval finish before the next starts
+        seconds[seed] = train_runs(work, seed, args.steps)
+        if args.stage != "runs":
+            evaluate_runs(work, seed)
+    if args.stage != "all":
         return 0
-    results = evaluate_runs(work)
-    if args.stage == "eval":
-        return 0
-    out = write_report(work, results, seconds, args.seed, args.steps)
+    out = write_report(work, args.seeds, seconds, args.steps)
     print(json.dumps(out["runs"], indent=2))
     return 0
 
