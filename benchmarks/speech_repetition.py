@@ -61,18 +61,22 @@ def main(argv=None) -> int:
     lm = SpiritLM.from_checkpoint(args.checkpoint)
     rows = {}
     for name, keys in SETTINGS.items():
-        vals = []
+        vals, secs = [], []
         for seed in args.seeds if keys.get("do_sample") else args.seeds[:1]:
             out = lm.generate(
                 output_modality="speech",
-                interleaved_inputs=[(args.text, "text")],
+                interleaved_inputs=[("TEXT", args.text)],
                 max_new_tokens=args.max_new_tokens,
                 seed=seed,
                 **keys,
             )
             wav = np.concatenate([np.asarray(o.content) for o in out if o.content_type.name == "SPEECH"])
-            vals.append(envelope_autocorrelation(wav, 16000))
-        rows[name] = {"autocorrelation": [round(v, 3) for v in vals], "seconds": round(len(wav) / 16000, 2)}
+            secs.append(round(len(wav) / 16000, 2))
+            try:
+                vals.append(round(envelope_autocorrelation(wav, 16000), 3))
+            except ValueError:  # ended at EOS before the longest lag: too short to loop
+                vals.append(None)
+        rows[name] = {"autocorrelation": vals, "seconds": secs}
     result = {"real_recordings": {k: round(v, 3) for k, v in real.items()}, "generated": rows}
     print(json.dumps(result, indent=2))
     return 0

@@ -52,7 +52,7 @@ def test_scores_equal_direct_computation(tiny):
     model, params, enc = tiny
     item = Item("x", {"text": "please enter"}, [{"text": "your password", "audio": WAVS[0]}, {"text": "the key"}], 0)
     r = score_items(model, params, [item], enc, "T")["x"]
-    ctx = [enc.tok.bos_id] + enc.tokens(item.context, "text")
+    ctx = [enc.tok.bos_id] + enc.tok.lead_ids + enc.tokens(item.context, "text")
     for k, cand in enumerate(item.candidates):
         ids = enc.continuation(item.context, cand)  # same modality: the ending continues the span's text
         seq = ctx + ids
@@ -61,7 +61,7 @@ def test_scores_equal_direct_computation(tiny):
         assert abs(r[0][k] - direct) < 1e-4 and r[1][k] == len(ids)
     item = Item("z", {"text": "please enter", "audio": WAVS[1]}, item.candidates, 0)
     r = score_items(model, params, [item], enc, "S2T")["z"]  # modality switch: [Text] is given, not scored
-    ctx = [enc.tok.bos_id] + enc.tokens(item.context, "audio")
+    ctx = [enc.tok.bos_id] + enc.tok.lead_ids + enc.tokens(item.context, "audio")
     ids = enc.tokens(item.candidates[0], "text")
     seq = ctx + ids
     logp = jax.nn.log_softmax(model.apply({"params": params}, np.asarray([seq]))[0], -1)
@@ -73,20 +73,45 @@ def test_scores_equal_direct_computation(tiny):
 
 def test_text_ending_has_the_ids_of_a_training_document(tiny):
     """In T the context + ending are scored with the ids a training document of the whole story holds.
-    The ablation's T gap came from the ending encoded on its own after a [Text] marker: its first word
-    lost its '▁' piece ('password.Then'), a join text documents never contain, so models that saw few
-    span-initial words (no interleaving) scored endings by that artefact."""
+    The ablation's T gap came from the ending encoded on its own: the tokenizer's lead '▁' was taken for
+    the marker, so a [Text] marker was scored inside the text span and the ending's first word lost its
+    '▁' ('password.[Text]Then'), tokens no text training document holds."""
     from spiritlm_jax.data.interleave import encode_documents
 
     _, _, enc = tiny
     ctx, ending = "please enter your password.", "Then press the pound key."
     (doc,) = encode_documents({"kind": "text", "text": ctx + " " + ending}, enc.tok, np.random.default_rng(0))
-    prefix = [enc.tok.bos_id] + enc.tokens({"text": ctx}, "text")
+    prefix = [enc.tok.bos_id] + enc.tok.lead_ids + enc.tokens({"text": ctx}, "text")
     cont = enc.continuation({"text": ctx}, {"text": ending})
     assert prefix + cont + [enc.tok.eos_id] == doc.enc.tokens.tolist()
-    alone = enc.tokens({"text": ending}, "text")[1:]  # the old ids: the ending after its own marker
-    assert alone != cont and enc.tok.id_to_token(cont[0]).startswith("\u2581")
-    assert not enc.tok.id_to_token(alone[0]).startswith("\u2581")
+    assert enc.tok.id_to_token(cont[0]).startswith("\u2581")
+
+
+@pytest.mark.parametrize("setting", ["T", "S", "T2S", "S2T"])
+def test_scored_sequences_look_like_training_documents(tiny, monkeypatch, setting):
+    """Every setting: the sequence starts as a training document (BOS, lead ids, marker), a marker
+    stands only where the modality switches, and no marker or lead id is ever scored."""
+    import spiritlm_jax.evaluation.likelihood as lik
+
+    model, params, enc = tiny
+    seen = []
+    monkeypatch.setattr(
+        lik,
+        "score",
+        lambda m, p, prompts, conts, bs: (
+            seen.append((prompts, conts)) or (np.zeros(len(prompts)), np.asarray([len(c) for c in conts]))
+        ),
+    )
+    ctx = {"text": "please enter", "audio": WAVS[1]}
+    item = Item("x", ctx, [{"text": "your password", "audio": WAVS[0]}, {"text": "the key", "audio": WAVS[2]}], 0)
+    lik.score_items(model, params, [item], enc, setting)
+    ((prompts, conts),) = seen
+    layout, start = enc.tok.layout, [enc.tok.bos_id] + enc.tok.lead_ids
+    for prompt, cont in zip(prompts, conts):
+        assert prompt[: len(start)] == start and layout.is_marker_id(prompt[len(start)])
+        markers = [i for i in prompt + cont if layout.is_marker_id(i)]
+        assert len(markers) == (2 if setting in ("T2S", "S2T") else 1)
+        assert not any(layout.is_marker_id(i) or i in enc.tok.lead_ids for i in cont)
 
 
 def _manifest(tmp_path):

@@ -3,7 +3,8 @@
 An item has an optional context and 2+ candidates, one of them correct. Each content may carry a
 text form, an audio form, or both; the setting picks which:
     T: text -> text     S: speech -> speech     T2S: text context, speech candidates     S2T: speech -> text
-Items are scored by the summed log-likelihood of each candidate's tokens given BOS + the context
+Items are scored by the summed log-likelihood of each candidate's tokens given BOS (+ the tokenizer's
+lead ids, as every training document starts) + the context
 (+ the candidate's modality marker when the modality switches, T2S/S2T, or there is no context; in T
 and S the candidate continues the context's span without a second marker; in T its ids are those the
 context and candidate get as one text, as in a training document); accuracy is reported with
@@ -124,17 +125,23 @@ class Encoder:
         return content[form]
 
     def tokens(self, content: dict, form: str) -> list[int]:
+        """The content's marker and ids, without what a sequence starting with a marker begins with after
+        BOS (the tokenizer's `lead_ids`, e.g. SentencePiece's '▁'): that belongs to the sequence's start."""
         key = (form, self._form(content, form))
         if key not in self._cache:
             if form == "text":
-                self._cache[key] = build_prompt(self.tok, [Segment(Modality.TEXT, content["text"])], bos=False).ids
+                seg = Segment(Modality.TEXT, content["text"])
             else:
                 if self.speech is None:
                     raise ValueError("speech settings need a speech tokenizer")
                 units = self.speech.encode_string(content["audio"])
                 if not units:
                     raise ValueError(f"{content['audio']}: no speech units")
-                self._cache[key] = build_prompt(self.tok, [Segment(Modality.SPEECH, units)], bos=False).ids
+                seg = Segment(Modality.SPEECH, units)
+            ids, lead = build_prompt(self.tok, [seg], bos=False).ids, self.tok.lead_ids
+            if ids[: len(lead)] != lead or not self.tok.layout.is_marker_id(ids[len(lead)]):
+                raise ValueError(f"{form} content does not encode as lead ids + a modality marker")
+            self._cache[key] = ids[len(lead) :]
         return self._cache[key]
 
     def continuation(self, context: dict, candidate: dict) -> list[int]:
@@ -156,19 +163,21 @@ def score_items(model, params, items: Sequence[Item], encoder: Encoder, setting:
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; use one of {sorted(SETTINGS)}")
     ctx_form, cand_form = SETTINGS[setting]
-    bos = [encoder.tok.bos_id] if encoder.tok.bos_id is not None else []
+    # a training document starts BOS, lead ids, marker: so does every scored sequence
+    start = ([encoder.tok.bos_id] if encoder.tok.bos_id is not None else []) + encoder.tok.lead_ids
     prompts, conts, owners, results = [], [], [], {}
     for it in items:
         try:
-            prefix = bos + (encoder.tokens(it.context, ctx_form) if it.context is not None else [])
+            prefix = start + (encoder.tokens(it.context, ctx_form) if it.context is not None else [])
             same_span = it.context is not None and ctx_form == cand_form
             if same_span and cand_form == "text":
                 # the candidate continues the context's text: scored as one text would be tokenized
                 pairs = [(prefix, encoder.continuation(it.context, c)) for c in it.candidates]
             else:
-                # Only the candidate's content is scored. Its modality marker is part of the prompt when
-                # the modality switches (or there is no context); a speech candidate continues a speech
-                # context's span with no marker, as training data has markers only at switches.
+                # Only the candidate's content is scored (never a marker). Its modality marker is part of
+                # the prompt when the modality switches (or there is no context); a speech candidate
+                # continues a speech context's span with no marker, as training data has markers only at
+                # switches.
                 cand_ids = [encoder.tokens(c, cand_form) for c in it.candidates]
                 pairs = [(prefix if same_span else prefix + c[:1], c[1:] if len(c) > 1 else c) for c in cand_ids]
         except (ValueError, FileNotFoundError) as e:
