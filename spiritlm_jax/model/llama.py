@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiritlm_jax.model.attention import attention
+from spiritlm_jax.model.attention import SplashBlocks, attention
 from spiritlm_jax.model.config import LlamaConfig
 
 Array = jax.Array
@@ -94,7 +94,14 @@ class Attention(nn.Module):
         k_btkh = nn.with_logical_constraint(k_btkh, ("batch", "length", "act_kv_heads", "head_dim"))
 
         if layer_cache is None:
-            out_btnh = attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, segment_ids_bt, 0, cfg.attention)
+            blocks = SplashBlocks(
+                cfg.splash_block_q,
+                cfg.splash_block_kv,
+                cfg.splash_block_kv_compute,
+                cfg.splash_block_q_bwd,
+                cfg.splash_block_kv_bwd,
+            )
+            out_btnh = attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, segment_ids_bt, 0, cfg.attention, blocks)
             new_layer_cache = None
         else:
             index = cache_meta["index"]
