@@ -45,6 +45,7 @@ class LlamaConfig:
     splash_block_q_bwd: int = 512  # backward (dq and dkv kernels) query block
     splash_block_kv_bwd: int = 512  # backward key/value block
     remat: RematPolicy = "none"
+    loss_chunk: int = 0  # training loss: LM head + cross-entropy over this many positions at a time (0: all at once)
     scan_unroll: int = 1
 
     @property
@@ -69,6 +70,8 @@ class LlamaConfig:
                 f"splash_block_kv ({self.splash_block_kv}) must be a multiple of splash_block_kv_compute "
                 f"({self.splash_block_kv_compute})"
             )
+        if self.loss_chunk < 0:
+            raise ValueError(f"loss_chunk must be >= 0 (0: no chunking), got {self.loss_chunk}")
         if self.scan_unroll < 1:
             raise ValueError(f"scan_unroll must be >= 1, got {self.scan_unroll}")
 

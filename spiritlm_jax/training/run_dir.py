@@ -59,6 +59,7 @@ RUN_POLICY = RunDirPolicy(
         "model.attention",
         *(f"model.{k}" for k in SPLASH_BLOCK_KEYS),
         "model.remat",
+        "model.loss_chunk",
         "model.scan_unroll",
         "model.init_std",
         "data.read_threads",
