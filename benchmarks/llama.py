@@ -89,6 +89,26 @@ def jax_decode(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> float:
     return (t_all - t_pre) / (new - 1)
 
 
+def jax_decode_memory(cfg: LlamaConfig, batch: int, prompt: int, new: int) -> str:
+    """The compiled sampling loop's temporaries against the K+V cache bytes (XLA memory analysis of
+    the same programs `generate_tokens` runs for these shapes: bucketed prompt and new-token counts)."""
+    from spiritlm_jax.buckets import pow2_bucket
+    from spiritlm_jax.model.decode import PROMPT_BUCKET_MIN, decode_compiled
+
+    p_len, n_new = pow2_bucket(prompt, PROMPT_BUCKET_MIN), pow2_bucket(new, 8)
+    params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, cfg.dtype), params)
+    prefill, loop = decode_compiled(Llama(cfg), params, batch, p_len, n_new)
+    itemsize = np.dtype(cfg.dtype).itemsize if cfg.dtype != "bfloat16" else 2
+    kv = 2 * cfg.n_layers * batch * (p_len + n_new) * cfg.n_kv_heads * cfg.dim_per_head * itemsize
+    loop_tmp = loop.memory_analysis().temp_size_in_bytes
+    pre_tmp = prefill.memory_analysis().temp_size_in_bytes
+    return (
+        f"decode loop temporaries {loop_tmp / 1e6:.2f} MB = {loop_tmp / kv:.1%} of the K+V cache "
+        f"({kv / 1e6:.2f} MB); prefill temporaries {pre_tmp / 1e6:.2f} MB"
+    )
+
+
 def torch_model(cfg: LlamaConfig, dtype):
     import torch
     from transformers import LlamaConfig as HFConfig
@@ -159,6 +179,7 @@ def main() -> None:
     ap.add_argument("--remat", default="none")
     ap.add_argument("--attention", default="xla")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    ap.add_argument("--repeats", type=int, default=1, help="decode: JAX/PyTorch rounds; medians printed")
     args = ap.parse_args()
 
     cfg = LlamaConfig(
@@ -185,12 +206,23 @@ def main() -> None:
             line += f"; PyTorch {toks / t_pt:,.0f} tok/s; JAX/PyTorch = {t_pt / t_jax:.2f}x"
         print(line, flush=True)
     if args.mode in ("decode", "both"):
-        t_jax = jax_decode(cfg, args.batch, args.prompt, args.new_tokens)
-        line = f"decode batch {args.batch}, prompt {args.prompt}: JAX {args.batch / t_jax:,.1f} tok/s"
-        if not args.no_torch:
-            t_pt = torch_decode(cfg, args.batch, args.prompt, args.new_tokens)
-            line += f"; PyTorch generate {args.batch / t_pt:,.1f} tok/s; JAX/PyTorch = {t_pt / t_jax:.2f}x"
-        print(line, flush=True)
+        print(jax_decode_memory(cfg, args.batch, args.prompt, args.new_tokens), flush=True)
+        jax_tps, pt_tps, ratios = [], [], []
+        for r in range(args.repeats):  # JAX and PyTorch alternate, so load on a shared machine hits both
+            t_jax = jax_decode(cfg, args.batch, args.prompt, args.new_tokens)
+            jax_tps.append(args.batch / t_jax)
+            line = f"decode batch {args.batch}, prompt {args.prompt}: JAX {jax_tps[-1]:,.1f} tok/s"
+            if not args.no_torch:
+                t_pt = torch_decode(cfg, args.batch, args.prompt, args.new_tokens)
+                pt_tps.append(args.batch / t_pt)
+                ratios.append(t_pt / t_jax)
+                line += f"; PyTorch generate {pt_tps[-1]:,.1f} tok/s; JAX/PyTorch = {ratios[-1]:.2f}x"
+            print(("" if args.repeats == 1 else f"[{r + 1}/{args.repeats}] ") + line, flush=True)
+        if args.repeats > 1:
+            line = f"median of {args.repeats}: JAX {np.median(jax_tps):,.1f} tok/s"
+            if ratios:
+                line += f"; PyTorch {np.median(pt_tps):,.1f} tok/s; JAX/PyTorch = {np.median(ratios):.2f}x"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -93,19 +93,31 @@ def _next_token(logits_bv, seen_bv, rng, params):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new"))
-def _decode(model: Llama, params, tokens_bp, pad_b, rng, sparams, eos_ids, max_new: int):
+def _prefill(model: Llama, params, tokens_bp, pad_b, max_new: int):
+    """Run the left-padded prompts through the model into a fresh cache of `p + max_new` slots;
+    returns the last position's logits [B, V] (the only ones sampling needs) and the cache."""
     b, p = tokens_bp.shape
-    v = model.cfg.vocab_size
     seg_bp = (jnp.arange(p)[None] >= pad_b[:, None]).astype(jnp.int32)
     pos_bp = jnp.maximum(jnp.arange(p)[None] - pad_b[:, None], 0)
     cache = init_cache(model.cfg, b, p + max_new)
-    logits_bpv, cache = model.apply({"params": params}, tokens_bp, pos_bp, seg_bp, cache=cache)
+    logits_b1v, cache = model.apply({"params": params}, tokens_bp, pos_bp, seg_bp, cache=cache, last_only=True)
+    return logits_b1v[:, 0], cache
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new"), donate_argnames=("cache",))
+def _decode(model: Llama, params, cache, logits_bv, tokens_bp, pad_b, rng, sparams, eos_ids, max_new: int):
+    """The sampling loop over a prefilled cache. The cache is donated and returned, so the while
+    loop writes one slot per layer per step into the caller's buffer (no copy of the cache)."""
+    b, p = tokens_bp.shape
+    v = model.cfg.vocab_size
+    seg_bp = (jnp.arange(p)[None] >= pad_b[:, None]).astype(jnp.int32)
     seen_bv = jnp.zeros((b, v), bool).at[jnp.arange(b)[:, None], tokens_bp].max(seg_bp.astype(bool))
     rng, sub = jax.random.split(rng)
-    first_b = _next_token(logits_bpv[:, -1], seen_bv, sub, sparams)
+    first_b = _next_token(logits_bv, seen_bv, sub, sparams)
     out_bn = jnp.zeros((b, max_new), jnp.int32).at[:, 0].set(first_b)
     done_b = jnp.isin(first_b, eos_ids)
     prompt_len_b = p - pad_b
+    ones_b1 = jnp.ones((b, 1), jnp.int32)
 
     def cond(carry):
         i, _, _, _, done_b, _, _ = carry
@@ -115,9 +127,7 @@ def _decode(model: Llama, params, tokens_bp, pad_b, rng, sparams, eos_ids, max_n
         i, tok_b, cache, out_bn, done_b, seen_bv, rng = carry
         seen_bv = seen_bv.at[jnp.arange(b), tok_b].set(True)
         pos_b1 = (prompt_len_b + i - 1)[:, None]
-        logits_b1v, cache = model.apply(
-            {"params": params}, tok_b[:, None], pos_b1, jnp.ones((b, 1), jnp.int32), cache=cache
-        )
+        logits_b1v, cache = model.apply({"params": params}, tok_b[:, None], pos_b1, ones_b1, cache=cache)
         rng, sub = jax.random.split(rng)
         nxt_b = _next_token(logits_b1v[:, 0], seen_bv, sub, sparams)
         nxt_b = jnp.where(done_b, 0, nxt_b)
@@ -126,8 +136,49 @@ def _decode(model: Llama, params, tokens_bp, pad_b, rng, sparams, eos_ids, max_n
         return i + 1, nxt_b, cache, out_bn, done_b, seen_bv, rng
 
     init = (jnp.ones((), jnp.int32), first_b, cache, out_bn, done_b, seen_bv, rng)
-    n, _, _, out_bn, _, _, _ = jax.lax.while_loop(cond, body, init)
-    return out_bn, n
+    n, _, cache, out_bn, _, _, _ = jax.lax.while_loop(cond, body, init)
+    return out_bn, n, cache
+
+
+def decode_compiled(model: Llama, params, batch: int, prompt_len: int, max_new: int):
+    """The two compiled programs of one bucket (prefill, sampling loop), lowered from shapes only:
+    for memory analysis (`.memory_analysis()`) and HLO inspection without running anything."""
+    tokens = jax.ShapeDtypeStruct((batch, prompt_len), jnp.int32)
+    pad = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    prefill = _prefill.lower(model, params, tokens, pad, max_new).compile()
+    logits, cache = jax.eval_shape(lambda p, t, d: _prefill(model, p, t, d, max_new), params, tokens, pad)
+    sparams = jax.eval_shape(lambda: _sampling_params(SamplingConfig(), model.cfg.vocab_size, None))
+    loop = _decode.lower(
+        model,
+        params,
+        cache,
+        logits,
+        tokens,
+        pad,
+        jax.random.PRNGKey(0),
+        sparams,
+        jax.ShapeDtypeStruct((1,), jnp.int32),
+        max_new,
+    ).compile()
+    return prefill, loop
+
+
+def _sampling_params(sampling: SamplingConfig, v: int, logit_mask) -> dict:
+    """Sampling knobs as traced values (changing them never recompiles); the logit mask as an array."""
+    mask = np.ones(v, bool) if logit_mask is None else np.asarray(logit_mask, bool)
+    if mask.shape != (v,):
+        raise ValueError(f"logit_mask must have shape ({v},), got {mask.shape}")
+    if not mask.any():
+        raise ValueError("logit_mask bans every token")
+    return {
+        "mask_v": jnp.where(jnp.asarray(mask), 0.0, NEG_INF).astype(jnp.float32),
+        "temperature": jnp.float32(sampling.temperature),
+        "top_k": jnp.int32(sampling.top_k),
+        "top_p": jnp.float32(sampling.top_p),
+        "repetition_penalty": jnp.float32(sampling.repetition_penalty),
+        "do_sample": jnp.bool_(sampling.do_sample),
+        "max_new_tokens": jnp.int32(sampling.max_new_tokens),
+    }
 
 
 def generate_tokens(
@@ -160,23 +211,12 @@ def generate_tokens(
     for i, p in enumerate(prompts):
         pad[i] = p_len - len(p)
         tokens[i, pad[i] :] = p
-    mask = np.ones(v, bool) if logit_mask is None else np.asarray(logit_mask, bool)
-    if mask.shape != (v,):
-        raise ValueError(f"logit_mask must have shape ({v},), got {mask.shape}")
-    if not mask.any():
-        raise ValueError("logit_mask bans every token")
-    sparams = {
-        "mask_v": jnp.where(jnp.asarray(mask), 0.0, NEG_INF).astype(jnp.float32),
-        "temperature": jnp.float32(sampling.temperature),
-        "top_k": jnp.int32(sampling.top_k),
-        "top_p": jnp.float32(sampling.top_p),
-        "repetition_penalty": jnp.float32(sampling.repetition_penalty),
-        "do_sample": jnp.bool_(sampling.do_sample),
-        "max_new_tokens": jnp.int32(sampling.max_new_tokens),
-    }
+    sparams = _sampling_params(sampling, v, logit_mask)
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
-    out, n = _decode(
-        model, params, jnp.asarray(tokens), jnp.asarray(pad), jax.random.PRNGKey(seed), sparams, eos, n_new
+    tokens_bp, pad_b = jnp.asarray(tokens), jnp.asarray(pad)
+    logits_bv, cache = _prefill(model, params, tokens_bp, pad_b, n_new)
+    out, n, _ = _decode(
+        model, params, cache, logits_bv, tokens_bp, pad_b, jax.random.PRNGKey(seed), sparams, eos, n_new
     )
     out = np.asarray(out)[:, : int(n)]
     eos_set = set(eos_ids)

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiritlm_jax.model.attention import SplashBlocks, attention
+from spiritlm_jax.model.attention import SplashBlocks, attention, attention_mask, cached_attention
 from spiritlm_jax.model.config import LlamaConfig
 
 Array = jax.Array
@@ -83,9 +83,9 @@ class Attention(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x_btd, positions_bt, segment_ids_bt, layer_cache, cache_meta):
+    def __call__(self, x_btd, positions_bt, segment_ids_bt, cache_meta, layer):
         cfg = self.cfg
-        n, k, dt = cfg.n_heads, cfg.n_kv_heads, _dtype(cfg.dtype)
+        n, k = cfg.n_heads, cfg.n_kv_heads
 
         q_btnh = Proj(cfg, n, "heads", name="q")(x_btd)
         k_btkh = Proj(cfg, k, "kv_heads", name="k")(x_btd)
@@ -95,7 +95,7 @@ class Attention(nn.Module):
         q_btnh = nn.with_logical_constraint(q_btnh, ("batch", "length", "act_heads", "head_dim"))
         k_btkh = nn.with_logical_constraint(k_btkh, ("batch", "length", "act_kv_heads", "head_dim"))
 
-        if layer_cache is None:
+        if cache_meta is None:
             blocks = SplashBlocks(
                 cfg.splash_block_q,
                 cfg.splash_block_kv,
@@ -104,27 +104,22 @@ class Attention(nn.Module):
                 cfg.splash_block_kv_bwd,
             )
             out_btnh = attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, segment_ids_bt, 0, cfg.attention, blocks)
-            new_layer_cache = None
+            new_kv = None
         else:
-            index = cache_meta["index"]
-            k_bskh = jax.lax.dynamic_update_slice_in_dim(
-                layer_cache["k"], k_btkh.astype(layer_cache["k"].dtype), index, axis=1
-            )
-            v_bskh = jax.lax.dynamic_update_slice_in_dim(
-                layer_cache["v"], v_btkh.astype(layer_cache["v"].dtype), index, axis=1
-            )
-            out_btnh = attention(
+            out_btnh = cached_attention(
                 q_btnh,
-                k_bskh.astype(dt),
-                v_bskh.astype(dt),
-                segment_ids_bt,
-                cache_meta["segment_ids"],
-                index,
+                k_btkh,
+                v_btkh,
+                cache_meta["k"],
+                cache_meta["v"],
+                layer,
+                cache_meta["index"],
+                cache_meta["mask_bts"],
                 cfg.attention,
             )
-            new_layer_cache = {"k": k_bskh, "v": v_bskh}
+            new_kv = {"k": k_btkh, "v": v_btkh}
         out_btnh = nn.with_logical_constraint(out_btnh, ("batch", "length", "act_heads", "head_dim"))
-        return OutProj(cfg, name="o")(out_btnh), new_layer_cache
+        return OutProj(cfg, name="o")(out_btnh), new_kv
 
 
 class Proj(nn.Module):
@@ -192,23 +187,22 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm block; the signature fits `nn.scan` (carry x, broadcast inputs, scanned cache)."""
+    """Pre-norm block; the signature fits `nn.scan`: carry x, broadcast inputs (the cache read-only
+    inside `cache_meta`), scanned layer index; returns this layer's new keys/values (or None)."""
 
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, x_btd, positions_bt, segment_ids_bt, cache_meta, layer_cache):
+    def __call__(self, x_btd, positions_bt, segment_ids_bt, cache_meta, layer):
         cfg = self.cfg
         dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
         x_btd = nn.with_logical_constraint(x_btd, ("batch", "length", "act_embed"))
         h_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="attn_norm")(x_btd)
-        attn_btd, new_layer_cache = Attention(cfg, name="attn")(
-            h_btd, positions_bt, segment_ids_bt, layer_cache, cache_meta
-        )
+        attn_btd, new_kv = Attention(cfg, name="attn")(h_btd, positions_bt, segment_ids_bt, cache_meta, layer)
         x_btd = x_btd + attn_btd.astype(x_btd.dtype)
         h_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="mlp_norm")(x_btd)
         x_btd = x_btd + MLP(cfg, name="mlp")(h_btd).astype(x_btd.dtype)
-        return x_btd, new_layer_cache
+        return x_btd, new_kv
 
 
 def _remat_policy(name: str):
@@ -225,9 +219,12 @@ class Llama(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache=None, return_hidden=False):
-        """Logits [B,T,V] fp32 (and the new cache when given one); `return_hidden`: the final-norm hidden
-        states [B,T,D] instead of logits (no cache), for a loss that applies `head_logits` in chunks."""
+    def __call__(
+        self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache=None, last_only=False, return_hidden=False
+    ):
+        """Logits [B,T,V] fp32 (and the new cache when given one); `last_only`: only the last position's
+        logits; `return_hidden`: the final-norm hidden states [B,T,D] instead of logits (no cache), for a
+        loss that applies `head_logits` in chunks."""
         cfg = self.cfg
         dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
         b, t = tokens_bt.shape
@@ -261,15 +258,19 @@ class Llama(nn.Module):
         )(cfg, name="layers")
 
         if cache is None:
-            cache_meta, layer_caches = None, None
+            cache_meta = None
         else:
+            # built once per call, not per layer: the slots' segment ids and the mask [B, T, S]
             index = cache["index"]
             kv_seg_bs = jax.lax.dynamic_update_slice_in_dim(
                 cache["segment_ids"], segment_ids_bt.astype(jnp.int32), index, axis=1
             )
-            cache_meta = {"index": index, "segment_ids": kv_seg_bs}
-            layer_caches = {"k": cache["k"], "v": cache["v"]}
-        x_btd, new_layer_caches = stack(x_btd, positions_bt, segment_ids_bt, cache_meta, layer_caches)
+            mask_bts = attention_mask(segment_ids_bt, kv_seg_bs, index)
+            cache_meta = {"index": index, "mask_bts": mask_bts, "k": cache["k"], "v": cache["v"]}
+        layer_ids = jnp.arange(cfg.n_layers, dtype=jnp.int32)
+        x_btd, new_kv = stack(x_btd, positions_bt, segment_ids_bt, cache_meta, layer_ids)
+        if last_only:  # only the last position's logits (a prefill that samples next)
+            x_btd = x_btd[:, -1:]
 
         x_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="final_norm")(x_btd)
         if return_hidden:
@@ -284,10 +285,9 @@ class Llama(nn.Module):
         if cache is None:
             return logits_btv
         new_cache = {
-            "k": new_layer_caches["k"],
-            "v": new_layer_caches["v"],
-            "segment_ids": cache_meta["segment_ids"],
-            "index": cache["index"] + t,
+            **write_cache(cache, new_kv["k"], new_kv["v"]),
+            "segment_ids": kv_seg_bs,
+            "index": index + t,
         }
         return logits_btv, new_cache
 
@@ -303,13 +303,28 @@ def head_logits(cfg: LlamaConfig, params, x_btd: Array) -> Array:
     return logits.astype(jnp.float32)
 
 
-def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype: Optional[str] = None) -> dict[str, Array]:
-    """Preallocated KV cache: k/v [L, B, S, K, H], per-slot segment ids [B, S] (0 = empty), write index."""
-    dt = _dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.dim_per_head)
+def write_cache(cache, k_lbtkh: Array, v_lbtkh: Array) -> dict[str, tuple[Array, ...]]:
+    """Write the new keys/values of every layer ([L, B, T, K, H], the layer scan's outputs) into the
+    cache slots index .. index+T-1. Runs after the layer scan has read the cache, so XLA updates
+    each layer's buffer in place (no copy of the cache) when the cache is loop state or donated."""
+    index = cache["index"]
     return {
-        "k": jnp.zeros(shape, dt),
-        "v": jnp.zeros(shape, dt),
+        name: tuple(
+            jax.lax.dynamic_update_slice(buf, new_lbtkh[i].transpose(0, 2, 1, 3).astype(buf.dtype), (0, 0, index, 0))
+            for i, buf in enumerate(cache[name])
+        )
+        for name, new_lbtkh in (("k", k_lbtkh), ("v", v_lbtkh))
+    }
+
+
+def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype: Optional[str] = None) -> dict[str, Any]:
+    """Preallocated KV cache: k/v one buffer per layer [B, K, S, H] (kv heads before slots, so a
+    query's keys are contiguous rows), per-slot segment ids [B, S] (0 = empty), the write index."""
+    dt = _dtype(dtype or cfg.dtype)
+    shape = (batch, cfg.n_kv_heads, max_len, cfg.dim_per_head)
+    return {
+        "k": tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers)),
+        "v": tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers)),
         "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
         "index": jnp.zeros((), jnp.int32),
     }
