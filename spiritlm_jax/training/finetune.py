@@ -236,6 +236,10 @@ def finetune_task(bundle: Bundle, lora: LoraConfig) -> loop.Task:
         start_params=lambda cfg, shardings: None,  # fresh adapters (B = 0: the base model's outputs)
         frozen=_frozen(bundle),
         dropout_seed=lambda cfg: cfg.seed if cfg.lora.dropout > 0 else None,
+        export_hint=lambda out_dir: (
+            f"python -m spiritlm_jax.merge --src {out_dir} --out MERGED, then "
+            "python tools/convert_weights/llama_to_hf.py --src MERGED --out HF_DIR"
+        ),
         **common,
     )
 

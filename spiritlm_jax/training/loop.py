@@ -130,6 +130,7 @@ class Task:
     write_run_dir: Callable = write_run_dir  # (cfg, out_dir): what the run directory holds besides checkpoints
     init_seed: Callable = lambda cfg: cfg.init.seed
     dropout_seed: Callable = lambda cfg: None  # a seed: dropout keys per step (LoRA dropout)
+    export_hint: Callable = lambda out_dir: f"python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR"
 
 
 LM_TASK = Task()
@@ -434,7 +435,7 @@ def _summary(r: _Run, log: _Logger) -> dict:
             f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
             f"(tensorboard --logdir {out_dir / 'tensorboard'})"
         )
-        _log(f"export to Hugging Face: python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR")
+        _log(f"export to Hugging Face: {r.task.export_hint(out_dir)}")
         # --text is a text input: generate adds the [Text] marker itself
         _log(f'generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text "hello" --max-new-tokens 20')
     return summary
