@@ -92,9 +92,8 @@ def prepare(out: Path) -> None:
     (out / "heldout.json").write_text(json.dumps(meta, indent=1))
     train_pairs = pairs.preset_examples("asr", DEMO_CORPUS) + pairs.preset_examples("tts", DEMO_CORPUS)
     n = write_jsonl(out / "pairs_train.jsonl", train_pairs)
-    print(
-        f"shot prompt ~{shot_tokens} tokens; {len(items)} ASR / {len(tts_items)} TTS held-out items of {len(held)}, {len(shots)} shots, {n} pairs -> {out}"
-    )
+    print(f"shot prompt ~{shot_tokens} tokens; {len(items)} ASR / {len(tts_items)} TTS held-out items of {len(held)}")
+    print(f"{len(shots)} shots, {n} training pairs -> {out}")
 
 
 def _edit(a, b) -> int:
@@ -155,7 +154,6 @@ def _new_ids(lm, prompts, modality, new):
 
 
 def score(out: Path, base: str, runs: dict[str, str]) -> None:
-    from spiritlm_jax.evaluation.fewshot import parse_transcript
     from spiritlm_jax.inference import SpiritLM
     from spiritlm_jax.inference.fewshot import tts_segments
     from spiritlm_jax.tokens import Modality, Segment, build_prompt
@@ -191,7 +189,6 @@ def score(out: Path, base: str, runs: dict[str, str]) -> None:
         tts_prompts = [build_prompt(lm.tokenizer, [Segment(Modality.TEXT, t)], Modality.SPEECH) for t in tts_texts]
         rows[name]["tts"] = _tts(lm, _new_ids(lm, tts_prompts, "speech", TTS_NEW), refs_units)
         print(name, "asr examples:", list(zip(refs_text[:3], hyps[:3])), file=sys.stderr)
-    _ = parse_transcript
     (out / "scores.json").write_text(json.dumps({"n_asr": len(items), "n_tts": len(tts_texts), "rows": rows}, indent=1))
     print(f"| method | ASR WER (95 % CI), {len(items)} items | TTS unit error rate (95 % CI), {len(tts_texts)} items |")
     print("|---|---|---|")
