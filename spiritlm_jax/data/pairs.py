@@ -173,7 +173,7 @@ def encode_pair(tok, prompt: list[Segment], response: list[Segment]) -> tuple[li
     if out is Modality.TEXT and p.last_modality is Modality.TEXT and p.text and body:
         if not p.text[-1].isspace() and not body[0].isspace():
             body = " " + body  # text -> text: the response continues the span as a new word
-    ids = encode_prompt(tok, p.text + body, bos=tok.bos_id is not None).ids
+    ids = encode_prompt(tok, p.text + body).ids  # the whole string in one call, as build_prompt
     if ids[: len(p.ids)] != p.ids:
         raise BadExample("prompt and response merge into one token at their boundary (start the response with a space)")
     if len(ids) == len(p.ids):

@@ -33,7 +33,7 @@ from spiritlm_jax.data import pairs
 from spiritlm_jax.data.pipeline import batch_iterator, pair_dataset
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama
-from spiritlm_jax.model.lora import LoraConfig, lora_model, split_adapters
+from spiritlm_jax.model.lora import LoraConfig, adapter_count, lora_model, split_adapters
 from spiritlm_jax.model.sharding import param_shardings
 from spiritlm_jax.run_guard import RunDirPolicy
 from spiritlm_jax.training import loop
@@ -106,6 +106,10 @@ def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Bundle]:
         raise ConfigError("base: give the model to fine-tune (a training run, converted model or tree)")
     if not cfg.data.train:
         raise ConfigError("data.train: give a JSONL file of prompt -> response examples")
+    for split in ("train", "eval"):
+        path = getattr(cfg.data, split)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"data.{split}: {path} does not exist")
     try:
         bundle = load_bundle(cfg.base, variant=cfg.variant)
     except (FileNotFoundError, ValueError) as e:
@@ -113,6 +117,10 @@ def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Bundle]:
     model = bundle.lm_config
     if cfg.model is not None and cfg.model != model:
         raise ConfigError(f"model: taken from base ({cfg.base}); do not set it")
+    if cfg.lora.enabled and adapter_count(cfg.lora, model) == 0:
+        raise ConfigError(
+            f"lora.targets: {cfg.lora.targets!r} matches no projection (layers/attn/q|k|v|o, layers/mlp/gate|up|down)"
+        )
     if cfg.data.seq_len > model.max_seq_len:
         raise ConfigError(f"data.seq_len {cfg.data.seq_len} exceeds the base model's max_seq_len {model.max_seq_len}")
     return dataclasses.replace(cfg, model=model), bundle
