@@ -11,37 +11,15 @@ from __future__ import annotations
 
 import sys
 
-from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
-from spiritlm_jax.config import ConfigError, run_cli
-from spiritlm_jax.locking import DirLocked
+from spiritlm_jax.config import run_cli
 from spiritlm_jax.training.config import TrainConfig
-from spiritlm_jax.training.loop import TrainingStopped, run
+from spiritlm_jax.training.loop import report_errors, run
 
 PROG = "python -m spiritlm_jax.train"
 
 
-def _train(cfg: TrainConfig) -> int:
-    try:
-        with quiet_orbax_errors(permanent=True):  # a failed save is reported in one line
-            run(cfg)
-    except TrainingStopped as e:
-        print(f"training stopped: {e}", file=sys.stderr)
-        return 1
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except DirLocked as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # writing the run directory failed (e.g. a full disk): one line
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"training stopped: {e.strerror or e}{where}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(TrainConfig, argv, PROG, _train, description=__doc__)
+    return run_cli(TrainConfig, argv, PROG, lambda cfg: report_errors(run, cfg), description=__doc__)
 
 
 if __name__ == "__main__":

@@ -146,14 +146,20 @@ def _clis():
     from spiritlm_jax.data.prepare import PrepareConfig
     from spiritlm_jax.evaluation.suite import SuiteConfig
     from spiritlm_jax.evaluation.tasks import TASKS
+    from spiritlm_jax.finetune_data import PairsConfig
     from spiritlm_jax.generate import GenerateConfig
     from spiritlm_jax.kmeans import KMeansCLIConfig
+    from spiritlm_jax.merge import MergeConfig
     from spiritlm_jax.training.config import TrainConfig
+    from spiritlm_jax.training.finetune import FinetuneConfig
     from spiritlm_jax.vocoder_training.config import VocoderTrainConfig
 
     out = [
         ("spiritlm_jax.train", [], TrainConfig),
         ("spiritlm_jax.train_vocoder", [], VocoderTrainConfig),
+        ("spiritlm_jax.finetune", [], FinetuneConfig),
+        ("spiritlm_jax.finetune_data", [], PairsConfig),
+        ("spiritlm_jax.merge", [], MergeConfig),
         ("spiritlm_jax.prepare", [], PrepareConfig),
         ("spiritlm_jax.generate", [], GenerateConfig),
         ("spiritlm_jax.kmeans", [], KMeansCLIConfig),

@@ -15,11 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from spiritlm_jax.bundle import train_layout
 from spiritlm_jax.bundle.lm import load_pretrained, save_lm
 from spiritlm_jax.bundle.manifest import MANIFEST, BundleManifest, decide_expressive, read_manifest, write_manifest
 from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files, load_text_tokenizer
+from spiritlm_jax.config import from_dict
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.model.llama import Llama
+from spiritlm_jax.model.lora import LoraConfig, combine, merge_adapters
 from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.speech.tokenizer import PITCH_DIRS, STYLE_DIR, SpeechTokenizer
 from spiritlm_jax.speech.vocoder import Vocoder
@@ -145,6 +148,24 @@ def load_speech_tokenizer(directory: str | Path, expressive: bool, base_style_pr
     return SpeechTokenizer.load(d, expressive=expressive and not missing)
 
 
+def load_adapted(d: Path, manifest: BundleManifest, **numerics) -> tuple[Llama, Any]:
+    """A LoRA run (bundle.yaml names its `base`): the base LM with the run's adapters merged into its
+    kernels (model.lora.merge_adapters), so the plain LLaMA runs it."""
+    base_dir = d / manifest.base
+    model, base_params = load_pretrained(
+        resolve_bundle_dir(base_dir) / read_manifest(resolve_bundle_dir(base_dir)).lm, **numerics
+    )
+    adapters, meta = train_layout.restore_params(d / manifest.lm)
+    lora = from_dict(LoraConfig, meta["config"].get("lora") or {})
+    if not lora.enabled or not adapters:
+        raise ValueError(f"{d}: bundle.yaml names a base but its checkpoints hold no LoRA adapters")
+    try:
+        params = merge_adapters(combine(base_params, adapters), lora)
+    except KeyError as e:
+        raise ValueError(f"{d}: adapter {e} has no kernel in the base {base_dir}") from None
+    return model, params
+
+
 def load_bundle(
     path: str | Path,
     variant: Optional[str] = None,
@@ -158,7 +179,10 @@ def load_bundle(
     prompts); `numerics` override dtype/attention of the LM (e.g. dtype="float32"; param_dtype casts)."""
     d = resolve_bundle_dir(path, variant)
     manifest = read_manifest(d)
-    model, params = load_pretrained(d / manifest.lm, shardings=shardings, **numerics)
+    if manifest.base is not None:
+        model, params = load_adapted(d, manifest, **numerics)
+    else:
+        model, params = load_pretrained(d / manifest.lm, shardings=shardings, **numerics)
     tokenizer = load_text_tokenizer(d / manifest.tokenizer, expressive=manifest.expressive)
     speech = (
         load_speech_tokenizer(d / manifest.speech_tokenizer, manifest.expressive, base_style_prompts)

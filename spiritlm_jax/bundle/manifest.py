@@ -32,6 +32,7 @@ class BundleManifest:
     tokenizer: str = "."  # the directory holding tokenizer.model (+ HF tokenizer files)
     speech_tokenizer: Optional[str] = None  # HuBERT (+ pitch/style) or k-means speech tokenizer directory
     vocoder: Optional[str] = None  # HiFi-GAN vocoder directory
+    base: Optional[str] = None  # LoRA fine-tuning run: the bundle its adapters apply to (lm holds only adapters)
 
 
 def decide_expressive(tokenizer: str | Path, declared: Optional[bool] = None) -> bool:

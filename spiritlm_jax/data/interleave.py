@@ -61,10 +61,12 @@ class Span(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    """Token ids of one example and the per-token loss group id (LOSS_GROUP_IDS of the example's kind)."""
+    """Token ids of one example and the per-token loss group id (LOSS_GROUP_IDS of the example's kind).
+    `is_target`: bool [n], which tokens may be predicted (None: all; fine-tuning pairs: the response)."""
 
     tokens: np.ndarray  # [n] int32
     loss_groups: np.ndarray  # [n] int32
+    is_target: Optional[np.ndarray] = None  # [n] bool
 
 
 def example_rng(seed: int, epoch: int, index: int, kind: int = 0) -> np.random.Generator:

@@ -216,20 +216,23 @@ def example_dataset(cfg: DataConfig, split: str = "train", process_index: int = 
 
 def pack_row(windows_: list[Encoded], seq_len: int) -> dict[str, np.ndarray]:
     """One row from consecutive windows (total length <= seq_len): tokens, targets, segment ids,
-    positions, loss_groups; padding is 0 with target -1."""
+    positions, loss_groups; padding is 0 with target -1. A window's `is_target` (fine-tuning pairs)
+    leaves -1 wherever the next token is not a target (the prompt)."""
     row = {k: np.zeros(seq_len, np.int32) for k in BATCH_KEYS}
+    is_target = np.zeros(seq_len, bool)
     used = 0
     for seg, w in enumerate(windows_, 1):
         n = len(w.tokens)
+        if used + n > seq_len:
+            raise ValueError(f"windows hold more than seq_len {seq_len} tokens")
         row["tokens"][used : used + n] = w.tokens
         row["loss_groups"][used : used + n] = w.loss_groups
         row["segment_ids"][used : used + n] = seg
         row["positions"][used : used + n] = np.arange(n)
+        is_target[used : used + n] = True if w.is_target is None else w.is_target
         used += n
-    if used > seq_len:
-        raise ValueError(f"windows hold {used} tokens, more than seq_len {seq_len}")
     seg = row["segment_ids"]
-    same = (seg[1:] == seg[:-1]) & (seg[1:] > 0)
+    same = (seg[1:] == seg[:-1]) & (seg[1:] > 0) & is_target[1:]  # a token that may not be predicted: no target
     row["targets"][:] = -1
     row["targets"][:-1][same] = row["tokens"][1:][same]
     return row
@@ -293,14 +296,63 @@ class _PackedRowsIterator(grain.DatasetIterator):
             self._pending = self._pull()[:2] + (int(state["window"]),)
 
 
-def build_iterator(cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
-    """A checkpointable iterator (grain.DatasetIterator: next(), get_state(), set_state()) of batches."""
-
-    ds = example_dataset(cfg, split, process_index, process_count)
+def batch_iterator(ds, cfg):
+    """Examples (a grain.MapDataset of {"windows": [Encoded...]}) -> a checkpointable iterator
+    (grain.DatasetIterator: next(), get_state(), set_state()) of packed batches. `cfg` gives
+    seq_len, batch_size, read_threads and prefetch (a DataConfig or a fine-tuning PairDataConfig)."""
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch))
     ds = PackedRows(ds, cfg.seq_len)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     return ds.__iter__()
+
+
+def build_iterator(cfg: DataConfig, split: str = "train", process_index: int = 0, process_count: int = 1):
+    """A checkpointable iterator of the corpus' batches (see `batch_iterator`)."""
+    return batch_iterator(example_dataset(cfg, split, process_index, process_count), cfg)
+
+
+class _PairStream:
+    """Element j of the fine-tuning pairs on this process (as `_KindStream`): one window, whose
+    `is_target` marks the response and EOS (data/pairs.py)."""
+
+    def __init__(self, source: ExampleSource, start: int, stop: int, seed: int, shuffle: bool):
+        self.source, self.start, self.n, self.seed, self.shuffle = source, start, stop - start, seed, shuffle
+
+    def __call__(self, j: int) -> dict[str, Any]:
+        epoch, r = divmod(int(j), self.n)
+        if self.shuffle:
+            r = grain.experimental.index_shuffle(
+                r, max_index=self.n - 1, seed=_epoch_seed(self.seed, 0, epoch), rounds=4
+            )
+        index = self.start + r
+        ex = self.source[index]
+        try:
+            tokens = np.asarray(ex["tokens"], np.int32)
+            n_prompt, group = int(ex["n_prompt"]), int(ex["group"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{self.source.describe(index)}: not an encoded fine-tuning example ({e})") from None
+        win = Encoded(tokens, np.full(tokens.shape, group, np.int32), np.arange(len(tokens)) >= n_prompt)
+        return {"windows": [win], "kind": group, "index": index, "epoch": epoch}
+
+
+def pair_dataset(
+    files,
+    seed: int = 0,
+    shuffle: bool = True,
+    num_epochs: Optional[int] = None,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """The encoded fine-tuning pairs of `files` (JSONL of data/pairs.py records) for this process's
+    contiguous block, permuted per epoch (a grain.MapDataset; `batch_iterator` packs it)."""
+    src = ExampleSource(files)
+    start, stop = shard_range(len(src), process_index, process_count)
+    if stop == start:
+        raise ValueError(
+            f"{len(src)} examples cannot feed {process_count} processes: process {process_index} gets none"
+        )
+    length = (stop - start) * num_epochs if num_epochs else sys.maxsize
+    return grain.MapDataset.range(length).map(_PairStream(src, start, stop, seed, shuffle))
 
 
 def build_train_iterator(cfg: DataConfig, process_index: int = 0, process_count: int = 1):

@@ -79,6 +79,15 @@ def _dense_init(cfg: LlamaConfig, axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes)
 
 
+def _dot(x: Array, w: Array, n_contract: int) -> Array:
+    """x [..., c1..ck] . w [c1..ck, out...]: the last k axes of x against the first k of w. A plain
+    `lax.dot_general` (what einsum lowers to), so weight-wrapping libraries such as qwix (LoRA) see
+    each projection as one weight product."""
+    k = n_contract
+    dims = ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ()))
+    return jax.lax.dot_general(x, w, dims)
+
+
 class Attention(nn.Module):
     cfg: LlamaConfig
 
@@ -138,7 +147,7 @@ class Proj(nn.Module):
             (cfg.d_model, self.heads, cfg.dim_per_head),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype)))
+        return _dot(x_btd, w.astype(_dtype(cfg.dtype)), 1)
 
 
 class OutProj(nn.Module):
@@ -155,7 +164,7 @@ class OutProj(nn.Module):
             (cfg.n_heads, cfg.dim_per_head, cfg.d_model),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype)))
+        return _dot(x_btnh, w.astype(_dtype(cfg.dtype)), 2)
 
 
 class Dense(nn.Module):
@@ -170,7 +179,7 @@ class Dense(nn.Module):
         w = self.param(
             "kernel", _dense_init(self.cfg, self.axes), (x.shape[-1], self.features), _dtype(self.cfg.param_dtype)
         )
-        return jnp.einsum("...i,io->...o", x, w.astype(_dtype(self.cfg.dtype)))
+        return _dot(x, w.astype(_dtype(self.cfg.dtype)), 1)
 
 
 class MLP(nn.Module):

@@ -80,10 +80,14 @@ class Prompt(str):
         return self.spans[-1].modality if self.spans else None
 
 
-def render_prompt(segments: Sequence[Segment], output: Optional[Modality] = None) -> str:
-    """The prompt string of `segments` (see the module docstring); `output=None`: no closing marker."""
+def render_prompt(
+    segments: Sequence[Segment], output: Optional[Modality] = None, after: Optional[Modality] = None
+) -> str:
+    """The prompt string of `segments` (see the module docstring); `output=None`: no closing marker.
+    `after`: the string continues a span of this modality (a fine-tuning response after its prompt's
+    closing marker), so a first segment of that modality opens without a marker."""
     parts: list[str] = []
-    prev: Optional[Modality] = None
+    prev: Optional[Modality] = None if after is None else Modality(after)
     for seg in segments:
         modality = Modality(seg.modality)
         body = seg.render()

@@ -11,7 +11,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
@@ -23,7 +23,7 @@ from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, to_dict
 from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
-from spiritlm_jax.locking import lock_dir
+from spiritlm_jax.locking import DirLocked, lock_dir
 from spiritlm_jax.model.llama import Llama
 from spiritlm_jax.model.sharding import activation_sharding, batch_sharding, make_mesh
 from spiritlm_jax.model.vocab import extend_vocab
@@ -40,6 +40,7 @@ from spiritlm_jax.training.step import (
     loss_group_losses,
     make_eval_step,
     make_train_step,
+    model_params,
     state_from_params,
     state_shardings,
     tree_is_finite,
@@ -90,6 +91,51 @@ def _imported_params(cfg: TrainConfig, shardings_params):
     return jax.device_put(params, shardings_params)
 
 
+def _lm_train_iterator(cfg, process_index: int, process_count: int):
+    try:
+        return build_train_iterator(cfg.data, process_index, process_count)
+    except (ValueError, OSError) as e:  # a truncated shard, a bad line: named, one line
+        raise ConfigError(f"data.corpus: {e}") from None
+
+
+def _lm_eval_batches(cfg, n: int, process_index: int, process_count: int) -> list:
+    try:
+        return build_eval_batches(cfg.data, n, process_index, process_count)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"data.corpus (eval split): {e}") from None
+
+
+def _lm_start_params(cfg, shardings_params):
+    """(params, where from) of init.checkpoint, or None (random init)."""
+    if not cfg.init.checkpoint:
+        return None
+    return _imported_params(cfg, shardings_params), f"{cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a trainer built on this loop supplies. The defaults are LM pretraining
+    (`python -m spiritlm_jax.train`); fine-tuning (training/finetune.py) gives its pair data, its run
+    directory, the base weights to start from and, for LoRA, the wrapped model, the adapters as the
+    trained parameters and the base weights as frozen ones. Each is a function of the run's config."""
+
+    policy: guard.RunDirPolicy = RUN_POLICY
+    check: Callable = lambda cfg: check_vocab(cfg.data, cfg.model.vocab_size)  # config errors before compiling
+    train_iterator: Callable = _lm_train_iterator  # (cfg, process index, count) -> checkpointable batches
+    eval_batches: Callable = _lm_eval_batches  # (cfg, n, process index, count) -> [batch]
+    model: Callable = lambda cfg: Llama(cfg.model)  # the module the loss runs
+    trainable: Callable = model_params  # (model, rng, seq_len) -> the boxed parameters that are trained
+    start_params: Callable = _lm_start_params  # (cfg, param shardings) -> (params, where) or None (random)
+    frozen: Callable = lambda cfg, mesh: (None, None)  # (cfg, mesh) -> (untrained params placed, shardings)
+    write_run_dir: Callable = write_run_dir  # (cfg, out_dir): what the run directory holds besides checkpoints
+    init_seed: Callable = lambda cfg: cfg.init.seed
+    dropout_seed: Callable = lambda cfg: None  # a seed: dropout keys per step (LoRA dropout)
+    export_hint: Callable = lambda out_dir: f"python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR"
+
+
+LM_TASK = Task()
+
+
 @dataclasses.dataclass
 class _Run:
     """What the steps of one run share (built by `_set_up`)."""
@@ -104,33 +150,37 @@ class _Run:
     mngr: Any
     data_iter: Any
     is_main: bool
+    task: Task = LM_TASK
+    frozen: Any = None  # parameters used but not trained (LoRA: the base weights)
+    frozen_shardings: Any = None
     pending_save: Optional[int] = None  # the step of a save that may still be in flight
 
 
-def _set_up(cfg: TrainConfig) -> _Run:
-    """Config checks (before any compilation), mesh, run directory, optimizer, checkpoint manager and
-    data iterator."""
-    check_vocab(cfg.data, cfg.model.vocab_size)
+def _set_up(cfg: TrainConfig, task: Task = LM_TASK) -> _Run:
+    """Config checks (before any compilation), mesh, run directory, optimizer, checkpoint manager,
+    data iterator and the task's frozen parameters."""
+    task.check(cfg)
     mesh, global_batch = _make_mesh(cfg)
     out_dir = Path(cfg.out_dir)
     is_main = jax.process_index() == 0
-    model = Llama(cfg.model)
+    model = task.model(cfg)
     tx = make_optimizer(cfg.optim, cfg.steps)
     if is_main or not cfg.checkpoint.fresh:  # process 0 clears a fresh run; the others only start at 0
         guard.check_start(
             out_dir,
-            RUN_POLICY,
+            task.policy,
             cfg.checkpoint.resume,
             cfg.checkpoint.fresh,
             ckpt.steps_on_disk(out_dir / "checkpoints"),
             log=_log,
         )
     mngr = ckpt.manager(out_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-    try:
-        data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
-    except (ValueError, OSError) as e:  # a truncated shard, a bad line: named, one line
-        raise ConfigError(f"data.corpus: {e}") from None
-    return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter, is_main)
+    data_iter = task.train_iterator(cfg, jax.process_index(), jax.process_count())
+    shardings = state_shardings(model, tx, mesh, trainable=task.trainable)
+    frozen, frozen_shardings = task.frozen(cfg, mesh)
+    return _Run(
+        cfg, out_dir, mesh, global_batch, model, tx, shardings, mngr, data_iter, is_main, task, frozen, frozen_shardings
+    )
 
 
 def _steps_change_is_free(saved: dict, cfg: TrainConfig, at: int) -> bool:
@@ -151,7 +201,7 @@ def _check_config(r: _Run, meta: dict, where: str) -> dict:
         raise ValueError("its meta item holds no config")
     if saved.get("steps") != new["steps"] and _steps_change_is_free(saved, r.cfg, int(meta.get("step", 0))):
         saved = {**saved, "steps": new["steps"]}
-    return guard.check_resume_config(saved, new, RUN_POLICY, r.cfg.checkpoint.allow_changes, where)
+    return guard.check_resume_config(saved, new, r.task.policy, r.cfg.checkpoint.allow_changes, where)
 
 
 def _restore(r: _Run, step: int):
@@ -162,7 +212,9 @@ def _restore(r: _Run, step: int):
     changes = _check_config(r, meta, f"checkpoint {where}")
     if int(meta.get("step", -1)) != step:
         raise ValueError(f"its meta item says step {meta.get('step')}")
-    shapes = jax.eval_shape(lambda: init_state(r.model, r.tx, jax.random.PRNGKey(0), r.shardings))
+    shapes = jax.eval_shape(
+        lambda: init_state(r.model, r.tx, jax.random.PRNGKey(0), r.shardings, trainable=r.task.trainable)
+    )
     state, data_state, _ = ckpt.restore(r.mngr, step, ckpt.abstract_like(shapes, r.shardings))
     if not bool(jax.device_get(tree_is_finite(state["params"]))):
         raise ValueError("its parameters are not finite")
@@ -183,7 +235,7 @@ def _initial_state(r: _Run):
                 r.out_dir / "checkpoints",
                 steps,
                 lambda s: _restore(r, s),
-                RUN_POLICY,
+                r.task.policy,
                 log=_log,
                 can_move=r.is_main,
             )
@@ -197,12 +249,12 @@ def _initial_state(r: _Run):
                 f"{r.out_dir} is at step {start} already, past steps={cfg.steps}; raise steps or use a new out_dir"
             )
     imported = None
-    if restored is None and cfg.init.checkpoint:
-        imported = _imported_params(cfg, r.shardings["params"])  # its errors come before anything is written
+    if restored is None:
+        imported = r.task.start_params(cfg, r.shardings["params"])  # its errors come before anything is written
     if r.is_main:  # only now: the directory never pairs a checkpoint with another run's config
-        write_run_dir(cfg, r.out_dir)
+        r.task.write_run_dir(cfg, r.out_dir)
         guard.record_changes(r.out_dir, start, changes)
-        guard.truncate_metrics(r.out_dir, RUN_POLICY, start)
+        guard.truncate_metrics(r.out_dir, r.task.policy, start)
     if restored is not None:
         _log(f"resumed from {r.out_dir / 'checkpoints'} at step {start}")
         if changes:
@@ -210,9 +262,11 @@ def _initial_state(r: _Run):
         return state, start, first_loss
     with activation_sharding(r.mesh):
         if imported is not None:
-            _log(f"initialised from {cfg.init.checkpoint} (vocabulary {cfg.model.vocab_size})")
-            return state_from_params(imported, r.tx, r.shardings), 0, None
-        return init_state(r.model, r.tx, jax.random.PRNGKey(cfg.init.seed), r.shardings), 0, None
+            params, where = imported
+            _log(f"initialised from {where}")
+            return state_from_params(params, r.tx, r.shardings), 0, None
+        key = jax.random.PRNGKey(r.task.init_seed(cfg))
+        return init_state(r.model, r.tx, key, r.shardings, trainable=r.task.trainable), 0, None
 
 
 # ----- steps, eval, save --------------------------------------------------------------------------
@@ -223,11 +277,12 @@ def _global_batch(local: dict[str, np.ndarray], sharding) -> dict[str, jax.Array
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
-def _evaluate(eval_fn, params, batches, sharding) -> dict[str, float]:
+def _evaluate(eval_fn, params, batches, sharding, frozen=None) -> dict[str, float]:
     n = len(LOSS_GROUPS)
     tot = {"nll_sum": 0.0, "count": 0.0, "group_nll_sum": np.zeros(n), "group_count": np.zeros(n)}
+    extra = () if frozen is None else (frozen,)
     for b in batches:
-        s = jax.device_get(eval_fn(params, _global_batch(b, sharding)))
+        s = jax.device_get(eval_fn(params, _global_batch(b, sharding), *extra))
         for k in tot:
             tot[k] = tot[k] + np.asarray(s[k])
     out = {"eval_loss": float(tot["nll_sum"]) / max(float(tot["count"]), 1.0)}
@@ -380,7 +435,7 @@ def _summary(r: _Run, log: _Logger) -> dict:
             f"checkpoint: {summary['checkpoint']}  metrics: {summary['metrics']}  "
             f"(tensorboard --logdir {out_dir / 'tensorboard'})"
         )
-        _log(f"export to Hugging Face: python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR")
+        _log(f"export to Hugging Face: {r.task.export_hint(out_dir)}")
         # --text is a text input: generate adds the [Text] marker itself
         _log(f'generate: python -m spiritlm_jax.generate --checkpoint {out_dir} --text "hello" --max-new-tokens 20')
     return summary
@@ -389,15 +444,16 @@ def _summary(r: _Run, log: _Logger) -> dict:
 # ----- the run ------------------------------------------------------------------------------------
 
 
-def run(cfg: TrainConfig) -> dict:
-    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json).
+def run(cfg: TrainConfig, task: Task = LM_TASK) -> dict:
+    """Train according to `cfg` (and `task`: LM pretraining by default). Returns a summary dict (also
+    printed and written to summary.json).
 
     Process 0 owns the run directory for the whole run (`locking.lock_dir`): a second job on the
     same `out_dir` is refused before it writes anything."""
     maybe_initialize_distributed(cfg.distributed)
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
     with owner, quiet_orbax_errors():
-        r = _set_up(cfg)
+        r = _set_up(cfg, task)
         try:
             return _run(r)
         finally:
@@ -411,16 +467,15 @@ def _run(r: _Run) -> dict:
         return _finished(r)
     with activation_sharding(r.mesh):
         schedule = lr_schedule(cfg.optim, cfg.steps)
-        train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings, r.mesh)
-        eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh)
+        step_fn = make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum, r.task.dropout_seed(cfg))
+        train_step = jit_train_step(step_fn, r.shardings, r.mesh, r.frozen_shardings)
+        eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh, r.frozen_shardings)
+        frozen = () if r.frozen is None else (r.frozen,)
         bsh = batch_sharding(r.mesh)
-        try:
-            eval_batches = build_eval_batches(cfg.data, cfg.eval_batches, jax.process_index(), jax.process_count())
-        except (ValueError, OSError) as e:
-            raise ConfigError(f"data.corpus (eval split): {e}") from None
+        eval_batches = r.task.eval_batches(cfg, cfg.eval_batches, jax.process_index(), jax.process_count())
         log = _Logger(r, start_step, first_loss)
         for step in range(start_step, cfg.steps):
-            state, m = train_step(state, _global_batch(_next_batch(r, step + 1), bsh))
+            state, m = train_step(state, _global_batch(_next_batch(r, step + 1), bsh), *frozen)
             m = jax.device_get(m)
             loss = float(m["loss"])
             done = step + 1
@@ -430,12 +485,34 @@ def _run(r: _Run) -> dict:
             if _is_due(done, cfg.log_every, cfg.steps):
                 log.record(done, m, loss)
             if eval_batches and _is_due(done, cfg.eval_every, cfg.steps):
-                log.record_eval(done, _evaluate(eval_step, state["params"], eval_batches, bsh))
+                log.record_eval(done, _evaluate(eval_step, state["params"], eval_batches, bsh, r.frozen))
             if _is_due(done, cfg.checkpoint.every, cfg.steps):
                 _save(r, done, state, log.first_loss)
         log.close()
         _check_saves(r, wait=True)
     return _summary(r, log)
+
+
+def report_errors(train: Callable, cfg) -> int:
+    """The exit code of `train(cfg)` for a command line (train, finetune): errors in one line on stderr;
+    1 when training stopped, 2 for a config or run-directory error."""
+    try:
+        with quiet_orbax_errors(permanent=True):  # a failed save is reported in one line
+            train(cfg)
+    except TrainingStopped as e:
+        print(f"training stopped: {e}", file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except DirLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # writing the run directory failed (e.g. a full disk): one line
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"training stopped: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _finished(r: _Run) -> dict:

@@ -21,23 +21,30 @@ import optax
 
 from spiritlm_jax.data.batch import LOSS_GROUPS
 from spiritlm_jax.model.llama import Llama, head_logits
+from spiritlm_jax.model.lora import LORA_A, combine
 from spiritlm_jax.model.sharding import batch_sharding, param_shardings
 
 
-def _boxed_state(model: Llama, tx: optax.GradientTransformation, rng, seq_len: int):
-    params = model.init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
+def model_params(model: Llama, rng, seq_len: int = 8):
+    """The (boxed) parameters `model.init` creates: what the LM trainer trains."""
+    return model.init(rng, jnp.zeros((1, seq_len), jnp.int32))["params"]
+
+
+def _boxed_state(model: Llama, tx: optax.GradientTransformation, rng, seq_len: int, trainable: Callable = model_params):
+    params = trainable(model, rng, seq_len)
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
-def state_shardings(model: Llama, tx, mesh, seq_len: int = 8):
-    """NamedSharding pytree matching the (unboxed) train state."""
-    abstract = jax.eval_shape(lambda: _boxed_state(model, tx, jax.random.PRNGKey(0), seq_len))
+def state_shardings(model: Llama, tx, mesh, seq_len: int = 8, trainable: Callable = model_params):
+    """NamedSharding pytree matching the (unboxed) train state. `trainable(model, rng, seq_len)`: the
+    boxed parameters that are trained (all of them; LoRA: the adapters)."""
+    abstract = jax.eval_shape(lambda: _boxed_state(model, tx, jax.random.PRNGKey(0), seq_len, trainable))
     return param_shardings(abstract, mesh)
 
 
-def init_state(model: Llama, tx, rng, shardings, seq_len: int = 8):
+def init_state(model: Llama, tx, rng, shardings, seq_len: int = 8, trainable: Callable = model_params):
     """Random init directly into the sharded layout (no full copy on one device)."""
-    fn = jax.jit(lambda r: nn.unbox(_boxed_state(model, tx, r, seq_len)), out_shardings=shardings)
+    fn = jax.jit(lambda r: nn.unbox(_boxed_state(model, tx, r, seq_len, trainable)), out_shardings=shardings)
     return fn(rng)
 
 
@@ -82,19 +89,25 @@ def chunked_nll(model: Llama, params, hidden_btd, targets_bt, chunk: int):
     return nll_nbc.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
 
 
-def token_losses(model: Llama, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Sum of next-token NLL over valid targets, and per-loss-group sums/counts.
+def token_losses(model: Llama, params, batch, frozen=None, rng=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum of next-token NLL over valid targets, and per-loss-group sums/counts. `frozen`: parameters
+    that are used but not trained (LoRA: the base weights, with `params` the adapters); `rng`: the
+    dropout key (LoRA dropout).
 
     With `model.loss_chunk` > 0 the head and cross-entropy run in chunks (`chunked_nll`); 0 computes the
     full [B, T, V] logits at once."""
+    full = params if not frozen else combine(frozen, params)
+    rngs = {"dropout": rng} if rng is not None else None
     targets_bt = batch["targets"]
     valid_bt = targets_bt >= 0
     args = (batch["tokens"], batch["positions"], batch["segment_ids"])
     if model.cfg.loss_chunk > 0:
-        hidden_btd = model.apply({"params": params}, *args, return_hidden=True)
-        nll_bt = chunked_nll(model, params, hidden_btd, targets_bt, model.cfg.loss_chunk)
+        if any(LORA_A in k for k in full.get("lm_head", {})):
+            raise ValueError("model.loss_chunk applies the plain lm_head: set it to 0 when LoRA targets lm_head")
+        hidden_btd = model.apply({"params": full}, *args, return_hidden=True, rngs=rngs)
+        nll_bt = chunked_nll(model, full, hidden_btd, targets_bt, model.cfg.loss_chunk)
     else:
-        nll_bt = _nll(model.apply({"params": params}, *args), targets_bt)
+        nll_bt = _nll(model.apply({"params": full}, *args, rngs=rngs), targets_bt)
     group_btg = jax.nn.one_hot(batch["loss_groups"], len(LOSS_GROUPS), dtype=jnp.float32) * valid_bt[..., None]
     stats = {
         "nll_sum": nll_bt.sum(),
@@ -109,12 +122,15 @@ def _split_micro(batch, n: int):
     return jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
 
 
-def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1):
-    """(state, batch) -> (state, metrics); metrics are device scalars/vectors."""
+def make_train_step(model: Llama, tx, schedule: Callable, grad_accum: int = 1, dropout_seed=None):
+    """(state, batch, frozen) -> (state, metrics); metrics are device scalars/vectors. `frozen`: the
+    parameters used but not trained (None: everything is trained); `dropout_seed`: dropout keys are
+    (seed, step), so a resumed run draws the same masks."""
 
-    def step(state, batch):
+    def step(state, batch, frozen=None):
         params = state["params"]
-        grad_fn = jax.grad(lambda p, b: token_losses(model, p, b), has_aux=True)
+        rng = None if dropout_seed is None else jax.random.fold_in(jax.random.PRNGKey(dropout_seed), state["step"])
+        grad_fn = jax.grad(lambda p, b: token_losses(model, p, b, frozen, rng), has_aux=True)
 
         def micro(acc, mb):
             g, stats = grad_fn(params, mb)
@@ -157,23 +173,26 @@ def tree_is_finite(tree) -> jax.Array:
 
 
 def make_eval_step(model: Llama):
-    def step(params, batch):
-        return token_losses(model, params, batch)[1]
+    def step(params, batch, frozen=None):
+        return token_losses(model, params, batch, frozen)[1]
 
     return step
 
 
-def jit_train_step(step_fn, shardings, mesh):
+def jit_train_step(step_fn, shardings, mesh, frozen_shardings=None):
+    """The jitted step; with `frozen_shardings` it takes the frozen parameters as a third argument."""
+    extra = () if frozen_shardings is None else (frozen_shardings,)
     return jax.jit(
         step_fn,
-        in_shardings=(shardings, batch_sharding(mesh)),
+        in_shardings=(shardings, batch_sharding(mesh), *extra),
         out_shardings=(shardings, None),
         donate_argnums=(0,),
     )
 
 
-def jit_eval_step(eval_fn, shardings, mesh):
-    return jax.jit(eval_fn, in_shardings=(shardings["params"], batch_sharding(mesh)))
+def jit_eval_step(eval_fn, shardings, mesh, frozen_shardings=None):
+    extra = () if frozen_shardings is None else (frozen_shardings,)
+    return jax.jit(eval_fn, in_shardings=(shardings["params"], batch_sharding(mesh), *extra))
 
 
 def loss_group_losses(group_nll_sum, group_count) -> dict[str, float]:
