@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from spiritlm_jax import aot
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, run_cli
 from spiritlm_jax.locking import DirLocked
@@ -41,7 +42,7 @@ def _train(cfg: TrainConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(TrainConfig, argv, PROG, _train, description=__doc__)
+    return run_cli(TrainConfig, argv, PROG, _train, description=f"{__doc__}\n{aot.HELP}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from spiritlm_jax import aot
 from spiritlm_jax import run_guard as guard
 from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, to_dict
-from spiritlm_jax.data.batch import LOSS_GROUPS
+from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
 from spiritlm_jax.locking import lock_dir
 from spiritlm_jax.model.llama import Llama
@@ -61,17 +62,57 @@ def _log(msg: str) -> None:
 # ----- set-up ---------------------------------------------------------------------------------
 
 
-def _make_mesh(cfg: TrainConfig):
-    """The device mesh, after checking that the global batch divides over it."""
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+def _make_mesh(cfg: TrainConfig, devices=None, processes: Optional[int] = None):
+    """The device mesh (of `devices`, default all) and the global batch (data.batch_size x the
+    processes), after checking that the batch divides over the mesh."""
+    processes = jax.process_count() if processes is None else processes
+    try:
+        mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, devices=devices)
+    except ValueError as e:
+        raise ConfigError(f"mesh: {e}") from None
     dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    global_batch = cfg.data.batch_size * jax.process_count()
+    global_batch = cfg.data.batch_size * processes
     if global_batch % (dp * cfg.optim.grad_accum):
         raise ConfigError(
-            f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) must divide by "
+            f"global batch {global_batch} (data.batch_size x {processes} processes) must divide by "
             f"data x fsdp = {dp} times optim.grad_accum = {cfg.optim.grad_accum}"
         )
     return mesh, global_batch
+
+
+def _jit_train_step(cfg: TrainConfig, model: Llama, tx, shardings, mesh):
+    """The run's jitted train step (compile-only mode compiles this very function)."""
+    schedule = lr_schedule(cfg.optim, cfg.steps)
+    return jit_train_step(make_train_step(model, tx, schedule, cfg.optim.grad_accum), shardings, mesh)
+
+
+def _compile_target(cfg: TrainConfig, devices, hosts: int) -> aot.Target:
+    """The train step of a run on `devices` (a pod's, from its topology) with abstract arguments."""
+    mesh, global_batch = _make_mesh(cfg, devices, hosts)
+    model, tx = Llama(cfg.model), make_optimizer(cfg.optim, cfg.steps)
+    shardings = state_shardings(model, tx, mesh)
+    with activation_sharding(mesh):
+        shapes = jax.eval_shape(lambda: init_state(model, tx, jax.random.PRNGKey(0), shardings))
+        step = _jit_train_step(cfg, model, tx, shardings, mesh)
+    state = ckpt.abstract_like(shapes, shardings)
+    bsh = batch_sharding(mesh)
+    batch = {k: jax.ShapeDtypeStruct((global_batch, cfg.data.seq_len), np.int32, sharding=bsh) for k in BATCH_KEYS}
+    per_chip = global_batch // (mesh.shape["data"] * mesh.shape["fsdp"])
+    knobs = (
+        f"fewer sequences per chip (data.batch_size; now {per_chip} per data-parallel chip) with optim.grad_accum, "
+        f"model.remat (now {cfg.model.remat}), model.attention (now {cfg.model.attention}), mesh.tensor, "
+        "or a pod with more chips"
+    )
+    return aot.Target(
+        step=step,
+        args=(state, batch),
+        global_batch=global_batch,
+        seq_len=cfg.data.seq_len,
+        knobs=knobs,
+        model_flops_per_step=train_flops_per_token(cfg.model, cfg.data.seq_len) * global_batch * cfg.data.seq_len,
+        mesh=f"data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']}",
+        context=lambda: activation_sharding(mesh),
+    )
 
 
 def _imported_params(cfg: TrainConfig, shardings_params):
@@ -390,10 +431,13 @@ def _summary(r: _Run, log: _Logger) -> dict:
 
 
 def run(cfg: TrainConfig) -> dict:
-    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json).
+    """Train according to `cfg`. Returns a summary dict (also printed and written to summary.json);
+    with compile.topology set, only compiles the step for that pod and returns the report (aot.py).
 
     Process 0 owns the run directory for the whole run (`locking.lock_dir`): a second job on the
     same `out_dir` is refused before it writes anything."""
+    if cfg.compile.topology:  # compile only (aot.py): no devices, data, weights or run directory are touched
+        return aot.compile_for_topology(cfg.compile, lambda devs, hosts: _compile_target(cfg, devs, hosts), _log)
     maybe_initialize_distributed(cfg.distributed)
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
     with owner, quiet_orbax_errors():
@@ -410,8 +454,7 @@ def _run(r: _Run) -> dict:
     if start_step == cfg.steps:
         return _finished(r)
     with activation_sharding(r.mesh):
-        schedule = lr_schedule(cfg.optim, cfg.steps)
-        train_step = jit_train_step(make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum), r.shardings, r.mesh)
+        train_step = _jit_train_step(cfg, r.model, r.tx, r.shardings, r.mesh)
         eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh)
         bsh = batch_sharding(r.mesh)
         try:
