@@ -64,6 +64,7 @@ class Target:
     knobs: str  # what would make it smaller, named as config keys
     model_flops_per_step: Optional[float] = None  # the project's FLOP convention; None: XLA's cost analysis
     mesh: str = ""  # the mesh, in words
+    mesh_devices: int = 0  # devices the step runs on (0: all of the topology's)
     context: Callable[[], Any] = dataclasses.field(default=lambda: _Null())  # entered around lowering
 
 
@@ -108,6 +109,8 @@ def topology_devices(topology: str, num_slices: int = 1) -> tuple[list, int]:
         os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
         os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-1")
         os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+        # no TPU is used: other processes (a test worker, another compile) may hold libtpu at the same time
+        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
         try:
             desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, num_slices=num_slices)
         except Exception as e:  # noqa: BLE001
@@ -227,7 +230,7 @@ def compile_for_topology(
     if flops is None:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost.get("flops", 0.0)) * len(devices) if cost else None
+        flops = float(cost.get("flops", 0.0)) * (target.mesh_devices or len(devices)) if cost else None
         flops_src = "XLA cost analysis x devices"
     coll = collectives(compiled.as_text())
     fits = hbm is None or per["total"] <= hbm
@@ -247,7 +250,8 @@ def compile_for_topology(
         + ", ".join(f"{op} {c['count']} ({c['bytes'] / GIB:.2f} GiB)" for op, c in coll.items() if c["count"])
     )
     if flops is not None:
-        log(f"model FLOPs per step: {flops:.4g} ({flops_src}); {flops / len(devices):.4g} per device")
+        n = target.mesh_devices or len(devices)
+        log(f"model FLOPs per step: {flops:.4g} ({flops_src}); {flops / n:.4g} per device")
     _write(ccfg, report)
     log(f"fits: {'yes' if fits else 'no'}" + (f"; report: {ccfg.report}" if ccfg.report else ""))
     if not fits:

@@ -325,6 +325,7 @@ def _compile_target(cfg: VocoderTrainConfig, pool) -> aot.Target:
         seq_len=n,
         knobs="a smaller data.batch_size or data.segment_frames, or more devices",
         mesh=f"data={mesh.shape['data']}",
+        mesh_devices=mesh.size,
     )
 
 
