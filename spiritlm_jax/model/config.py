@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
-AttentionBackend = Literal["xla", "cudnn"]
+AttentionBackend = Literal["auto", "xla", "cudnn", "splash"]
+SPLASH_BLOCK_KEYS = (
+    "splash_block_q",
+    "splash_block_kv",
+    "splash_block_kv_compute",
+    "splash_block_q_bwd",
+    "splash_block_kv_bwd",
+)
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch", "save_proj"]
 
 
@@ -31,8 +38,14 @@ class LlamaConfig:
     init_std: float = 0.02
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     dtype: Literal["float32", "bfloat16"] = "bfloat16"
-    attention: AttentionBackend = "xla"
+    attention: AttentionBackend = "xla"  # auto: splash on TPU, cudnn on GPU, xla on CPU (docs/model.md)
+    splash_block_q: int = 512  # splash attention tiles (tokens, multiples of 128): forward query block
+    splash_block_kv: int = 512  # forward key/value block
+    splash_block_kv_compute: int = 512  # forward key/value compute block (divides splash_block_kv)
+    splash_block_q_bwd: int = 512  # backward (dq and dkv kernels) query block
+    splash_block_kv_bwd: int = 512  # backward key/value block
     remat: RematPolicy = "none"
+    loss_chunk: int = 0  # training loss: LM head + cross-entropy over this many positions at a time (0: all at once)
     scan_unroll: int = 1
 
     @property
@@ -49,6 +62,16 @@ class LlamaConfig:
             raise ValueError(f"d_model ({self.d_model}) is not divisible by n_heads ({self.n_heads}); set head_dim")
         if self.dim_per_head % 2:
             raise ValueError(f"head dimension must be even for rotary embeddings, got {self.dim_per_head}")
+        for name in SPLASH_BLOCK_KEYS:
+            if getattr(self, name) <= 0 or getattr(self, name) % 128:
+                raise ValueError(f"{name} must be a positive multiple of 128, got {getattr(self, name)}")
+        if self.splash_block_kv % self.splash_block_kv_compute:
+            raise ValueError(
+                f"splash_block_kv ({self.splash_block_kv}) must be a multiple of splash_block_kv_compute "
+                f"({self.splash_block_kv_compute})"
+            )
+        if self.loss_chunk < 0:
+            raise ValueError(f"loss_chunk must be >= 0 (0: no chunking), got {self.loss_chunk}")
         if self.scan_unroll < 1:
             raise ValueError(f"scan_unroll must be >= 1, got {self.scan_unroll}")
 

@@ -16,6 +16,8 @@ Calling conventions:
     logits_btv = model.apply({"params": p}, tokens_bt)                      # full sequence
     logits_btv = model.apply(v, tokens_bt, positions_bt, segment_ids_bt)    # packed sequences
     logits_btv, cache = model.apply(v, tokens_bt, positions_bt, segment_ids_bt, cache=cache)  # decode
+    hidden_btd = model.apply(v, tokens_bt, positions_bt, segment_ids_bt, return_hidden=True)  # final-norm
+    logits_btv = head_logits(cfg, params, hidden_btd)  # the same logits, from the hidden states (chunked loss)
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from spiritlm_jax.model.attention import attention
+from spiritlm_jax.model.attention import SplashBlocks, attention
 from spiritlm_jax.model.config import LlamaConfig
 
 Array = jax.Array
@@ -94,7 +96,14 @@ class Attention(nn.Module):
         k_btkh = nn.with_logical_constraint(k_btkh, ("batch", "length", "act_kv_heads", "head_dim"))
 
         if layer_cache is None:
-            out_btnh = attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, segment_ids_bt, 0, cfg.attention)
+            blocks = SplashBlocks(
+                cfg.splash_block_q,
+                cfg.splash_block_kv,
+                cfg.splash_block_kv_compute,
+                cfg.splash_block_q_bwd,
+                cfg.splash_block_kv_bwd,
+            )
+            out_btnh = attention(q_btnh, k_btkh, v_btkh, segment_ids_bt, segment_ids_bt, 0, cfg.attention, blocks)
             new_layer_cache = None
         else:
             index = cache_meta["index"]
@@ -216,7 +225,9 @@ class Llama(nn.Module):
     cfg: LlamaConfig
 
     @nn.compact
-    def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache=None):
+    def __call__(self, tokens_bt, positions_bt=None, segment_ids_bt=None, cache=None, return_hidden=False):
+        """Logits [B,T,V] fp32 (and the new cache when given one); `return_hidden`: the final-norm hidden
+        states [B,T,D] instead of logits (no cache), for a loss that applies `head_logits` in chunks."""
         cfg = self.cfg
         dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
         b, t = tokens_bt.shape
@@ -261,6 +272,10 @@ class Llama(nn.Module):
         x_btd, new_layer_caches = stack(x_btd, positions_bt, segment_ids_bt, cache_meta, layer_caches)
 
         x_btd = RMSNorm(cfg.norm_eps, dt, pdt, name="final_norm")(x_btd)
+        if return_hidden:
+            if cache is not None:
+                raise ValueError("return_hidden is for full-sequence calls, not with a KV cache")
+            return x_btd
         if cfg.tie_embeddings:
             logits_btv = embed.attend(x_btd)
         else:
@@ -275,6 +290,17 @@ class Llama(nn.Module):
             "index": cache["index"] + t,
         }
         return logits_btv, new_cache
+
+
+def head_logits(cfg: LlamaConfig, params, x_btd: Array) -> Array:
+    """fp32 logits [..., V] from final-norm hidden states, computed as `Llama.__call__` computes them
+    (tied: the embedding's `attend`; untied: the `lm_head` kernel), for any slice of positions."""
+    dt = _dtype(cfg.dtype)
+    if cfg.tie_embeddings:
+        logits = jnp.dot(x_btd.astype(dt), params["embed"]["embedding"].astype(dt).T)
+    else:
+        logits = jnp.einsum("...i,io->...o", x_btd, params["lm_head"]["kernel"].astype(dt))
+    return logits.astype(jnp.float32)
 
 
 def init_cache(cfg: LlamaConfig, batch: int, max_len: int, dtype: Optional[str] = None) -> dict[str, Array]:

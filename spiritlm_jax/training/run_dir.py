@@ -20,6 +20,7 @@ from spiritlm_jax.bundle.text_tokenizer import copy_tokenizer_files
 from spiritlm_jax.bundle.train_layout import CHECKPOINTS_DIR
 from spiritlm_jax.config import save_config
 from spiritlm_jax.data.pipeline import corpus_speech_tokenizer
+from spiritlm_jax.model.config import SPLASH_BLOCK_KEYS
 from spiritlm_jax.run_guard import RunDirPolicy
 
 SPEECH_TOKENIZER_DIR = "speech_tokenizer"
@@ -56,7 +57,9 @@ RUN_POLICY = RunDirPolicy(
         "mesh",
         "init",
         "model.attention",
+        *(f"model.{k}" for k in SPLASH_BLOCK_KEYS),
         "model.remat",
+        "model.loss_chunk",
         "model.scan_unroll",
         "model.init_std",
         "data.read_threads",

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from spiritlm_jax.data.batch import LOSS_GROUPS
-from spiritlm_jax.model.llama import Llama
+from spiritlm_jax.model.llama import Llama, head_logits
 from spiritlm_jax.model.sharding import batch_sharding, param_shardings
 
 
@@ -51,14 +51,50 @@ def state_from_params(params, tx, shardings):
     return fn(params)
 
 
-def token_losses(model: Llama, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Sum of next-token NLL over valid targets, and per-loss-group sums/counts."""
-    logits_btv = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
-    targets_bt = batch["targets"]
-    valid_bt = targets_bt >= 0
+def _nll(logits_btv, targets_bt):
+    """Next-token NLL [B, T] (0 where the target is -1) from fp32 logits."""
     logz_bt = jax.nn.logsumexp(logits_btv, axis=-1)
     tgt_bt = jnp.take_along_axis(logits_btv, jnp.maximum(targets_bt, 0)[..., None], axis=-1)[..., 0]
-    nll_bt = jnp.where(valid_bt, logz_bt - tgt_bt, 0.0)
+    return jnp.where(targets_bt >= 0, logz_bt - tgt_bt, 0.0)
+
+
+def chunked_nll(model: Llama, params, hidden_btd, targets_bt, chunk: int):
+    """NLL [B, T] with the LM head and cross-entropy applied `chunk` positions at a time.
+
+    A `lax.map` over sequence chunks whose body is rematerialised (`jax.checkpoint`): the forward keeps
+    only each chunk's NLL, the backward recomputes one chunk's [B, chunk, V] logits at a time, so the
+    full [B, T, V] fp32 logits never exist. The sequence is padded to a multiple of `chunk` with no-target
+    positions."""
+    b, t, d = hidden_btd.shape
+    n = -(-t // chunk)
+    pad = n * chunk - t
+    x_nbcd = jnp.pad(hidden_btd, ((0, 0), (0, pad), (0, 0))).reshape(b, n, chunk, d).swapaxes(0, 1)
+    tgt_nbc = jnp.pad(targets_bt, ((0, 0), (0, pad)), constant_values=-1).reshape(b, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(args):
+        x_bcd, tgt_bc = args
+        logits_bcv = head_logits(model.cfg, params, x_bcd)
+        logits_bcv = nn.with_logical_constraint(logits_bcv, ("batch", "length", "act_vocab"))
+        return _nll(logits_bcv, tgt_bc)
+
+    nll_nbc = jax.lax.map(one, (x_nbcd, tgt_nbc))
+    return nll_nbc.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+
+
+def token_losses(model: Llama, params, batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum of next-token NLL over valid targets, and per-loss-group sums/counts.
+
+    With `model.loss_chunk` > 0 the head and cross-entropy run in chunks (`chunked_nll`); 0 computes the
+    full [B, T, V] logits at once."""
+    targets_bt = batch["targets"]
+    valid_bt = targets_bt >= 0
+    args = (batch["tokens"], batch["positions"], batch["segment_ids"])
+    if model.cfg.loss_chunk > 0:
+        hidden_btd = model.apply({"params": params}, *args, return_hidden=True)
+        nll_bt = chunked_nll(model, params, hidden_btd, targets_bt, model.cfg.loss_chunk)
+    else:
+        nll_bt = _nll(model.apply({"params": params}, *args), targets_bt)
     group_btg = jax.nn.one_hot(batch["loss_groups"], len(LOSS_GROUPS), dtype=jnp.float32) * valid_bt[..., None]
     stats = {
         "nll_sum": nll_bt.sum(),
