@@ -97,11 +97,16 @@ def topology_devices(topology: str, num_slices: int = 1) -> tuple[list, int]:
     import jax
     from jax.experimental import topologies
 
-    if topology.split(":")[0] in ("cuda", "gpu"):  # jax's deviceless GPU compile
+    family, _, shape = topology.partition(":")
+    if family in GPU_TARGETS:  # jax's deviceless GPU compile: the CUDA plugin and a target description
+        _need_cuda_plugin()
         try:
-            desc = topologies.get_topology_desc(platform="cuda", topology_name=topology.split(":", 1)[1])
-        except Exception as e:  # noqa: BLE001  jax says why (docs/benchmarks.md records it)
-            raise ConfigError(f"compile.topology={topology}: jax {jax.__version__} cannot: {_first_line(e)}") from None
+            desc = topologies.get_topology_desc(platform="cuda", target_config=GPU_TARGETS[family], topology=shape)
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(
+                f"compile.topology={topology!r}: jax {jax.__version__}: {_first_line(e)} (GPU topologies are "
+                f"{'|'.join(GPU_TARGETS)}:1xHxG, H hosts of G GPUs)"
+            ) from None
     else:
         _need_libtpu()
         # libtpu's start-up looks for a TPU VM's metadata; on any other host it only needs to be told
@@ -123,6 +128,39 @@ def topology_devices(topology: str, num_slices: int = 1) -> tuple[list, int]:
     return devices, hosts
 
 
+def _need_cuda_plugin() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("jax_plugins.xla_cuda12") is None:
+        import jax
+
+        raise ConfigError(
+            "a GPU compile.topology needs jax's CUDA plugin (no GPU is needed): "
+            f'pip install "jax-cuda12-plugin=={jax.__version__}" "jax-cuda12-pjrt=={jax.__version__}"'
+        )
+
+
+# What XLA's GPU compiler needs to know of a GPU it cannot see (GpuTargetConfigProto text; the figures
+# of an H100 SXM 80 GB as its CUDA driver reports them).
+GPU_TARGETS = {
+    "h100": """
+gpu_device_info {
+  cuda_compute_capability { major: 9 minor: 0 }
+  core_count: 132  fpus_per_core: 128  clock_rate_ghz: 1.98
+  threads_per_block_limit: 1024  threads_per_warp: 32  threads_per_core_limit: 2048
+  block_dim_limit_x: 2147483647  block_dim_limit_y: 65535  block_dim_limit_z: 65535
+  shared_memory_per_block: 49152  shared_memory_per_block_optin: 232448  shared_memory_per_core: 233472
+  registers_per_core_limit: 65536  registers_per_block_limit: 65536
+  memory_bandwidth: 3352320000000  l2_cache_size: 52428800  device_memory_size: 84978434048
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 minor: 8 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+""",
+}
+GPU_MEM_FRACTION = 0.75  # of a GPU's memory a JAX process uses (XLA_PYTHON_CLIENT_MEM_FRACTION's default)
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln for ln in str(e).splitlines() if ln.strip()]
     return lines[0].strip() if lines else type(e).__name__
@@ -137,6 +175,12 @@ def available_hbm_bytes(device) -> Optional[int]:
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
 
+    if device.platform != "tpu":  # XLA's GPU compiler does not refuse a program that is too large
+        for target in GPU_TARGETS.values():
+            if device.device_kind in target:
+                m = re.search(r"device_memory_size:\s*(\d+)", target)
+                return int(int(m.group(1)) * GPU_MEM_FRACTION)
+        return None
     s = NamedSharding(Mesh(np.asarray([device]), ("x",)), P())
     try:
         jax.jit(lambda x: (x * 2).sum(), in_shardings=s).lower(
@@ -207,8 +251,8 @@ def compile_for_topology(
             compiled = target.step.lower(*target.args).compile()
     except Exception as e:  # noqa: BLE001  XLA's RESOURCE_EXHAUSTED: one line, never a traceback
         m = _OOM.search(str(e))
-        if "RESOURCE_EXHAUSTED" not in str(e) and not m:
-            raise
+        if "RESOURCE_EXHAUSTED" not in str(e) and not m:  # e.g. cuDNN attention without the cuDNN library
+            raise ConfigError(f"compiling for {ccfg.topology} failed: {type(e).__name__}: {_first_line(e)}") from None
         need = float(m.group(1)) * _UNITS[m.group(2)] if m else None
         avail = float(m.group(3)) * _UNITS[m.group(4)] if m else hbm
         _write(ccfg, {**base, "per_device_bytes": None, "hbm_bytes": avail, "fits": False, "collectives": None,
