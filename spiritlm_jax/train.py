@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from spiritlm_jax import aot
 from spiritlm_jax.config import run_cli
 from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.loop import report_errors, run
@@ -19,7 +20,7 @@ PROG = "python -m spiritlm_jax.train"
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(TrainConfig, argv, PROG, lambda cfg: report_errors(run, cfg), description=__doc__)
+    return run_cli(TrainConfig, argv, PROG, lambda cfg: report_errors(run, cfg), description=f"{__doc__}\n{aot.HELP}")
 
 
 if __name__ == "__main__":

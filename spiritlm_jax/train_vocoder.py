@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from spiritlm_jax import aot
 from spiritlm_jax.config import ConfigError, run_cli
 from spiritlm_jax.locking import DirLocked
 from spiritlm_jax.vocoder_training.config import VocoderTrainConfig
@@ -34,7 +35,7 @@ def _train(cfg: VocoderTrainConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(VocoderTrainConfig, argv, PROG, _train, description=__doc__)
+    return run_cli(VocoderTrainConfig, argv, PROG, _train, description=f"{__doc__}\n{aot.HELP}")
 
 
 if __name__ == "__main__":

@@ -64,10 +64,19 @@ def mesh_shape(data: int = -1, fsdp: int = 1, tensor: int = 1, num_devices: int 
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A mesh with axes (data, fsdp, tensor); tensor varies fastest (neighbouring devices)."""
+    """A mesh with axes (data, fsdp, tensor); tensor varies fastest (neighbouring devices).
+
+    On several TPU slices (devices with distinct `slice_index`), (data, fsdp, tensor) describe one
+    slice and the slices are the outer part of the data axis: only data parallelism crosses DCN."""
     devices = list(devices) if devices is not None else jax.devices()
-    shape = mesh_shape(data, fsdp, tensor, len(devices))
-    device_array = np.asarray(devices).reshape(shape)
+    slices = sorted({getattr(d, "slice_index", 0) or 0 for d in devices})
+    per_slice = [[d for d in devices if (getattr(d, "slice_index", 0) or 0) == s] for s in slices]
+    if len({len(p) for p in per_slice}) != 1:
+        raise ValueError(f"slices of unequal size: {[len(p) for p in per_slice]} devices")
+    shape = mesh_shape(data, fsdp, tensor, len(per_slice[0]))
+    device_array = np.stack([np.asarray(p).reshape(shape) for p in per_slice]).reshape(
+        (len(slices) * shape[0], *shape[1:])
+    )
     return Mesh(device_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
 
 

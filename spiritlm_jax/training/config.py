@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, Optional
 
+from spiritlm_jax.aot import CompileConfig
 from spiritlm_jax.data.pipeline import DataConfig
 from spiritlm_jax.model.config import LlamaConfig
 from spiritlm_jax.training.optim import OptimConfig
@@ -71,6 +72,7 @@ class TrainConfig:
     out_dir: str = "runs/demo"  # the run directory (a bundle: config, checkpoints, tokenizer, metrics)
     distributed: Literal["auto", "on", "off"] = "auto"  # multi-host set-up (see training/distributed.py)
     progress: bool = True  # progress bar on process 0
+    compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that TPU pod only (--help)
 
     def __post_init__(self):
         if self.steps < 1:

@@ -23,6 +23,7 @@ from typing import Literal, Optional
 import flax.linen as nn
 import jax
 
+from spiritlm_jax.aot import CompileConfig
 from spiritlm_jax.bundle import load_bundle, read_manifest, write_manifest
 from spiritlm_jax.bundle.load import Bundle
 from spiritlm_jax.bundle.manifest import BundleManifest
@@ -62,15 +63,17 @@ class FinetuneConfig:
     out_dir: str = "runs/finetune"  # the run directory (LoRA: adapters + a pointer to base; full: all weights)
     distributed: Literal["auto", "on", "off"] = "auto"  # multi-host set-up (see training/distributed.py)
     progress: bool = True  # progress bar on process 0
-    model: Optional[LlamaConfig] = None  # the base's LM config, filled in from `base` (not set by hand)
+    model: Optional[LlamaConfig] = None  # the LM config, filled in from `base`; set by hand only with compile.topology
+    compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that pod only (needs model.*)
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.log_every < 1:
             raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        if self.eval_every < 0 or self.eval_batches < 0:
-            raise ValueError(f"eval_every and eval_batches must be >= 0, got {self.eval_every}, {self.eval_batches}")
+        for name in ("eval_every", "eval_batches"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.data.batch_size % self.optim.grad_accum:
             raise ValueError(
                 f"data.batch_size {self.data.batch_size} is not divisible by optim.grad_accum {self.optim.grad_accum}"
@@ -190,10 +193,19 @@ def _adapters(model, rng, seq_len: int):
         return split_adapters(model_params(model, rng, seq_len))[1]
 
 
+def _frozen_shapes(cfg: FinetuneConfig, mesh):
+    """The base weights as placed ShapeDtypeStructs, and their shardings (compile-only mode)."""
+    abstract = jax.eval_shape(lambda: model_params(Llama(cfg.model), jax.random.PRNGKey(0)))
+    shardings = param_shardings(abstract, mesh)
+    placed = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), nn.unbox(abstract), shardings
+    )
+    return placed, shardings
+
+
 def _frozen(bundle: Bundle):
     def make(cfg: FinetuneConfig, mesh):
-        abstract = jax.eval_shape(lambda: model_params(Llama(cfg.model), jax.random.PRNGKey(0)))
-        shardings = param_shardings(abstract, mesh)
+        _, shardings = _frozen_shapes(cfg, mesh)
         return jax.device_put(bundle.params, shardings), shardings
 
     return make
@@ -222,7 +234,7 @@ def _write_run_dir(bundle: Bundle):
     return write
 
 
-def finetune_task(bundle: Bundle, lora: LoraConfig) -> loop.Task:
+def finetune_task(bundle: Optional[Bundle], lora: LoraConfig) -> loop.Task:
     """The loop.Task of a fine-tuning run on `bundle` (full when lora.rank == 0)."""
     common = dict(
         policy=FINETUNE_POLICY,
@@ -243,6 +255,7 @@ def finetune_task(bundle: Bundle, lora: LoraConfig) -> loop.Task:
         trainable=_adapters,
         start_params=lambda cfg, shardings: None,  # fresh adapters (B = 0: the base model's outputs)
         frozen=_frozen(bundle),
+        frozen_shapes=_frozen_shapes,
         dropout_seed=lambda cfg: cfg.seed if cfg.lora.dropout > 0 else None,
         export_hint=lambda out_dir: (
             f"python -m spiritlm_jax.merge --src {out_dir} --out MERGED, then "
@@ -253,6 +266,11 @@ def finetune_task(bundle: Bundle, lora: LoraConfig) -> loop.Task:
 
 
 def run(cfg: FinetuneConfig) -> dict:
-    """Fine-tune according to `cfg` (the base is loaded once); returns the loop's summary."""
+    """Fine-tune according to `cfg` (the base is loaded once); returns the loop's summary. With
+    compile.topology and model.* (no base: no weights are read) it only compiles the step for that pod."""
+    if cfg.compile.topology and not cfg.base:
+        if cfg.model is None:
+            raise ConfigError("compile.topology: give model.* (e.g. --config with a model section); no base is read")
+        return loop.run(cfg, finetune_task(None, cfg.lora))
     cfg, bundle = resolve(cfg)
     return loop.run(cfg, finetune_task(bundle, cfg.lora))

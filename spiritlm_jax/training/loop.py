@@ -17,11 +17,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from spiritlm_jax import aot
 from spiritlm_jax import run_guard as guard
 from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
 from spiritlm_jax.config import ConfigError, to_dict
-from spiritlm_jax.data.batch import LOSS_GROUPS
+from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUPS
 from spiritlm_jax.data.pipeline import build_eval_batches, build_train_iterator, check_vocab
 from spiritlm_jax.locking import DirLocked, lock_dir
 from spiritlm_jax.model.llama import Llama
@@ -62,17 +63,62 @@ def _log(msg: str) -> None:
 # ----- set-up ---------------------------------------------------------------------------------
 
 
-def _make_mesh(cfg: TrainConfig):
-    """The device mesh, after checking that the global batch divides over it."""
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+def _make_mesh(cfg: TrainConfig, devices=None, processes: Optional[int] = None):
+    """The device mesh (of `devices`, default all) and the global batch (data.batch_size x the
+    processes), after checking that the batch divides over the mesh."""
+    processes = jax.process_count() if processes is None else processes
+    try:
+        mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor, devices=devices)
+    except ValueError as e:
+        raise ConfigError(f"mesh: {e}") from None
     dp = mesh.shape["data"] * mesh.shape["fsdp"]
-    global_batch = cfg.data.batch_size * jax.process_count()
+    global_batch = cfg.data.batch_size * processes
     if global_batch % (dp * cfg.optim.grad_accum):
         raise ConfigError(
-            f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) must divide by "
+            f"global batch {global_batch} (data.batch_size x {processes} processes) must divide by "
             f"data x fsdp = {dp} times optim.grad_accum = {cfg.optim.grad_accum}"
         )
     return mesh, global_batch
+
+
+def _jit_train_step(cfg: TrainConfig, task: "Task", model, tx, shardings, mesh, frozen_shardings=None):
+    """The run's jitted train step (compile-only mode compiles this very function)."""
+    schedule = lr_schedule(cfg.optim, cfg.steps)
+    step_fn = make_train_step(model, tx, schedule, cfg.optim.grad_accum, task.dropout_seed(cfg))
+    return jit_train_step(step_fn, shardings, mesh, frozen_shardings)
+
+
+def _compile_target(cfg: TrainConfig, task: "Task", devices, hosts: int) -> aot.Target:
+    """The train step of a run on `devices` (a pod's, from its topology) with abstract arguments: the
+    task's model, trained parameters and optimizer state, and its frozen parameters (LoRA: the base)."""
+    mesh, global_batch = _make_mesh(cfg, devices, hosts)
+    model, tx = task.model(cfg), make_optimizer(cfg.optim, cfg.steps)
+    shardings = state_shardings(model, tx, mesh, trainable=task.trainable)
+    frozen, frozen_shardings = task.frozen_shapes(cfg, mesh)
+    with activation_sharding(mesh):
+        shapes = jax.eval_shape(
+            lambda: init_state(model, tx, jax.random.PRNGKey(0), shardings, trainable=task.trainable)
+        )
+        step = _jit_train_step(cfg, task, model, tx, shardings, mesh, frozen_shardings)
+    state = ckpt.abstract_like(shapes, shardings)
+    bsh = batch_sharding(mesh)
+    batch = {k: jax.ShapeDtypeStruct((global_batch, cfg.data.seq_len), np.int32, sharding=bsh) for k in BATCH_KEYS}
+    per_chip = global_batch // (mesh.shape["data"] * mesh.shape["fsdp"])
+    knobs = (
+        f"fewer sequences per chip (data.batch_size; now {per_chip} per data-parallel chip) with optim.grad_accum, "
+        f"model.remat (now {cfg.model.remat}), model.attention (now {cfg.model.attention}), mesh.tensor, "
+        "or a pod with more chips"
+    )
+    return aot.Target(
+        step=step,
+        args=(state, batch) + (() if frozen is None else (frozen,)),
+        global_batch=global_batch,
+        seq_len=cfg.data.seq_len,
+        knobs=knobs,
+        model_flops_per_step=train_flops_per_token(cfg.model, cfg.data.seq_len) * global_batch * cfg.data.seq_len,
+        mesh=f"data={mesh.shape['data']} fsdp={mesh.shape['fsdp']} tensor={mesh.shape['tensor']}",
+        context=lambda: activation_sharding(mesh),
+    )
 
 
 def _imported_params(cfg: TrainConfig, shardings_params):
@@ -127,6 +173,7 @@ class Task:
     trainable: Callable = model_params  # (model, rng, seq_len) -> the boxed parameters that are trained
     start_params: Callable = _lm_start_params  # (cfg, param shardings) -> (params, where) or None (random)
     frozen: Callable = lambda cfg, mesh: (None, None)  # (cfg, mesh) -> (untrained params placed, shardings)
+    frozen_shapes: Callable = lambda cfg, mesh: (None, None)  # the same as ShapeDtypeStructs (compile-only)
     write_run_dir: Callable = write_run_dir  # (cfg, out_dir): what the run directory holds besides checkpoints
     init_seed: Callable = lambda cfg: cfg.init.seed
     dropout_seed: Callable = lambda cfg: None  # a seed: dropout keys per step (LoRA dropout)
@@ -446,10 +493,13 @@ def _summary(r: _Run, log: _Logger) -> dict:
 
 def run(cfg: TrainConfig, task: Task = LM_TASK) -> dict:
     """Train according to `cfg` (and `task`: LM pretraining by default). Returns a summary dict (also
-    printed and written to summary.json).
+    printed and written to summary.json); with compile.topology set, only compiles the step for that pod
+    and returns the report (aot.py).
 
     Process 0 owns the run directory for the whole run (`locking.lock_dir`): a second job on the
     same `out_dir` is refused before it writes anything."""
+    if cfg.compile.topology:  # compile only (aot.py): no devices, data, weights or run directory are touched
+        return aot.compile_for_topology(cfg.compile, lambda devs, hosts: _compile_target(cfg, task, devs, hosts), _log)
     maybe_initialize_distributed(cfg.distributed)
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
     with owner, quiet_orbax_errors():
@@ -466,9 +516,7 @@ def _run(r: _Run) -> dict:
     if start_step == cfg.steps:
         return _finished(r)
     with activation_sharding(r.mesh):
-        schedule = lr_schedule(cfg.optim, cfg.steps)
-        step_fn = make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum, r.task.dropout_seed(cfg))
-        train_step = jit_train_step(step_fn, r.shardings, r.mesh, r.frozen_shardings)
+        train_step = _jit_train_step(cfg, r.task, r.model, r.tx, r.shardings, r.mesh, r.frozen_shardings)
         eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh, r.frozen_shardings)
         frozen = () if r.frozen is None else (r.frozen,)
         bsh = batch_sharding(r.mesh)

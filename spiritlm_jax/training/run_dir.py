@@ -64,6 +64,7 @@ RUN_POLICY = RunDirPolicy(
         "model.init_std",
         "data.read_threads",
         "data.prefetch",
+        "compile",
     ),
     checkpoints=CHECKPOINTS_DIR,
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from spiritlm_jax.aot import CompileConfig
 from spiritlm_jax.speech.discriminators import DiscriminatorConfig
 from spiritlm_jax.speech.hifigan import DurPredictorConfig, HifiGanConfig
 
@@ -113,6 +114,7 @@ class VocoderTrainConfig:
     eval_every: int = 200  # validation mel error + TensorBoard audio/mel images every N steps (0: never)
     out_dir: str = "runs/vocoder"  # run directory: config.yaml, checkpoints/, vocoder/, metrics.jsonl, tensorboard/
     progress: bool = True  # progress bar
+    compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that TPU pod only (--help)
 
     def __post_init__(self):
         if self.steps < 1:

@@ -35,6 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from spiritlm_jax import aot
 from spiritlm_jax import run_guard as guard
 from spiritlm_jax.config import ConfigError, from_dict, save_config, to_dict
 from spiritlm_jax.locking import lock_dir
@@ -65,6 +66,7 @@ VOCODER_POLICY = guard.RunDirPolicy(
         "data.eval_manifest",
         "data.eval_corpus",
         "data.eval_items",
+        "compile",
     ),
     checkpoints=CHECKPOINTS,
 )
@@ -279,19 +281,57 @@ def _unit_features(cfg: VocoderTrainConfig) -> Optional[vstep.UnitFeatures]:
 
 
 def run(cfg: VocoderTrainConfig) -> dict:
-    """Train according to `cfg` (module docstring); returns the summary (also summary.json)."""
+    """Train according to `cfg` (module docstring); returns the summary (also summary.json). With
+    compile.topology set, only compiles the GAN step for that pod and returns the report (aot.py)."""
+    if cfg.compile.topology:
+        return aot.compile_for_topology(cfg.compile, lambda devs, hosts: _compile_target(cfg, devs), _log)
     with lock_dir(cfg.out_dir, "vocoder run directory"):
         return _run(cfg)
 
 
-def _run(cfg: VocoderTrainConfig) -> dict:
-    out_dir = Path(cfg.out_dir)
+def _mesh(cfg: VocoderTrainConfig, pool=None):
+    """The data-parallel mesh (of `pool`, default all devices); data.batch_size must divide over it."""
     try:
-        mesh = vstep.make_mesh(cfg.devices)
+        mesh = vstep.make_mesh(cfg.devices, pool)
     except ValueError as e:
         raise ConfigError(f"devices: {e}") from None
     if cfg.data.batch_size % mesh.shape["data"]:
         raise ConfigError(f"data.batch_size {cfg.data.batch_size} must divide over {mesh.shape['data']} devices")
+    return mesh
+
+
+def _compile_target(cfg: VocoderTrainConfig, pool) -> aot.Target:
+    """The GAN step (the larger of the two) of a run on `pool` with abstract arguments; the batch's
+    shapes come from the sampler itself, run on one silent stand-in recording (no data is read)."""
+    mesh = _mesh(cfg, pool)
+    uf = _unit_features(cfg)
+    tx = vstep.make_optimizer(cfg)
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    shapes = jax.eval_shape(lambda: vstep.init_state(cfg, tx))
+    state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), shapes)
+    n = cfg.data.segment_frames
+    stats = np.zeros((2, uf.n_mels), np.float32) if uf is not None and uf.centroids is not None else None
+    stand_in = vdata.Utterance("shape", np.zeros(n * cfg.model.hop, np.float32), {"hubert": np.zeros(n, np.int64)})
+    stand_in.feat_stats = stats
+    bsh = vstep.batch_sharding(mesh)
+    batch = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh)
+        for k, v in vdata.SegmentSampler([stand_in], cfg.model, n, cfg.data.batch_size, 0).batch(0).items()
+    }
+    return aot.Target(
+        step=vstep.jit_steps(cfg, tx, mesh, uf)[0],
+        args=(state, batch),
+        global_batch=cfg.data.batch_size,
+        seq_len=n,
+        knobs="a smaller data.batch_size or data.segment_frames, or more devices",
+        mesh=f"data={mesh.shape['data']}",
+        mesh_devices=mesh.size,
+    )
+
+
+def _run(cfg: VocoderTrainConfig) -> dict:
+    out_dir = Path(cfg.out_dir)
+    mesh = _mesh(cfg)
     on_disk = _steps_on_disk(out_dir)
     guard.check_start(
         out_dir, VOCODER_POLICY, cfg.checkpoint.resume, cfg.checkpoint.fresh, on_disk, log=_log

@@ -227,9 +227,10 @@ def batch_sharding(mesh):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-def make_mesh(devices: int = -1):
-    """A 1-D data-parallel mesh over the first `devices` devices (-1: all)."""
-    devs = jax.devices() if devices == -1 else jax.devices()[:devices]
-    if devices != -1 and not 1 <= devices <= jax.device_count():
-        raise ValueError(f"devices={devices} but {jax.device_count()} are available")
+def make_mesh(devices: int = -1, pool=None):
+    """A 1-D data-parallel mesh over the first `devices` of `pool` (default jax.devices(); -1: all)."""
+    pool = list(pool) if pool is not None else jax.devices()
+    if devices != -1 and not 1 <= devices <= len(pool):
+        raise ValueError(f"devices={devices} but {len(pool)} are available")
+    devs = pool if devices == -1 else pool[:devices]
     return jax.sharding.Mesh(np.asarray(devs), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
