@@ -101,12 +101,14 @@ class UnitWorker:
         )
         self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
         self.aligner = load_aligner(cfg.align) if cfg.align and self.tok is not None else None
+        self.current = ""  # the input being worked on (named when a unit fails)
 
     def text_tokens(self, text: str) -> int:
         return len(self.sp.encode(text)) if self.sp is not None else 0
 
     def run(self, unit: Unit, out: Path) -> dict:
         t0 = time.perf_counter()
+        self.current = str(unit.items[0][0] if unit.name.startswith("text-") else unit.items[0]["_entry"])
         if unit.name.startswith("text-"):
             examples = {"text": [{"kind": "text", "id": i, "text": s} for i, s in unit.items]}
             bad: list[dict] = []
@@ -114,6 +116,7 @@ class UnitWorker:
             audio = {e["audio"]: audio_stat(e["audio"]) for e in unit.items}
             examples, bad = self._audio(unit.items)
         stats = unit_stats(examples, self)
+        self.current = f"writing the shards of {unit.name}"
         shards = {}
         for kind, exs in examples.items():
             if exs:
@@ -139,6 +142,7 @@ class UnitWorker:
         for b in range(0, len(entries), self.cfg.batch_size):
             batch, wavs = [], []
             for e in entries[b : b + self.cfg.batch_size]:
+                self.current = f"{e['_entry']} ({e['audio']})"
                 try:
                     check_wav_complete(e["audio"])
                     wav = load_audio(e["audio"])
@@ -160,6 +164,8 @@ class UnitWorker:
                     continue
                 batch.append(e)
                 wavs.append(wav)
+            if batch:
+                self.current = f"{batch[0]['_entry']} ({batch[0]['audio']}; tokenizing a batch of {len(batch)})"
             for e, wav, units in zip(batch, wavs, encode_batch(self.tok, wavs) if wavs else []):
                 ex: dict[str, Any] = {
                     "kind": "aligned" if "words" in e else "speech",

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,8 +70,18 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
     return units, bad, plan
 
 
+DONE_DIR = "done"  # <out>/.prepare/done/<unit>.json: one record per unit finished by a Beam worker
+
+
 def read_done(path: Path) -> dict[str, dict]:
+    """The done records of `.prepare/done.jsonl` (the local runner's) and of the `done/<unit>.json`
+    markers beside it (Beam workers', each written whole after the unit's shards)."""
     done = {}
+    markers = path.parent / DONE_DIR
+    for m in sorted(markers.glob("*.json")) if markers.is_dir() else []:
+        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+            rec = json.loads(m.read_text())
+            done[rec["unit"]] = rec
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -85,8 +96,9 @@ OWN_FILES = ("corpus.json", "bad_files.jsonl")  # written by prepare beside the 
 
 
 def _shard_like(p: Path) -> bool:
-    """A file named as prepare names its shards (<kind>/audio-NNNNN.ext, text-NNNNN.ext, or .partial)."""
-    name = p.name[1:-8] if p.name.startswith(".") and p.name.endswith(".partial") else p.name
+    """A file named as prepare names its shards (<kind>/audio-NNNNN.ext, text-NNNNN.ext, or a
+    temporary .<shard>[.XXXXXXXX].partial)."""
+    name = re.sub(r"^\.(.*?)(\.[0-9a-f]{8})?\.partial$", r"\1", p.name)
     stem = next((name[: -len(ext)] for ext in FORMATS.values() if name.endswith(ext)), None)
     if stem is None:
         return False
@@ -103,7 +115,7 @@ def written_files(out: Path, plan: dict, done: dict[str, dict]) -> list[Path]:
         for kind in KINDS:
             for f in (fmt,) if fmt in FORMATS else FORMATS:
                 path = shard_path(out, kind, unit, f)
-                files |= {path, path.parent / f".{path.name}.partial"}
+                files |= {path, *path.parent.glob(f".{path.name}*.partial")}
     for rec in done.values():
         files |= {out / sh for sh in rec.get("shards", {}).values()}
     sp = plan.get("settings", {}).get("sp_model")
