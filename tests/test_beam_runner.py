@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("apache_beam")
 
 from spiritlm_jax.align import main as align_main  # noqa: E402
-from spiritlm_jax.data.prepare import prepare, plan_units  # noqa: E402
+from spiritlm_jax.data.prepare import plan_units, prepare  # noqa: E402
 from spiritlm_jax.data.prepare.plan import start_state  # noqa: E402
 from spiritlm_jax.data.prepare.run import PrepareFailed  # noqa: E402
 from tests.test_align_cli import DATA, PROMPTS, write_manifest  # noqa: E402
@@ -41,26 +41,36 @@ def _assert_same(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-def test_prepare_on_beam_is_byte_identical_fails_in_one_line_and_resumes(tmp_path):
+def test_prepare_on_beam_in_two_processes_is_byte_identical(tmp_path):
     local = prepare(_cfg(tmp_path, out="local"))
-    assert local["bad_files"] == 7 and sum(local["counts"].values()) > 0
+    assert local["bad_files"] == 7 and all(local["counts"].values())
+    beam = prepare(_cfg(tmp_path, out="beam", **BEAM2))
+    _assert_same(tmp_path / "local", tmp_path / "beam")
+    assert {k: v for k, v in beam.items() if k != "_run"} == {k: v for k, v in local.items() if k != "_run"}
+    assert beam["_run"]["units_done_now"] == 5
 
-    # a unit whose shard cannot be written (a folder stands at its final name): one line naming
-    # the unit; units that finished before it keep their shards and done markers
-    cfg = _cfg(tmp_path, out="beam", **BEAM2)
+
+def test_a_failing_unit_is_one_line_and_a_rerun_resumes(tmp_path):
+    """Text units on Beam's in-process runner (quick): a unit whose shard cannot be written (a folder
+    stands at its final name) stops the run with one line naming the unit and input; the units that
+    finished keep their shards and done markers, no temporary file is left, and the rerun does only
+    the rest and gives the local runner's outputs."""
+    text_only = dict(manifest=(), text_shard_size=1)
+    local = prepare(_cfg(tmp_path, out="local", **text_only))
+    cfg = _cfg(tmp_path, out="beam", runner="beam", **text_only)
     out = Path(cfg.out)
     units, _, plan = plan_units(cfg)
     start_state(cfg, out, plan)
-    blocker = out / "speech" / "audio-00001.array_record"
+    blocker = out / "text" / "text-00001.array_record"
     blocker.mkdir()
     with pytest.raises(PrepareFailed) as err:
         prepare(cfg)
     msg = str(err.value)
-    assert "\n" not in msg and "unit audio-00001" in msg and "writing the shards of audio-00001" in msg, msg
-    assert "Traceback" not in msg and "rerun" in msg
-    assert not list(out.rglob("*.partial"))  # never a half-written file left under any name
+    assert "\n" not in msg and "Traceback" not in msg and "rerun" in msg, msg
+    assert "unit text-00001, at writing the shards of text-00001: IsADirectoryError" in msg, msg
+    assert not list(out.rglob("*.partial"))  # no half-written file under any name
     finished = {p.stem for p in (out / ".prepare" / "done").glob("*.json")}
-    assert "audio-00001" not in finished
+    assert "text-00001" not in finished and len(units) == 3
 
     blocker.rmdir()
     beam = prepare(cfg)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from spiritlm_jax import paths
 from spiritlm_jax import run_guard as guard
 from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
@@ -32,6 +33,7 @@ from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.distributed import maybe_initialize_distributed
 from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from spiritlm_jax.training.optim import lr_schedule, make_optimizer
+from spiritlm_jax.training.remote_run import staged
 from spiritlm_jax.training.run_dir import RUN_POLICY, write_run_dir
 from spiritlm_jax.training.step import (
     init_state,
@@ -105,14 +107,14 @@ class _Run:
     data_iter: Any
     is_main: bool
     pending_save: Optional[int] = None  # the step of a save that may still be in flight
+    upload: Optional[Any] = None  # a run directory on a bucket: uploads the local copy (remote_run)
 
 
-def _set_up(cfg: TrainConfig) -> _Run:
-    """Config checks (before any compilation), mesh, run directory, optimizer, checkpoint manager and
-    data iterator."""
+def _set_up(cfg: TrainConfig, out_dir: Path, upload=None) -> _Run:
+    """Config checks (before any compilation), mesh, run directory (`out_dir`: cfg.out_dir or its
+    local copy), optimizer, checkpoint manager and data iterator."""
     check_vocab(cfg.data, cfg.model.vocab_size)
     mesh, global_batch = _make_mesh(cfg)
-    out_dir = Path(cfg.out_dir)
     is_main = jax.process_index() == 0
     model = Llama(cfg.model)
     tx = make_optimizer(cfg.optim, cfg.steps)
@@ -130,7 +132,8 @@ def _set_up(cfg: TrainConfig) -> _Run:
         data_iter = build_train_iterator(cfg.data, jax.process_index(), jax.process_count())
     except (ValueError, OSError) as e:  # a truncated shard, a bad line: named, one line
         raise ConfigError(f"data.corpus: {e}") from None
-    return _Run(cfg, out_dir, mesh, global_batch, model, tx, state_shardings(model, tx, mesh), mngr, data_iter, is_main)
+    shardings = state_shardings(model, tx, mesh)
+    return _Run(cfg, out_dir, mesh, global_batch, model, tx, shardings, mngr, data_iter, is_main, upload=upload)
 
 
 def _steps_change_is_free(saved: dict, cfg: TrainConfig, at: int) -> bool:
@@ -299,6 +302,8 @@ def _check_saves(r: _Run, wait: bool = False) -> None:
             r.mngr.wait_until_finished()
             r.mngr.check_for_errors()
             r.pending_save = None
+            if r.upload is not None:
+                r.upload()
     except Exception as e:  # noqa: BLE001
         raise _save_failed(r, r.pending_save, e) from None
 
@@ -395,9 +400,11 @@ def run(cfg: TrainConfig) -> dict:
     Process 0 owns the run directory for the whole run (`locking.lock_dir`): a second job on the
     same `out_dir` is refused before it writes anything."""
     maybe_initialize_distributed(cfg.distributed)
+    if paths.is_remote(cfg.out_dir) and jax.process_count() > 1:
+        raise ConfigError(f"out_dir {cfg.out_dir}: a run directory on a bucket is for single-host runs (remote_run)")
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
-    with owner, quiet_orbax_errors():
-        r = _set_up(cfg)
+    with owner, quiet_orbax_errors(), staged(cfg.out_dir) as (out_dir, upload):
+        r = _set_up(cfg, out_dir, upload)
         try:
             return _run(r)
         finally:

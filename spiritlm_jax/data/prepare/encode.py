@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from spiritlm_jax import paths
 from spiritlm_jax.alignment import align_one, load_aligner
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
@@ -35,6 +36,8 @@ def load_speech_tokenizer(spec: str):
     kind, _, arg = spec.partition(":")
     if not arg:
         raise ValueError(f"tokenizer {spec!r}: expected KIND:DIR with KIND in mel, base, expressive")
+    if paths.is_remote(arg) and arg != "demo":
+        arg = str(paths.local_dir(arg))  # loaders read local folders: a cached copy
     if kind == "mel":
         return MelUnitTokenizer(DEMO_CORPUS / "quantizer" if arg == "demo" else arg)
     if kind in ("base", "expressive"):
@@ -65,14 +68,14 @@ def check_wav_complete(path: str) -> None:
     if not str(path).lower().endswith((".wav", ".wave")):
         return
     try:
-        f = open(path, "rb")
+        f = paths.path(path).open("rb")
     except OSError:
         return  # load_audio reports a missing or unreadable file
     with f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return  # not RIFF: libsndfile decides
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
         pos = 12
         while pos + 8 <= size:
             f.seek(pos)
@@ -99,7 +102,8 @@ class UnitWorker:
             if tokenizer is not None
             else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest or cfg.audio_dir else None)
         )
-        self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
+        sp = cfg.sp_model
+        self.sp = spm.SentencePieceProcessor(model_proto=paths.path(sp).read_bytes()) if sp else None
         self.aligner = load_aligner(cfg.align) if cfg.align and self.tok is not None else None
         self.current = ""  # the input being worked on (named when a unit fails)
 
@@ -170,7 +174,7 @@ class UnitWorker:
                 ex: dict[str, Any] = {
                     "kind": "aligned" if "words" in e else "speech",
                     "id": str(e.get("id", e["audio"])),
-                    "audio": str(Path(e["audio"]).absolute()),  # where the recording is (vocoder training)
+                    "audio": paths.absolute(e["audio"]),  # where the recording is (vocoder training)
                 }
                 if "source" in e:
                     ex["source"] = e["source"]

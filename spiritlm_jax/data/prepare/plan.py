@@ -8,9 +8,9 @@ import dataclasses
 import hashlib
 import json
 import re
-import shutil
 from pathlib import Path
 
+from spiritlm_jax import paths
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import audio_stat, fingerprint, read_audio_dir, read_manifest, read_text_file
 from spiritlm_jax.data.prepare.shards import shard_path
@@ -29,7 +29,7 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
     """Units of work, the bad manifest lines found while planning, and the plan record (for resume)."""
     entries, bad, inputs = [], [], []
     for m in cfg.manifest:
-        p = Path(m)
+        p = paths.path(m)
         if not p.is_file():
             raise FileNotFoundError(f"manifest {p} does not exist")
         e, b = read_manifest(p)
@@ -43,7 +43,7 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
         inputs.append(fp)
     lines = []
     for t in cfg.text:
-        p = Path(t)
+        p = paths.path(t)
         if not p.is_file():
             raise FileNotFoundError(f"text file {p} does not exist")
         text_lines, b = read_text_file(p)
@@ -64,7 +64,7 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
     }
     if cfg.align:  # only when set: plans of earlier versions keep their hash
         settings["align"] = cfg.align
-    settings["sp_model"] = fingerprint(Path(cfg.sp_model)) if cfg.sp_model else None
+    settings["sp_model"] = fingerprint(paths.path(cfg.sp_model)) if cfg.sp_model else None
     plan = {"inputs": inputs, "settings": settings, "units": [u.name for u in units]}
     plan["hash"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     return units, bad, plan
@@ -119,7 +119,7 @@ def written_files(out: Path, plan: dict, done: dict[str, dict]) -> list[Path]:
     for rec in done.values():
         files |= {out / sh for sh in rec.get("shards", {}).values()}
     sp = plan.get("settings", {}).get("sp_model")
-    if isinstance(sp, dict) and sp.get("path") != str((out / "tokenizer.model").resolve()):
+    if isinstance(sp, dict) and sp.get("path") != paths.resolved(out / "tokenizer.model"):
         files.add(out / "tokenizer.model")  # a copy prepare made (not the user's own model file)
     return sorted(p for p in files if p.is_file())
 
@@ -131,9 +131,9 @@ def remove_preparation(out: Path, state: Path) -> list[Path]:
     files = written_files(out, old, read_done(state / "done.jsonl"))
     for f in files:
         f.unlink()
-    shutil.rmtree(state)
+    paths.path(state).rmtree()
     for kind in KINDS:
-        with contextlib.suppress(OSError):  # not empty: something of the user's is there
+        with contextlib.suppress(OSError, ValueError):  # not empty: something of the user's is there
             (out / kind).rmdir()
     return files
 
@@ -160,7 +160,7 @@ def start_state(cfg: PrepareConfig, out: Path, plan: dict) -> dict[str, dict]:
                 "an earlier run wrote is unknown; use a new output directory or remove them"
             )
     state.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(plan, indent=1))
+    paths.write_file(plan_file, json.dumps(plan, indent=1))
     for kind in KINDS:  # leftovers of an interrupted write
         (out / kind).mkdir(parents=True, exist_ok=True)
         for p in (out / kind).glob(".*.partial"):
