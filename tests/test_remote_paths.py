@@ -22,7 +22,7 @@ from spiritlm_jax.data.prepare import prepare
 from spiritlm_jax.data.sources import read_examples
 from spiritlm_jax.generate import main as generate_main
 from spiritlm_jax.locking import DirLocked, lock_dir
-from tests.s3_server import bucket, s3_endpoint  # noqa: F401 (fixtures)
+from tests.object_stores import bucket, gcs_bucket, gcs_endpoint, s3_endpoint  # noqa: F401 (fixtures)
 from tests.test_prepare import _cfg
 from tests.test_train import ROOT, SMALL, _env, _losses
 
@@ -64,7 +64,10 @@ def _examples(root) -> dict[str, list[dict]]:
     return {k: [ex for p in sorted((local / k).glob("*.array_record")) for ex in read_examples(p)] for k in KINDS}
 
 
-def test_prepare_from_s3_manifest_to_s3_corpus(tmp_path, bucket):  # noqa: F811
+@pytest.mark.parametrize("store", ["bucket", "gcs_bucket"])
+def test_prepare_from_bucket_manifest_to_bucket_corpus(tmp_path, store, request):
+    """s3:// on moto's server; gs:// on the GCS emulator where gcp-storage-emulator is installed."""
+    bucket = request.getfixturevalue(store)  # noqa: F811
     manifest, text, sp = _upload_inputs(tmp_path, bucket)
     local = prepare(_cfg(tmp_path, out="local"))
     remote = prepare(_s3_cfg(tmp_path, f"{bucket}/corpus", manifest, text, sp))
