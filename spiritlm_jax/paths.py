@@ -190,6 +190,24 @@ def local_copy(p) -> Path:
 
 
 @contextlib.contextmanager
+def staged_dir(p, skip=None, last=None) -> Iterator[Path]:
+    """A folder that tools write with local-file APIs (appends, renames): `p` itself when local; for a
+    bucket, a local copy (downloaded, mirrored, without the files `skip(rel)` names) that is uploaded
+    on exit, also after an error (changed files, `last(rel)` files after the others; files deleted
+    locally are deleted on the bucket)."""
+    if not is_remote(p):
+        yield Path(p)
+        return
+    local = cache_dir(p)
+    download_tree(p, local, mirror=True, skip=skip)
+    local.mkdir(parents=True, exist_ok=True)
+    try:
+        yield local
+    finally:
+        upload_tree(local, p, delete=True, skip=skip, last=last)
+
+
+@contextlib.contextmanager
 def local_file(p) -> Iterator[Path]:
     """A local path to read the file `p` from (a temporary copy when remote)."""
     if not is_remote(p):

@@ -175,3 +175,23 @@ def test_train_from_s3_corpus_to_s3_run_kill_resume_exactly_then_generate(tmp_pa
         == 0
     )
     assert capsys.readouterr().out.strip()
+
+
+def test_staged_dir_mirrors_and_uploads_even_after_an_error(bucket, tmp_path, monkeypatch):  # noqa: F811
+    """A folder written with local-file APIs (appends): its bucket copy is downloaded, and uploaded on
+    exit (an error too), deletions included; what `skip` names is neither downloaded nor uploaded."""
+    monkeypatch.setenv("SPIRITLM_CACHE", str(tmp_path / "cache"))
+    out = f"{bucket}/eval"
+    paths.write_file(f"{out}/old.txt", "old")
+    paths.write_file(f"{out}/scores.jsonl", "1\n")
+    paths.write_file(f"{out}/tmp/x.partial", "cut")
+    with pytest.raises(RuntimeError):
+        with paths.staged_dir(out, skip=lambda rel: rel.endswith(".partial")) as local:
+            assert sorted(p.name for p in local.rglob("*") if p.is_file()) == ["old.txt", "scores.jsonl"]
+            with open(local / "scores.jsonl", "a") as f:
+                f.write("2\n")
+            (local / "old.txt").unlink()
+            (local / "report.json").write_text("{}")
+            raise RuntimeError("stopped")
+    assert paths.list_files(out) == ["report.json", "scores.jsonl"]
+    assert paths.path(f"{out}/scores.jsonl").read_text() == "1\n2\n"

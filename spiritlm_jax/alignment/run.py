@@ -167,6 +167,8 @@ def align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     instead of cfg.aligner (in-process only). One job per output: a second one on the same --out
     is refused (`locking.DirLocked`) before anything is read or written."""
     out = Path(cfg.out)
+    if cfg.runner == "beam":
+        _beam_runner()  # before anything is written
     with lock_dir(out.parent, "alignment output", lock_name=f".{out.name}.lock", shown=out):
         return _align_manifest(cfg, aligner)
 
@@ -260,6 +262,15 @@ def _batch_name(i: int, batch: list[dict]) -> str:
     return f"{i:06d}-{hashlib.sha256(keys.encode()).hexdigest()[:12]}"
 
 
+def _beam_runner():
+    """spiritlm_jax.beam_runner (the [beam] extra: imported only for runner=beam), or a usage error."""
+    try:
+        from spiritlm_jax import beam_runner
+    except ImportError as e:
+        raise ValueError(f"runner=beam needs Apache Beam ({e}): pip install 'spiritlm_jax[beam]'") from None
+    return beam_runner
+
+
 def _beam_worker(spec: str, star: str) -> BatchWorker:
     return BatchWorker(spec, star)
 
@@ -313,7 +324,7 @@ def _beam_finish(
 def _align_on_beam(cfg: AlignConfig, out: Path, batches: list[list[dict]], bad: list[dict]) -> dict:
     """Run the batches on Beam (skipping those with a part file from a killed run); returns the
     stats of all batches ("aligned", "kept", "audio_seconds", "bad")."""
-    from spiritlm_jax import beam_runner  # the [beam] extra: imported only for runner=beam
+    beam_runner = _beam_runner()
 
     parts = _parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)

@@ -368,16 +368,17 @@ class _Logger:
 
 def _summary(r: _Run, log: _Logger) -> dict:
     """summary.json, and the closing lines on process 0."""
-    first, last, out_dir = log.first_loss, log.last, r.out_dir
+    first, last, local = log.first_loss, log.last, r.out_dir
+    out_dir = paths.path(r.cfg.out_dir) if paths.is_remote(r.cfg.out_dir) else local.absolute()  # where it is kept
     summary = {
         "steps": r.cfg.steps,
         "first_loss": first,
         "final": last,
-        "checkpoint": str((out_dir / "checkpoints").absolute()),
-        "metrics": str((out_dir / "metrics.jsonl").absolute()),
+        "checkpoint": str(out_dir / "checkpoints"),
+        "metrics": str(out_dir / "metrics.jsonl"),
     }
     if r.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (local / "summary.json").write_text(json.dumps(summary, indent=2))
         fl = f"{first:.3f}" if first is not None else "n/a"
         ll = f"{last.get('loss', float('nan')):.3f}"
         _log(f"loss {fl} -> {ll}" + (f" (eval {last['eval_loss']:.3f})" if "eval_loss" in last else ""))

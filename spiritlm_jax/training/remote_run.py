@@ -44,17 +44,14 @@ def staged(out_dir: str) -> Iterator[tuple[Path, Optional[Callable[[], None]]]]:
     if not paths.is_remote(out_dir):
         yield Path(out_dir), None
         return
-    local = paths.cache_dir(out_dir)
-    remote_files = paths.list_files(out_dir)
-    partial = _incomplete_steps(remote_files)
-    paths.download_tree(
-        out_dir, local, mirror=True, skip=lambda rel: _in_flight(rel) or (_STEP_FILE.match(rel) or [0, 0])[1] in partial
-    )
+    partial = _incomplete_steps(paths.list_files(out_dir))
 
-    def upload() -> None:
-        paths.upload_tree(local, out_dir, delete=True, skip=_in_flight, last=lambda rel: bool(_MARKER.match(rel)))
+    def skip(rel: str) -> bool:
+        m = _STEP_FILE.match(rel)
+        return _in_flight(rel) or (m is not None and m.group(1) in partial)
 
-    try:
-        yield local, upload
-    finally:
-        upload()
+    def last(rel: str) -> bool:
+        return bool(_MARKER.match(rel))
+
+    with paths.staged_dir(out_dir, skip=skip, last=last) as local:
+        yield local, lambda: paths.upload_tree(local, out_dir, delete=True, skip=_in_flight, last=last)

@@ -152,6 +152,15 @@ def write_done_marker(out, rec: dict) -> None:
 # they call the same UnitWorker, shard writer and write_outputs as the local runner.
 
 
+def _beam_runner():
+    """spiritlm_jax.beam_runner (the [beam] extra: imported only for runner=beam), or a usage error."""
+    try:
+        from spiritlm_jax import beam_runner
+    except ImportError as e:
+        raise ValueError(f"runner=beam needs Apache Beam ({e}): pip install 'spiritlm_jax[beam]'") from None
+    return beam_runner
+
+
 def _beam_worker(cfg: PrepareConfig) -> UnitWorker:
     return UnitWorker(cfg)
 
@@ -188,14 +197,19 @@ def _beam_finish(
 def _run_on_beam(
     cfg: PrepareConfig, out: Path, todo: list[Unit], units: list[Unit], plan: dict, plan_bad: list, done: dict
 ) -> None:
-    from spiritlm_jax import beam_runner  # the [beam] extra: imported only for runner=beam
-
+    beam_runner = _beam_runner()
     markers = out / STATE_DIR / DONE_DIR
     markers.mkdir(parents=True, exist_ok=True)
+    names = [u.name for u in todo]
     progress = None
     if cfg.progress:
-        progress = (lambda: len(list(markers.glob("*.json"))), len(units), len(units) - len(todo), "prepare")
-    names = [u.name for u in todo]
+        before = len(units) - len(todo)
+        progress = (
+            lambda: before + len(set(names) & {p.stem for p in markers.glob("*.json")}),
+            len(units),
+            before,
+            "prepare",
+        )
     finish = functools.partial(_beam_finish, cfg=cfg, out=str(out), plan=plan, plan_bad=plan_bad, done=done, todo=names)
     try:
         beam_runner.run_units(
@@ -270,6 +284,8 @@ def prepare(cfg: PrepareConfig, tokenizer=None, on_unit_done: Optional[Callable[
         )
     if cfg.sp_model:
         check_sp_model(cfg.sp_model)
+    if cfg.runner == "beam":
+        _beam_runner()  # before anything is written
     out = paths.path(cfg.out)
     with lock_dir(out, "prepared corpus"):  # one preparation per output directory
         return _prepare(cfg, out, tokenizer, on_unit_done)
