@@ -6,7 +6,8 @@
 
 Keys come from a YAML file (`--config F`), `key=value` or `--key value` (`--manifest` and `--audio-dir`
 repeat; `--flag` / `--no-flag` for booleans). Exit status: 0 nothing skipped, 3 finished but some
-inputs skipped (bad_files.jsonl), 2 bad arguments or settings (nothing done).
+inputs skipped (bad_files.jsonl), 2 bad arguments or settings (nothing done), 1 a failed
+Beam batch (named; finished batches kept, rerun to resume).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import sys
 from typing import Optional, Sequence
 
 from spiritlm_jax.alignment import run as library
-from spiritlm_jax.alignment.run import AlignConfig, align_manifest
+from spiritlm_jax.alignment.run import AlignConfig, AlignFailed, align_manifest
 from spiritlm_jax.config import run_cli
 
 PROG = "python -m spiritlm_jax.align"
-EXIT_OK, EXIT_USAGE, EXIT_SKIPPED = 0, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
 
 def work(cfg: AlignConfig) -> int:
@@ -28,6 +29,9 @@ def work(cfg: AlignConfig) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except AlignFailed as e:  # runner=beam: a batch failed; finished batches are kept, a rerun resumes
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     sec = s["seconds"]
     rate = f", {s['audio_seconds'] / sec:.1f} audio-s/s" if sec > 0 and s["audio_seconds"] else ""
     print(

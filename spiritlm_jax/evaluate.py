@@ -23,9 +23,11 @@ fewshot: per-item JSONL). See docs/evaluation.md. The library side is `spiritlm_
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from typing import Optional, Sequence
 
+from spiritlm_jax import paths
 from spiritlm_jax.config import ConfigError, HelpRequested, parse_cli
 from spiritlm_jax.evaluation.suite import SuiteConfig, run_suite, suite_runs
 from spiritlm_jax.evaluation.tasks import TASKS
@@ -69,8 +71,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     out = getattr(cfg, "out", None)
     try:
-        # one job per output folder: a second evaluation into the same --out is refused (exit 2)
+        # one job per output folder: a second evaluation into the same --out is refused (exit 2);
+        # an --out on a bucket is written in a local copy, uploaded at the end (paths.staged_dir)
         with lock_dir(out, "evaluation output") if out else contextlib.nullcontext():
+            if out and paths.is_remote(out):
+                with paths.staged_dir(out) as local:
+                    return run(dataclasses.replace(cfg, out=str(local)), _progress)
             return run(cfg, _progress)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

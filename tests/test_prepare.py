@@ -311,3 +311,18 @@ def test_check_words_rejects(words, reason):
 
 def test_check_words_accepts_overlaps_and_tolerance():
     assert check_words([["a", 0.0, 0.6], ["b", 0.5, 2.05], ["c", 0.5, 0.5]], 2.0, 0.1) is None
+
+
+def test_runner_beam_without_apache_beam_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
+    """--runner beam needs the [beam] extra: without it, exit 2 and one line saying so (nothing written);
+    the local runner never imports Beam."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "spiritlm_jax.beam_runner", None)  # as if apache_beam were missing
+    out = tmp_path / "out"
+    args = ["--text", str(_text(tmp_path)), "--out", str(out), "--runner", "beam", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "runner=beam needs Apache Beam" in err and "spiritlm_jax[beam]" in err
+    assert not out.exists()
+    assert main(args[:-3] + ["--no-progress"]) == 0  # the local runner: no Beam needed

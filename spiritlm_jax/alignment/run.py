@@ -16,9 +16,12 @@ Workers (`workers` > 0): spawned processes, each with its own aligner, taking ba
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -39,7 +42,9 @@ class AlignConfig:
     audio_dir: tuple[str, ...] = ()  # folders of x.wav|x.flac + x.txt, or LibriSpeech *.trans.txt (repeatable)
     aligner: str = "pocketsphinx"  # pocketsphinx | pocketsphinx:DICT | ctc:DIR (converted wav2vec2 CTC model)
     star: str = "none"  # ctc only: none | edges (a star token before and after the transcript, as MMS)
-    workers: int = 0  # spawned worker processes; 0 = in this process
+    workers: int = 0  # worker processes (spawned, or Beam's local runner processes); 0 = in this process
+    runner: str = "local"  # local | beam (Apache Beam, the [beam] extra; docs/beyond_one_machine.md)
+    beam_option: tuple[str, ...] = ()  # Beam pipeline option key=value (repeatable), e.g. runner=DataflowRunner
     batch_size: int = 8  # recordings per aligner call (the CTC aligner batches them)
     bad_files: Optional[str] = None  # bad-input report (default: bad_files.jsonl beside out)
     overwrite: bool = False  # start over instead of resuming from the lines already in out
@@ -55,6 +60,8 @@ class AlignConfig:
             raise ValueError(f"aligner {self.aligner!r}: expected pocketsphinx, pocketsphinx:DICT or ctc:DIR")
         if self.star not in ("none", "edges"):
             raise ValueError(f"star must be none or edges, got {self.star!r}")
+        if self.runner not in ("local", "beam"):
+            raise ValueError(f"runner {self.runner!r} is not one of local, beam")
         if self.workers < 0 or self.batch_size < 1:
             raise ValueError("workers must be >= 0 and batch_size >= 1")
 
@@ -160,13 +167,15 @@ def align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     instead of cfg.aligner (in-process only). One job per output: a second one on the same --out
     is refused (`locking.DirLocked`) before anything is read or written."""
     out = Path(cfg.out)
+    if cfg.runner == "beam":
+        _beam_runner()  # before anything is written
     with lock_dir(out.parent, "alignment output", lock_name=f".{out.name}.lock", shown=out):
         return _align_manifest(cfg, aligner)
 
 
 def _align_manifest(cfg: AlignConfig, aligner=None) -> dict:
-    if aligner is not None and cfg.workers:
-        raise ValueError("an aligner object can only be used with workers=0")
+    if aligner is not None and (cfg.workers or cfg.runner != "local"):
+        raise ValueError("an aligner object can only be used with workers=0 and runner=local")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     entries, bad = read_inputs(cfg, out.parent)
@@ -176,10 +185,13 @@ def _align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     todo = [e for e in entries if _key(e["audio"], e["line"].get("text")) not in done]
     batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
     stats = {"aligned": 0, "kept": 0, "audio_seconds": 0.0}
+    t0 = time.perf_counter()
+    if cfg.runner == "beam":
+        stats = _align_on_beam(cfg, out, batches, bad)
+        return _summary(cfg, out, entries, todo, stats, len(bad) + stats.pop("bad"), t0)
     bar = (
         tqdm(total=len(entries), initial=len(entries) - len(todo), desc="align", unit="file") if cfg.progress else None
     )
-    t0 = time.perf_counter()
 
     def record(results: list[dict], f) -> None:
         for r in results:
@@ -210,15 +222,146 @@ def _align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     finally:
         if bar is not None:
             bar.close()
-    bad_path = Path(cfg.bad_files) if cfg.bad_files else out.parent / "bad_files.jsonl"
-    with open(bad_path, "w", encoding="utf-8") as f:
+    write_bad_files(cfg, out, bad)
+    return _summary(cfg, out, entries, todo, stats, len(bad), t0)
+
+
+def _bad_path(cfg: AlignConfig, out: Path) -> Path:
+    return Path(cfg.bad_files) if cfg.bad_files else out.parent / "bad_files.jsonl"
+
+
+def write_bad_files(cfg: AlignConfig, out: Path, bad: list[dict]) -> None:
+    with open(_bad_path(cfg, out), "w", encoding="utf-8") as f:
         for b in bad:
             f.write(json.dumps(b, ensure_ascii=False) + "\n")
+
+
+def _summary(cfg: AlignConfig, out: Path, entries: list, todo: list, stats: dict, n_bad: int, t0: float) -> dict:
     return {
         "entries": len(entries),
         "already_done": len(entries) - len(todo),
         **stats,
-        "bad": len(bad),
-        "bad_files": str(bad_path),
+        "bad": n_bad,
+        "bad_files": str(_bad_path(cfg, out)),
         "seconds": time.perf_counter() - t0,
     }
+
+
+# The Beam runner (cfg.runner == "beam"): each batch's results go to a part file
+# `.<out>.parts/<batch>.json` (written whole: a rerun after a kill skips the batches that have one);
+# the pipeline's end step appends the batches' lines to `out` in input order and writes
+# bad_files.jsonl. Workers run the same BatchWorker as the local runner.
+
+
+def _parts_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.parts"
+
+
+def _batch_name(i: int, batch: list[dict]) -> str:
+    keys = json.dumps([_key(e["audio"], e["line"].get("text")) for e in batch])
+    return f"{i:06d}-{hashlib.sha256(keys.encode()).hexdigest()[:12]}"
+
+
+def _beam_runner():
+    """spiritlm_jax.beam_runner (the [beam] extra: imported only for runner=beam), or a usage error."""
+    try:
+        from spiritlm_jax import beam_runner
+    except ImportError as e:
+        raise ValueError(f"runner=beam needs Apache Beam ({e}): pip install 'spiritlm_jax[beam]'") from None
+    return beam_runner
+
+
+def _beam_worker(spec: str, star: str) -> BatchWorker:
+    return BatchWorker(spec, star)
+
+
+def _beam_batch(worker: BatchWorker, item: tuple[str, list[dict]], parts: str) -> tuple[dict, list[dict]]:
+    name, batch = item
+    results = worker.run(batch)
+    part = Path(parts) / f"{name}.json"
+    tmp = part.parent / f".{part.name}.{os.getpid()}.partial"
+    tmp.write_text(json.dumps(results, ensure_ascii=False))
+    os.replace(tmp, part)
+    return {"batch": name, "results": [r for r in results if "bad" not in r]}, [r["bad"] for r in results if "bad" in r]
+
+
+def _beam_where(worker: BatchWorker, item: tuple[str, list[dict]]) -> str:
+    name, batch = item
+    return f"batch {name} ({batch[0]['where']} .. {batch[-1]['where']})"
+
+
+def _beam_finish(
+    records: list[dict],
+    bads: dict[int, list],
+    cfg: AlignConfig,
+    out: str,
+    names: list[str],
+    running: list[str],
+    bad: list[dict],
+) -> None:
+    """The end step: every batch's lines appended to out in input order (this run's from the main
+    output, earlier runs' from their part files); bad_files.jsonl = the inputs' bads + the batches'
+    (this run's from the side output)."""
+    out_p = Path(out)
+    fresh = {r["batch"]: r["results"] for r in records}
+    bad = list(bad)
+    with open(out_p, "a", encoding="utf-8") as f:
+        for name in names:
+            if name in fresh:
+                results = fresh[name]
+                bad += bads.get(running.index(name), [])
+            else:
+                results = json.loads((_parts_dir(out_p) / f"{name}.json").read_text())
+                bad += [r["bad"] for r in results if "bad" in r]
+            for r in results:
+                if "bad" not in r:
+                    f.write(json.dumps(r["line"], ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    write_bad_files(cfg, out_p, bad)
+
+
+def _align_on_beam(cfg: AlignConfig, out: Path, batches: list[list[dict]], bad: list[dict]) -> dict:
+    """Run the batches on Beam (skipping those with a part file from a killed run); returns the
+    stats of all batches ("aligned", "kept", "audio_seconds", "bad")."""
+    beam_runner = _beam_runner()
+
+    parts = _parts_dir(out)
+    parts.mkdir(parents=True, exist_ok=True)
+    names = [_batch_name(i, b) for i, b in enumerate(batches)]
+    for p in parts.iterdir():  # parts of another plan (the output changed since) or cut writes
+        if p.suffix != ".json" or p.stem not in names:
+            p.unlink()
+    have = {p.stem for p in parts.glob("*.json")}
+    units = [(n, b) for n, b in zip(names, batches) if n not in have]
+    progress = None
+    if cfg.progress:
+        progress = (lambda: len(list(parts.glob("*.json"))), len(batches), len(batches) - len(units), "align")
+    finish = functools.partial(_beam_finish, cfg=cfg, out=str(out), names=names, running=[n for n, _ in units], bad=bad)
+    try:
+        beam_runner.run_units(
+            units,
+            functools.partial(_beam_worker, cfg.aligner, cfg.star),
+            functools.partial(_beam_batch, parts=str(parts)),
+            _beam_where,
+            finish,
+            cfg.beam_option,
+            cfg.workers,
+            progress,
+        )
+    except beam_runner.UnitFailed as e:
+        raise AlignFailed(f"{e}; the finished batches are kept: rerun the same command to resume") from None
+    stats = {"aligned": 0, "kept": 0, "audio_seconds": 0.0, "bad": 0}
+    for name in names:
+        for r in json.loads((parts / f"{name}.json").read_text()):
+            if "bad" in r:
+                stats["bad"] += 1
+            else:
+                stats["kept" if r.get("kept") else "aligned"] += 1
+                stats["audio_seconds"] += r["seconds"]
+    shutil.rmtree(parts)
+    return stats
+
+
+class AlignFailed(RuntimeError):
+    """A Beam alignment stopped on an error; finished batches are kept and a rerun resumes."""

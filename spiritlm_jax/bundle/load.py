@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from spiritlm_jax import paths
 from spiritlm_jax.bundle import train_layout
 from spiritlm_jax.bundle.lm import load_pretrained, save_lm
 from spiritlm_jax.bundle.manifest import MANIFEST, BundleManifest, decide_expressive, read_manifest, write_manifest
@@ -95,7 +96,7 @@ def write_bundle_manifest(
 
 def resolve_bundle_dir(path: str | Path, variant: Optional[str] = None) -> Path:
     """The bundle directory of `path`: itself, or for a converted tree root the LM `variant` picks."""
-    path = Path(path).absolute()
+    path = (paths.local_dir(path) if paths.is_remote(path) else Path(path)).absolute()  # a bucket: a local copy
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if (path / MANIFEST).is_file():

@@ -39,6 +39,7 @@ from typing import Any, Literal, Optional
 import grain
 import numpy as np
 
+from spiritlm_jax import paths
 from spiritlm_jax.bundle.text_tokenizer import load_text_tokenizer
 from spiritlm_jax.config import ConfigError
 from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
@@ -86,12 +87,13 @@ class DataConfig:
 
     @property
     def corpus_dir(self) -> Path:
-        return DEMO_CORPUS if self.corpus == "demo" else Path(self.corpus)
+        """The corpus folder (a corpus on a bucket: its local copy, downloaded once per process)."""
+        return DEMO_CORPUS if self.corpus == "demo" else paths.local_dir(self.corpus)
 
     @property
     def tokenizer_path(self) -> Path:
         """The tokenizer directory or SentencePiece model (default: the corpus directory's tokenizer.model)."""
-        return Path(self.tokenizer) if self.tokenizer else self.corpus_dir / "tokenizer.model"
+        return paths.local_copy(self.tokenizer) if self.tokenizer else self.corpus_dir / "tokenizer.model"
 
 
 def load_tokenizer(cfg: DataConfig):

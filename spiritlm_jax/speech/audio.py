@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
+
+from spiritlm_jax import paths
 
 SAMPLE_RATE = 16000
 MAX_CHUNK_SECONDS = 100
@@ -43,7 +46,8 @@ def _read_file(src, name: str) -> tuple[np.ndarray, int]:
         return data, int(sr)
     except Exception as sf_error:  # noqa: BLE001 - soundfile raises several types
         if not isinstance(src, str):  # bytes / file objects: soundfile is the only decoder
-            raise ValueError(f"{name}: cannot read audio ({sf_error})") from None
+            why = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the data", str(sf_error))  # no memory address
+            raise ValueError(f"{name}: cannot read audio ({why})") from None
         try:
             import warnings
 
@@ -101,7 +105,13 @@ def load_audio(
     files and bytes carry their own rate, and a different `input_sample_rate` for them is an error.
     `channel` picks one channel instead of averaging them."""
     is_array = False
-    if isinstance(src, (str, os.PathLike)):
+    if isinstance(src, (str, os.PathLike)) and paths.is_remote(src):  # gs:// or s3://
+        remote = paths.path(src)
+        if not remote.is_file():
+            raise FileNotFoundError(f"audio file {src} does not exist")
+        name = str(src)
+        data, sr = _read_file(io.BytesIO(remote.read_bytes()), name)
+    elif isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.exists():
             raise FileNotFoundError(f"audio file {path} does not exist")

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from spiritlm_jax import aot
+from spiritlm_jax import aot, paths
 from spiritlm_jax import run_guard as guard
 from spiritlm_jax.bundle.lm import load_lm
 from spiritlm_jax.bundle.train_layout import quiet_orbax_errors
@@ -33,6 +33,7 @@ from spiritlm_jax.training.config import TrainConfig
 from spiritlm_jax.training.distributed import maybe_initialize_distributed
 from spiritlm_jax.training.metrics import MetricsWriter, device_peak_flops, train_flops_per_token
 from spiritlm_jax.training.optim import lr_schedule, make_optimizer
+from spiritlm_jax.training.remote_run import staged
 from spiritlm_jax.training.run_dir import RUN_POLICY, write_run_dir
 from spiritlm_jax.training.step import (
     init_state,
@@ -201,14 +202,14 @@ class _Run:
     frozen: Any = None  # parameters used but not trained (LoRA: the base weights)
     frozen_shardings: Any = None
     pending_save: Optional[int] = None  # the step of a save that may still be in flight
+    upload: Optional[Any] = None  # a run directory on a bucket: uploads the local copy (remote_run)
 
 
-def _set_up(cfg: TrainConfig, task: Task = LM_TASK) -> _Run:
-    """Config checks (before any compilation), mesh, run directory, optimizer, checkpoint manager,
-    data iterator and the task's frozen parameters."""
+def _set_up(cfg: TrainConfig, out_dir: Path, upload=None, task: Task = LM_TASK) -> _Run:
+    """Config checks (before any compilation), mesh, run directory (`out_dir`: cfg.out_dir or its
+    local copy), optimizer, checkpoint manager, data iterator and the task's frozen parameters."""
     task.check(cfg)
     mesh, global_batch = _make_mesh(cfg)
-    out_dir = Path(cfg.out_dir)
     is_main = jax.process_index() == 0
     model = task.model(cfg)
     tx = make_optimizer(cfg.optim, cfg.steps)
@@ -226,7 +227,20 @@ def _set_up(cfg: TrainConfig, task: Task = LM_TASK) -> _Run:
     shardings = state_shardings(model, tx, mesh, trainable=task.trainable)
     frozen, frozen_shardings = task.frozen(cfg, mesh)
     return _Run(
-        cfg, out_dir, mesh, global_batch, model, tx, shardings, mngr, data_iter, is_main, task, frozen, frozen_shardings
+        cfg,
+        out_dir,
+        mesh,
+        global_batch,
+        model,
+        tx,
+        shardings,
+        mngr,
+        data_iter,
+        is_main,
+        task,
+        frozen,
+        frozen_shardings,
+        upload=upload,
     )
 
 
@@ -401,6 +415,8 @@ def _check_saves(r: _Run, wait: bool = False) -> None:
             r.mngr.wait_until_finished()
             r.mngr.check_for_errors()
             r.pending_save = None
+            if r.upload is not None:
+                r.upload()
     except Exception as e:  # noqa: BLE001
         raise _save_failed(r, r.pending_save, e) from None
 
@@ -465,16 +481,17 @@ class _Logger:
 
 def _summary(r: _Run, log: _Logger) -> dict:
     """summary.json, and the closing lines on process 0."""
-    first, last, out_dir = log.first_loss, log.last, r.out_dir
+    first, last, local = log.first_loss, log.last, r.out_dir
+    out_dir = paths.path(r.cfg.out_dir) if paths.is_remote(r.cfg.out_dir) else local.absolute()  # where it is kept
     summary = {
         "steps": r.cfg.steps,
         "first_loss": first,
         "final": last,
-        "checkpoint": str((out_dir / "checkpoints").absolute()),
-        "metrics": str((out_dir / "metrics.jsonl").absolute()),
+        "checkpoint": str(out_dir / "checkpoints"),
+        "metrics": str(out_dir / "metrics.jsonl"),
     }
     if r.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (local / "summary.json").write_text(json.dumps(summary, indent=2))
         fl = f"{first:.3f}" if first is not None else "n/a"
         ll = f"{last.get('loss', float('nan')):.3f}"
         _log(f"loss {fl} -> {ll}" + (f" (eval {last['eval_loss']:.3f})" if "eval_loss" in last else ""))
@@ -501,9 +518,11 @@ def run(cfg: TrainConfig, task: Task = LM_TASK) -> dict:
     if cfg.compile.topology:  # compile only (aot.py): no devices, data, weights or run directory are touched
         return aot.compile_for_topology(cfg.compile, lambda devs, hosts: _compile_target(cfg, task, devs, hosts), _log)
     maybe_initialize_distributed(cfg.distributed)
+    if paths.is_remote(cfg.out_dir) and jax.process_count() > 1:
+        raise ConfigError(f"out_dir {cfg.out_dir}: a run directory on a bucket is for single-host runs (remote_run)")
     owner = lock_dir(cfg.out_dir, "run directory") if jax.process_index() == 0 else contextlib.nullcontext()
-    with owner, quiet_orbax_errors():
-        r = _set_up(cfg, task)
+    with owner, quiet_orbax_errors(), staged(cfg.out_dir) as (out_dir, upload):
+        r = _set_up(cfg, out_dir, upload, task)
         try:
             return _run(r)
         finally:

@@ -8,6 +8,8 @@ from typing import Optional
 
 from spiritlm_jax.data.sources import FORMATS
 
+RUNNERS = ("local", "beam")
+
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
@@ -20,7 +22,9 @@ class PrepareConfig:
     sp_model: Optional[str] = None  # SentencePiece model: copied to out/tokenizer.model, counts text tokens
     shard_size: int = 1000  # manifest entries per audio unit (one speech + one aligned shard)
     text_shard_size: int = 10000  # text lines per text shard
-    workers: int = 0  # spawned worker processes; 0 = in this process
+    workers: int = 0  # worker processes (spawned, or Beam's local runner processes); 0 = in this process
+    runner: str = "local"  # local | beam (Apache Beam, the [beam] extra; docs/beyond_one_machine.md)
+    beam_option: tuple[str, ...] = ()  # Beam pipeline option key=value (repeatable), e.g. runner=DataflowRunner
     batch_size: int = 16  # recordings per tokenizer call
     format: str = "array_record"  # shard format: array_record | jsonl.gz | jsonl
     align_tolerance: float = 0.1  # seconds a word may end past the audio's end
@@ -37,5 +41,7 @@ class PrepareConfig:
             raise ValueError(f"format {self.format!r} is not one of {sorted(FORMATS)}")
         if self.shard_size < 1 or self.text_shard_size < 1 or self.batch_size < 1 or self.workers < 0:
             raise ValueError("shard_size, text_shard_size and batch_size must be >= 1, workers >= 0")
+        if self.runner not in RUNNERS:
+            raise ValueError(f"runner {self.runner!r} is not one of {', '.join(RUNNERS)}")
         if self.align_tolerance < 0:
             raise ValueError(f"align_tolerance must be >= 0, got {self.align_tolerance}")

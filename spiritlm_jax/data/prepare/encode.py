@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from spiritlm_jax import paths
 from spiritlm_jax.alignment import align_one, load_aligner
 from spiritlm_jax.data.pipeline import DEMO_CORPUS
 from spiritlm_jax.data.prepare.config import PrepareConfig
@@ -35,6 +36,8 @@ def load_speech_tokenizer(spec: str):
     kind, _, arg = spec.partition(":")
     if not arg:
         raise ValueError(f"tokenizer {spec!r}: expected KIND:DIR with KIND in mel, base, expressive")
+    if paths.is_remote(arg) and arg != "demo":
+        arg = str(paths.local_dir(arg))  # loaders read local folders: a cached copy
     if kind == "mel":
         return MelUnitTokenizer(DEMO_CORPUS / "quantizer" if arg == "demo" else arg)
     if kind in ("base", "expressive"):
@@ -65,14 +68,14 @@ def check_wav_complete(path: str) -> None:
     if not str(path).lower().endswith((".wav", ".wave")):
         return
     try:
-        f = open(path, "rb")
+        f = paths.path(path).open("rb")
     except OSError:
         return  # load_audio reports a missing or unreadable file
     with f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return  # not RIFF: libsndfile decides
-        size = os.fstat(f.fileno()).st_size
+        size = f.seek(0, os.SEEK_END)
         pos = 12
         while pos + 8 <= size:
             f.seek(pos)
@@ -99,14 +102,17 @@ class UnitWorker:
             if tokenizer is not None
             else (load_speech_tokenizer(cfg.tokenizer) if cfg.manifest or cfg.audio_dir else None)
         )
-        self.sp = spm.SentencePieceProcessor(model_file=str(cfg.sp_model)) if cfg.sp_model else None
+        sp = cfg.sp_model
+        self.sp = spm.SentencePieceProcessor(model_proto=paths.path(sp).read_bytes()) if sp else None
         self.aligner = load_aligner(cfg.align) if cfg.align and self.tok is not None else None
+        self.current = ""  # the input being worked on (named when a unit fails)
 
     def text_tokens(self, text: str) -> int:
         return len(self.sp.encode(text)) if self.sp is not None else 0
 
     def run(self, unit: Unit, out: Path) -> dict:
         t0 = time.perf_counter()
+        self.current = str(unit.items[0][0] if unit.name.startswith("text-") else unit.items[0]["_entry"])
         if unit.name.startswith("text-"):
             examples = {"text": [{"kind": "text", "id": i, "text": s} for i, s in unit.items]}
             bad: list[dict] = []
@@ -114,6 +120,7 @@ class UnitWorker:
             audio = {e["audio"]: audio_stat(e["audio"]) for e in unit.items}
             examples, bad = self._audio(unit.items)
         stats = unit_stats(examples, self)
+        self.current = f"writing the shards of {unit.name}"
         shards = {}
         for kind, exs in examples.items():
             if exs:
@@ -139,6 +146,7 @@ class UnitWorker:
         for b in range(0, len(entries), self.cfg.batch_size):
             batch, wavs = [], []
             for e in entries[b : b + self.cfg.batch_size]:
+                self.current = f"{e['_entry']} ({e['audio']})"
                 try:
                     check_wav_complete(e["audio"])
                     wav = load_audio(e["audio"])
@@ -160,11 +168,13 @@ class UnitWorker:
                     continue
                 batch.append(e)
                 wavs.append(wav)
+            if batch:
+                self.current = f"{batch[0]['_entry']} ({batch[0]['audio']}; tokenizing a batch of {len(batch)})"
             for e, wav, units in zip(batch, wavs, encode_batch(self.tok, wavs) if wavs else []):
                 ex: dict[str, Any] = {
                     "kind": "aligned" if "words" in e else "speech",
                     "id": str(e.get("id", e["audio"])),
-                    "audio": str(Path(e["audio"]).absolute()),  # where the recording is (vocoder training)
+                    "audio": paths.absolute(e["audio"]),  # where the recording is (vocoder training)
                 }
                 if "source" in e:
                     ex["source"] = e["source"]

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from spiritlm_jax import paths
 from spiritlm_jax.alignment.manifest import audio_dir_fingerprint, scan_audio_dir
 
 
@@ -24,10 +25,9 @@ def read_lines(path: Path) -> tuple[list[tuple[str, str]], list[dict]]:
     never fatal: a line that is not UTF-8 is reported (and skipped), a truncated or corrupt gzip
     file keeps the lines read before the damage and is reported once, naming the file."""
     lines, bad = [], []
-    opener = gzip.open if path.suffix == ".gz" else open
     lineno = 0
     try:
-        with opener(path, "rb") as f:
+        with paths.path(path).open("rb") as raw_f, gzip.open(raw_f) if str(path).endswith(".gz") else raw_f as f:
             for lineno, raw in enumerate(f, 1):
                 where = f"{path}:{lineno}"
                 try:
@@ -50,16 +50,19 @@ def read_lines(path: Path) -> tuple[list[tuple[str, str]], list[dict]]:
 def fingerprint(path: Path) -> dict:
     """Path and content hash of an input: a resumed run must see the same inputs."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with paths.path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return {"path": str(path.resolve()), "sha256": h.hexdigest()}
+    return {"path": paths.resolved(path), "sha256": h.hexdigest()}
 
 
 def audio_stat(path: str) -> Optional[list[int]]:
     """[size, mtime_ns] of an audio file (None if it is missing): a cheap check that a recording
     did not change since its unit was prepared."""
     try:
+        if paths.is_remote(path):  # an object store gives the size (time: 0)
+            st = paths.path(path).stat()
+            return [st.length, int(st.mtime or 0)]
         st = Path(path).stat()
     except OSError:
         return None
@@ -84,8 +87,7 @@ def read_manifest(path: Path) -> tuple[list[dict], list[dict]]:
         if not isinstance(e, dict) or not isinstance(e.get("audio"), str) or not e["audio"]:
             bad.append({"path": where, "reason": "entry is not an object with an 'audio' path", "entry": where})
             continue
-        audio = Path(e["audio"])
-        e["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
+        e["audio"] = paths.join(paths.path(path).parent, e["audio"])
         e["_entry"] = where
         entries.append(e)
     return entries, bad
@@ -93,6 +95,8 @@ def read_manifest(path: Path) -> tuple[list[dict], list[dict]]:
 
 def read_audio_dir(path: Path) -> tuple[list[dict], list[dict], dict]:
     """(entries, bad, fingerprint) of an audio folder (alignment.manifest.scan_audio_dir layouts)."""
+    if paths.is_remote(path):
+        raise ValueError(f"audio_dir {path}: a folder on a bucket is not scanned; list its files in a manifest")
     entries, bad = scan_audio_dir(path)
     for e in entries:
         e["_entry"] = f"{path}:{e['id']}"

@@ -7,9 +7,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import shutil
+import re
 from pathlib import Path
 
+from spiritlm_jax import paths
 from spiritlm_jax.data.prepare.config import PrepareConfig
 from spiritlm_jax.data.prepare.manifest import audio_stat, fingerprint, read_audio_dir, read_manifest, read_text_file
 from spiritlm_jax.data.prepare.shards import shard_path
@@ -28,7 +29,7 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
     """Units of work, the bad manifest lines found while planning, and the plan record (for resume)."""
     entries, bad, inputs = [], [], []
     for m in cfg.manifest:
-        p = Path(m)
+        p = paths.path(m)
         if not p.is_file():
             raise FileNotFoundError(f"manifest {p} does not exist")
         e, b = read_manifest(p)
@@ -42,7 +43,7 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
         inputs.append(fp)
     lines = []
     for t in cfg.text:
-        p = Path(t)
+        p = paths.path(t)
         if not p.is_file():
             raise FileNotFoundError(f"text file {p} does not exist")
         text_lines, b = read_text_file(p)
@@ -63,14 +64,24 @@ def plan_units(cfg: PrepareConfig) -> tuple[list[Unit], list[dict], dict]:
     }
     if cfg.align:  # only when set: plans of earlier versions keep their hash
         settings["align"] = cfg.align
-    settings["sp_model"] = fingerprint(Path(cfg.sp_model)) if cfg.sp_model else None
+    settings["sp_model"] = fingerprint(paths.path(cfg.sp_model)) if cfg.sp_model else None
     plan = {"inputs": inputs, "settings": settings, "units": [u.name for u in units]}
     plan["hash"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
     return units, bad, plan
 
 
+DONE_DIR = "done"  # <out>/.prepare/done/<unit>.json: one record per unit finished by a Beam worker
+
+
 def read_done(path: Path) -> dict[str, dict]:
+    """The done records of `.prepare/done.jsonl` (the local runner's) and of the `done/<unit>.json`
+    markers beside it (Beam workers', each written whole after the unit's shards)."""
     done = {}
+    markers = path.parent / DONE_DIR
+    for m in sorted(markers.glob("*.json")) if markers.is_dir() else []:
+        with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+            rec = json.loads(m.read_text())
+            done[rec["unit"]] = rec
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -85,8 +96,9 @@ OWN_FILES = ("corpus.json", "bad_files.jsonl")  # written by prepare beside the 
 
 
 def _shard_like(p: Path) -> bool:
-    """A file named as prepare names its shards (<kind>/audio-NNNNN.ext, text-NNNNN.ext, or .partial)."""
-    name = p.name[1:-8] if p.name.startswith(".") and p.name.endswith(".partial") else p.name
+    """A file named as prepare names its shards (<kind>/audio-NNNNN.ext, text-NNNNN.ext, or a
+    temporary .<shard>[.XXXXXXXX].partial)."""
+    name = re.sub(r"^\.(.*?)(\.[0-9a-f]{8})?\.partial$", r"\1", p.name)
     stem = next((name[: -len(ext)] for ext in FORMATS.values() if name.endswith(ext)), None)
     if stem is None:
         return False
@@ -103,11 +115,11 @@ def written_files(out: Path, plan: dict, done: dict[str, dict]) -> list[Path]:
         for kind in KINDS:
             for f in (fmt,) if fmt in FORMATS else FORMATS:
                 path = shard_path(out, kind, unit, f)
-                files |= {path, path.parent / f".{path.name}.partial"}
+                files |= {path, *path.parent.glob(f".{path.name}*.partial")}
     for rec in done.values():
         files |= {out / sh for sh in rec.get("shards", {}).values()}
     sp = plan.get("settings", {}).get("sp_model")
-    if isinstance(sp, dict) and sp.get("path") != str((out / "tokenizer.model").resolve()):
+    if isinstance(sp, dict) and sp.get("path") != paths.resolved(out / "tokenizer.model"):
         files.add(out / "tokenizer.model")  # a copy prepare made (not the user's own model file)
     return sorted(p for p in files if p.is_file())
 
@@ -119,9 +131,9 @@ def remove_preparation(out: Path, state: Path) -> list[Path]:
     files = written_files(out, old, read_done(state / "done.jsonl"))
     for f in files:
         f.unlink()
-    shutil.rmtree(state)
+    paths.path(state).rmtree()
     for kind in KINDS:
-        with contextlib.suppress(OSError):  # not empty: something of the user's is there
+        with contextlib.suppress(OSError, ValueError):  # not empty: something of the user's is there
             (out / kind).rmdir()
     return files
 
@@ -148,7 +160,7 @@ def start_state(cfg: PrepareConfig, out: Path, plan: dict) -> dict[str, dict]:
                 "an earlier run wrote is unknown; use a new output directory or remove them"
             )
     state.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(plan, indent=1))
+    paths.write_file(plan_file, json.dumps(plan, indent=1))
     for kind in KINDS:  # leftovers of an interrupted write
         (out / kind).mkdir(parents=True, exist_ok=True)
         for p in (out / kind).glob(".*.partial"):
