@@ -150,7 +150,19 @@ def test_attention_mask_semantics():
     np.testing.assert_array_equal(m, expected)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_proj"])
+REMAT_POLICIES = [
+    "full",
+    "minimal",
+    "save_qkv_proj",
+    "save_dot_except_mlp",
+    "minimal_offloaded",
+    "dots",
+    "dots_no_batch",
+    "save_proj",
+]
+
+
+@pytest.mark.parametrize("policy", REMAT_POLICIES)
 def test_remat_policies_same_loss_and_grads(gqa, policy):
     cfg, params = gqa
     tokens = _tokens(2, 8, cfg.vocab_size)
@@ -164,6 +176,28 @@ def test_remat_policies_same_loss_and_grads(gqa, policy):
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# Per policy: how many [L, B, T, ...] activations the layer scan keeps for the backward pass (layer
+# input; + q, k, v; + attention output projection; + MLP gate and up: the MLP down projection's output is
+# allowed but never needed by the backward pass), and how many of them sit in host memory.
+SAVED_PER_LAYER = {
+    "full": (1, 0),
+    "save_qkv_proj": (4, 0),
+    "save_dot_except_mlp": (5, 0),
+    "minimal": (7, 0),
+    "minimal_offloaded": (7, 6),
+}
+
+
+@pytest.mark.parametrize("policy", SAVED_PER_LAYER)
+def test_remat_policies_save_what_their_names_say(gqa, policy, capsys):
+    cfg, params = gqa
+    tokens = _tokens(2, 8, cfg.vocab_size)
+    model = Llama(cfg.replace(remat=policy))
+    jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, tokens).sum(), params)
+    stacked = [line for line in capsys.readouterr().out.splitlines() if f"[{cfg.n_layers},2,8," in line]
+    assert (len(stacked), sum("<host>" in line for line in stacked)) == SAVED_PER_LAYER[policy], stacked
 
 
 def test_bf16_compute_close_to_fp32(gqa):

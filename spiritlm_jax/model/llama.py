@@ -27,6 +27,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from spiritlm_jax.model.attention import SplashBlocks, attention
 from spiritlm_jax.model.config import LlamaConfig
@@ -87,9 +88,9 @@ class Attention(nn.Module):
         cfg = self.cfg
         n, k, dt = cfg.n_heads, cfg.n_kv_heads, _dtype(cfg.dtype)
 
-        q_btnh = Proj(cfg, n, "heads", name="q")(x_btd)
-        k_btkh = Proj(cfg, k, "kv_heads", name="k")(x_btd)
-        v_btkh = Proj(cfg, k, "kv_heads", name="v")(x_btd)
+        q_btnh = checkpoint_name(Proj(cfg, n, "heads", name="q")(x_btd), "query_proj")
+        k_btkh = checkpoint_name(Proj(cfg, k, "kv_heads", name="k")(x_btd), "key_proj")
+        v_btkh = checkpoint_name(Proj(cfg, k, "kv_heads", name="v")(x_btd), "value_proj")
         q_btnh = apply_rope(q_btnh, positions_bt, cfg.rope_theta)
         k_btkh = apply_rope(k_btkh, positions_bt, cfg.rope_theta)
         q_btnh = nn.with_logical_constraint(q_btnh, ("batch", "length", "act_heads", "head_dim"))
@@ -123,8 +124,9 @@ class Attention(nn.Module):
                 cfg.attention,
             )
             new_layer_cache = {"k": k_bskh, "v": v_bskh}
+        out_btnh = checkpoint_name(out_btnh, "context")
         out_btnh = nn.with_logical_constraint(out_btnh, ("batch", "length", "act_heads", "head_dim"))
-        return OutProj(cfg, name="o")(out_btnh), new_layer_cache
+        return checkpoint_name(OutProj(cfg, name="o")(out_btnh), "out_proj"), new_layer_cache
 
 
 class Proj(nn.Module):
@@ -184,11 +186,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_btd):
         cfg = self.cfg
-        gate_btf = Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="gate")(x_btd)
-        up_btf = Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="up")(x_btd)
+        gate_btf = checkpoint_name(Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="gate")(x_btd), "mlp_gate")
+        up_btf = checkpoint_name(Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="up")(x_btd), "mlp_up")
         h_btf = nn.silu(gate_btf) * up_btf
         h_btf = nn.with_logical_constraint(h_btf, ("batch", "length", "act_mlp"))
-        return Dense(cfg.d_model, ("mlp", "embed"), cfg, name="down")(h_btf)
+        return checkpoint_name(Dense(cfg.d_model, ("mlp", "embed"), cfg, name="down")(h_btf), "mlp_down")
 
 
 class DecoderLayer(nn.Module):
@@ -211,8 +213,28 @@ class DecoderLayer(nn.Module):
         return x_btd, new_layer_cache
 
 
+# Names tagged with checkpoint_name in the layer: the outputs of the q/k/v projections, attention
+# (`context`, also the splash kernel's residuals), the attention output projection and the MLP matmuls.
+ATTN_PROJ_NAMES = ("query_proj", "key_proj", "value_proj")
+LAYER_SAVE_NAMES = {
+    "save_qkv_proj": ATTN_PROJ_NAMES,
+    "save_dot_except_mlp": (*ATTN_PROJ_NAMES, "out_proj"),
+    "minimal": (*ATTN_PROJ_NAMES, "out_proj", "mlp_gate", "mlp_up", "mlp_down"),
+}
+
+
 def _remat_policy(name: str):
+    """jax checkpoint policy of a `remat:` name (docs/model.md); "none" never gets here."""
     cp = jax.checkpoint_policies
+    if name in LAYER_SAVE_NAMES:
+        return cp.save_only_these_names(*LAYER_SAVE_NAMES[name])
+    if name == "minimal_offloaded":
+        return cp.save_and_offload_only_these_names(
+            names_which_can_be_saved=[],
+            names_which_can_be_offloaded=list(LAYER_SAVE_NAMES["minimal"]),
+            offload_src="device",
+            offload_dst="pinned_host",
+        )
     return {
         "full": cp.nothing_saveable,
         "dots": cp.checkpoint_dots,
