@@ -76,6 +76,24 @@ class RMSNorm(nn.Module):
         return scale_d.astype(self.dtype) * x.astype(self.dtype)
 
 
+# checkpoint_name of each projection's output, by module name (what the remat policies save; the
+# splash kernel names its residuals "context").
+CHECKPOINT_NAMES = {
+    "q": "query_proj",
+    "k": "key_proj",
+    "v": "value_proj",
+    "o": "out_proj",
+    "gate": "mlp_gate",
+    "up": "mlp_up",
+    "down": "mlp_down",
+}
+
+
+def _tagged(module_name: Optional[str], x: Array) -> Array:
+    name = CHECKPOINT_NAMES.get(module_name or "")
+    return x if name is None else checkpoint_name(x, name)
+
+
 def _dense_init(cfg: LlamaConfig, axes: tuple[str, ...]):
     return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), axes)
 
@@ -88,9 +106,9 @@ class Attention(nn.Module):
         cfg = self.cfg
         n, k, dt = cfg.n_heads, cfg.n_kv_heads, _dtype(cfg.dtype)
 
-        q_btnh = checkpoint_name(Proj(cfg, n, "heads", name="q")(x_btd), "query_proj")
-        k_btkh = checkpoint_name(Proj(cfg, k, "kv_heads", name="k")(x_btd), "key_proj")
-        v_btkh = checkpoint_name(Proj(cfg, k, "kv_heads", name="v")(x_btd), "value_proj")
+        q_btnh = Proj(cfg, n, "heads", name="q")(x_btd)
+        k_btkh = Proj(cfg, k, "kv_heads", name="k")(x_btd)
+        v_btkh = Proj(cfg, k, "kv_heads", name="v")(x_btd)
         q_btnh = apply_rope(q_btnh, positions_bt, cfg.rope_theta)
         k_btkh = apply_rope(k_btkh, positions_bt, cfg.rope_theta)
         q_btnh = nn.with_logical_constraint(q_btnh, ("batch", "length", "act_heads", "head_dim"))
@@ -124,9 +142,8 @@ class Attention(nn.Module):
                 cfg.attention,
             )
             new_layer_cache = {"k": k_bskh, "v": v_bskh}
-        out_btnh = checkpoint_name(out_btnh, "context")
         out_btnh = nn.with_logical_constraint(out_btnh, ("batch", "length", "act_heads", "head_dim"))
-        return checkpoint_name(OutProj(cfg, name="o")(out_btnh), "out_proj"), new_layer_cache
+        return OutProj(cfg, name="o")(out_btnh), new_layer_cache
 
 
 class Proj(nn.Module):
@@ -145,7 +162,7 @@ class Proj(nn.Module):
             (cfg.d_model, self.heads, cfg.dim_per_head),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype))))
 
 
 class OutProj(nn.Module):
@@ -162,7 +179,7 @@ class OutProj(nn.Module):
             (cfg.n_heads, cfg.dim_per_head, cfg.d_model),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype))))
 
 
 class Dense(nn.Module):
@@ -177,7 +194,7 @@ class Dense(nn.Module):
         w = self.param(
             "kernel", _dense_init(self.cfg, self.axes), (x.shape[-1], self.features), _dtype(self.cfg.param_dtype)
         )
-        return jnp.einsum("...i,io->...o", x, w.astype(_dtype(self.cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("...i,io->...o", x, w.astype(_dtype(self.cfg.dtype))))
 
 
 class MLP(nn.Module):
@@ -186,11 +203,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_btd):
         cfg = self.cfg
-        gate_btf = checkpoint_name(Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="gate")(x_btd), "mlp_gate")
-        up_btf = checkpoint_name(Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="up")(x_btd), "mlp_up")
+        gate_btf = Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="gate")(x_btd)
+        up_btf = Dense(cfg.d_ff, ("embed", "mlp"), cfg, name="up")(x_btd)
         h_btf = nn.silu(gate_btf) * up_btf
         h_btf = nn.with_logical_constraint(h_btf, ("batch", "length", "act_mlp"))
-        return checkpoint_name(Dense(cfg.d_model, ("mlp", "embed"), cfg, name="down")(h_btf), "mlp_down")
+        return Dense(cfg.d_model, ("mlp", "embed"), cfg, name="down")(h_btf)
 
 
 class DecoderLayer(nn.Module):
@@ -213,8 +230,6 @@ class DecoderLayer(nn.Module):
         return x_btd, new_layer_cache
 
 
-# Names tagged with checkpoint_name in the layer: the outputs of the q/k/v projections, attention
-# (`context`, also the splash kernel's residuals), the attention output projection and the MLP matmuls.
 ATTN_PROJ_NAMES = ("query_proj", "key_proj", "value_proj")
 LAYER_SAVE_NAMES = {
     "save_qkv_proj": ATTN_PROJ_NAMES,
