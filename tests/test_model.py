@@ -162,17 +162,23 @@ REMAT_POLICIES = [
 ]
 
 
-@pytest.mark.parametrize("policy", REMAT_POLICIES)
-def test_remat_policies_same_loss_and_grads(gqa, policy):
+def _remat_loss(p, c):
+    tokens = _tokens(2, 8, c.vocab_size)
+    logits = Llama(c).apply({"params": p}, tokens)
+    return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
+
+
+@pytest.fixture(scope="module")
+def no_remat_loss_and_grads(gqa):
     cfg, params = gqa
-    tokens = _tokens(2, 8, cfg.vocab_size)
+    return jax.jit(jax.value_and_grad(_remat_loss), static_argnums=1)(params, cfg)
 
-    def loss(p, c):
-        logits = Llama(c).apply({"params": p}, tokens)
-        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
 
-    l0, g0 = jax.value_and_grad(loss)(params, cfg)
-    l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg.replace(remat=policy))
+@pytest.mark.parametrize("policy", REMAT_POLICIES)
+def test_remat_policies_same_loss_and_grads(gqa, no_remat_loss_and_grads, policy):
+    cfg, params = gqa
+    l0, g0 = no_remat_loss_and_grads
+    l1, g1 = jax.jit(jax.value_and_grad(_remat_loss), static_argnums=1)(params, cfg.replace(remat=policy))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(a, b, atol=1e-6)
