@@ -97,6 +97,38 @@ def test_left_padded_cache_matches_unpadded(gqa):
         np.testing.assert_allclose(step[:, 0], alone[:, 5 + i], atol=1e-5)
 
 
+def test_batched_left_padded_decode_steps_match_full_forward(gqa):
+    """The decode path (cache buffers read in place, one-row attention, write after the layer scan)
+    at batch 3 with left padding: prefill logits, `last_only`, and three one-token steps equal each
+    sequence's own full forward pass (fp32, 1e-5), and rows never see each other's padding."""
+    cfg, params = gqa
+    model = Llama(cfg)
+    lens, width, steps = [5, 2, 7], 8, 3
+    seqs = [_tokens(1, n + steps, cfg.vocab_size, seed=10 + i)[0] for i, n in enumerate(lens)]
+    # each sequence alone, right-padded to one width (padding after a token cannot change it: causal)
+    right = jnp.stack([jnp.pad(s, (0, width + steps - len(s))) for s in seqs])
+    alone = model.apply({"params": params}, right)
+    pad = [width - n for n in lens]
+    toks = jnp.stack([jnp.concatenate([jnp.zeros(p, jnp.int32), s[:n]]) for p, n, s in zip(pad, lens, seqs)])
+    seg = (jnp.arange(width)[None] >= jnp.array(pad)[:, None]).astype(jnp.int32)
+    pos = jnp.maximum(jnp.arange(width)[None] - jnp.array(pad)[:, None], 0)
+    prefill = jax.jit(
+        lambda c, last: model.apply({"params": params}, toks, pos, seg, cache=c, last_only=last), static_argnums=1
+    )
+    cache0 = init_cache(cfg, 3, width + steps)
+    logits, cache = prefill(cache0, False)
+    np.testing.assert_array_equal(prefill(cache0, True)[0][:, 0], logits[:, -1])
+    for i, (p, n) in enumerate(zip(pad, lens)):
+        np.testing.assert_allclose(logits[i, p:], alone[i, :n], atol=1e-5, rtol=0)
+    step = jax.jit(lambda c, t, q: model.apply({"params": params}, t, q, jnp.ones((3, 1), jnp.int32), cache=c))
+    for j in range(steps):
+        nxt = jnp.stack([s[n + j] for s, n in zip(seqs, lens)])[:, None]
+        out, cache = step(cache, nxt, jnp.array(lens)[:, None] + j)
+        for i, n in enumerate(lens):
+            np.testing.assert_allclose(out[i, 0], alone[i, n + j], atol=1e-5, rtol=0)
+    assert int(cache["index"]) == width + steps
+
+
 def test_packed_documents_do_not_attend_to_each_other(gqa):
     """Two documents packed in one row give the same logits as each alone, and perturbing one
     document's tokens leaves the other's logits bit-identical."""
