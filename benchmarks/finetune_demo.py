@@ -10,8 +10,8 @@
 Held-out items: the demo corpus' aligned eval examples short enough that the few-shot prompts (3 shots)
 plus the answer fit the tiny model's 256-token context (ASR: those `evaluate fewshot` could run).
 Their audio is re-synthesised with the corpus' own espeak-ng pipeline (tools/build_demo_corpus.py
-`synth_aligned`, the item's voice and rate), since the corpus keeps units, not audio. ASR: every method hears that audio through the bundle's speech
-tokenizer; few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair
+`synth_aligned`, the item's voice and rate), since the corpus keeps units, not audio. ASR: every
+method hears that audio through the bundle's speech tokenizer; few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair
 prompt (`generate --output-modality text` of the audio); WER is evaluation.fewshot.error_rates. TTS:
 few-shot uses the paper's TTS prompt (inference.fewshot.tts_segments, the shots' corpus units); the
 fine-tuned runs get the text alone; unit error rate = edit distance between the generated and the
