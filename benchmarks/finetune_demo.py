@@ -7,15 +7,17 @@
     python -m spiritlm_jax.finetune base=runs/demo data.train=bench/ft/pairs_train.jsonl lora.rank=0 ... out_dir=B
     python benchmarks/finetune_demo.py score --out bench/ft --base runs/demo --lora A --full B
 
-Held-out items: the demo corpus' aligned eval examples short enough that the few-shot prompts (3 shots)
-plus the answer fit the tiny model's 256-token context (ASR: those `evaluate fewshot` could run).
-Their audio is re-synthesised with the corpus' own espeak-ng pipeline (tools/build_demo_corpus.py
-`synth_aligned`, the item's voice and rate), since the corpus keeps units, not audio. ASR: every
-method hears that audio through the bundle's speech tokenizer; few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair
-prompt (`generate --output-modality text` of the audio); WER is evaluation.fewshot.error_rates. TTS:
-few-shot uses the paper's TTS prompt (inference.fewshot.tts_segments, the shots' corpus units); the
-fine-tuned runs get the text alone; unit error rate = edit distance between the generated and the
-reference deduplicated HuBERT units / reference length. 95 % intervals: 2000 bootstrap resamples of items.
+Held-out items: the demo corpus' aligned eval examples short enough that the few-shot prompts
+(3 shots) plus the answer fit the tiny model's 256-token context (ASR: those `evaluate fewshot`
+could run). Their audio is re-synthesised with the corpus' own espeak-ng pipeline
+(tools/build_demo_corpus.py `synth_aligned`, the item's voice and rate), since the corpus keeps
+units, not audio. ASR: every method hears that audio through the bundle's speech tokenizer;
+few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair prompt
+(`generate --output-modality text` of the audio); WER is evaluation.fewshot.error_rates. TTS:
+few-shot uses the paper's TTS prompt (inference.fewshot.tts_segments, the shots' corpus units);
+the fine-tuned runs get the text alone; unit error rate = edit distance between the generated and
+the reference deduplicated HuBERT units / reference length. 95 % intervals: 2000 bootstrap
+resamples of items.
 """
 
 from __future__ import annotations
