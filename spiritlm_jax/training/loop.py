@@ -124,6 +124,7 @@ class Task:
     train_iterator: Callable = _lm_train_iterator  # (cfg, process index, count) -> checkpointable batches
     eval_batches: Callable = _lm_eval_batches  # (cfg, n, process index, count) -> [batch]
     model: Callable = lambda cfg: Llama(cfg.model)  # the module the loss runs
+    eval_model: Optional[Callable] = None  # the module held-out losses run (None: `model`; LoRA: no dropout)
     trainable: Callable = model_params  # (model, rng, seq_len) -> the boxed parameters that are trained
     start_params: Callable = _lm_start_params  # (cfg, param shardings) -> (params, where) or None (random)
     frozen: Callable = lambda cfg, mesh: (None, None)  # (cfg, mesh) -> (untrained params placed, shardings)
@@ -469,7 +470,8 @@ def _run(r: _Run) -> dict:
         schedule = lr_schedule(cfg.optim, cfg.steps)
         step_fn = make_train_step(r.model, r.tx, schedule, cfg.optim.grad_accum, r.task.dropout_seed(cfg))
         train_step = jit_train_step(step_fn, r.shardings, r.mesh, r.frozen_shardings)
-        eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh, r.frozen_shardings)
+        eval_model = r.model if r.task.eval_model is None else r.task.eval_model(cfg)
+        eval_step = jit_eval_step(make_eval_step(eval_model), r.shardings, r.mesh, r.frozen_shardings)
         frozen = () if r.frozen is None else (r.frozen,)
         bsh = batch_sharding(r.mesh)
         eval_batches = r.task.eval_batches(cfg, cfg.eval_batches, jax.process_index(), jax.process_count())
