@@ -128,7 +128,7 @@ class Task:
     trainable: Callable = model_params  # (model, rng, seq_len) -> the boxed parameters that are trained
     start_params: Callable = _lm_start_params  # (cfg, param shardings) -> (params, where) or None (random)
     frozen: Callable = lambda cfg, mesh: (None, None)  # (cfg, mesh) -> (untrained params placed, shardings)
-    write_run_dir: Callable = write_run_dir  # (cfg, out_dir): what the run directory holds besides checkpoints
+    write_run_dir: Callable = lambda cfg, out_dir: write_run_dir(cfg, out_dir)  # the run directory's other files
     init_seed: Callable = lambda cfg: cfg.init.seed
     dropout_seed: Callable = lambda cfg: None  # a seed: dropout keys per step (LoRA dropout)
     export_hint: Callable = lambda out_dir: f"python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR"
