@@ -7,15 +7,17 @@
     python -m spiritlm_jax.finetune base=runs/demo data.train=bench/ft/pairs_train.jsonl lora.rank=0 ... out_dir=B
     python benchmarks/finetune_demo.py score --out bench/ft --base runs/demo --lora A --full B
 
-Held-out items: the demo corpus' aligned eval examples short enough that the few-shot prompts (3 shots)
-plus the answer fit the tiny model's 256-token context. Their audio is re-synthesised with the
-corpus' own espeak-ng pipeline (tools/build_demo_corpus.py `synth_aligned`, the item's voice and rate),
-since the corpus keeps units, not audio. ASR: every method hears that audio through the bundle's speech
-tokenizer; few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair
-prompt (`generate --output-modality text` of the audio); WER is evaluation.fewshot.error_rates. TTS:
-few-shot uses the paper's TTS prompt (inference.fewshot.tts_segments, the shots' corpus units); the
-fine-tuned runs get the text alone; unit error rate = edit distance between the generated and the
-reference deduplicated HuBERT units / reference length. 95 % intervals: 2000 bootstrap resamples of items.
+Held-out items: the demo corpus' aligned eval examples short enough that the few-shot prompts
+(3 shots) plus the answer fit the tiny model's 256-token context (ASR: those `evaluate fewshot`
+could run). Their audio is re-synthesised with the corpus' own espeak-ng pipeline
+(tools/build_demo_corpus.py `synth_aligned`, the item's voice and rate), since the corpus keeps
+units, not audio. ASR: every method hears that audio through the bundle's speech tokenizer;
+few-shot is `evaluate fewshot` (the paper's prompt, greedy); fine-tuned runs get the pair prompt
+(`generate --output-modality text` of the audio); WER is evaluation.fewshot.error_rates. TTS:
+few-shot uses the paper's TTS prompt (inference.fewshot.tts_segments, the shots' corpus units);
+the fine-tuned runs get the text alone; unit error rate = edit distance between the generated and
+the reference deduplicated HuBERT units / reference length. 95 % intervals: 2000 bootstrap
+resamples of items.
 """
 
 from __future__ import annotations
@@ -160,15 +162,15 @@ def score(out: Path, base: str, runs: dict[str, str]) -> None:
 
     meta = json.loads((out / "heldout.json").read_text())
     items = [json.loads(ln) for ln in (out / "asr_items.jsonl").read_text().splitlines()]
+    # few-shot ASR: evaluate fewshot's results; the items whose few-shot prompt fit the context
+    lines = (out / "fewshot_asr" / "results.jsonl").read_text().splitlines()
+    res = {json.loads(ln)["id"]: json.loads(ln) for ln in lines}
+    items = [it for it in items if "error" not in res[it["id"]]]
     refs_text = [it["text"] for it in items]
     tts_texts = [m["text"] for m in meta["tts_items"]]
     refs_units = [_hubert(m["units"]) for m in meta["tts_items"]]
     rows = {}
-    # few-shot ASR: evaluate fewshot's results
-    res = {
-        json.loads(ln)["id"]: json.loads(ln) for ln in (out / "fewshot_asr" / "results.jsonl").read_text().splitlines()
-    }
-    hyps = [res[it["id"]].get("prediction", "") for it in items]
+    hyps = [res[it["id"]]["prediction"] for it in items]
     rows.setdefault("few-shot (3 shots)", {})["asr"] = _boot(*_wer_items(refs_text, hyps))
     # few-shot TTS on the base
     lm = SpiritLM.from_checkpoint(base)

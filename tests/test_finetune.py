@@ -230,6 +230,7 @@ def _pairs_file(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_finetune_lora_resumes_exactly_after_sigkill_and_its_run_generates_merges_exports(tmp_path):
+    """LoRA with dropout and held-out loss: exact resume, adapters only, frozen base, generate, merge, export."""
     from spiritlm_jax.bundle import load_bundle, load_lm
     from spiritlm_jax.bundle.train_layout import restore_params
 
@@ -242,10 +243,13 @@ def test_finetune_lora_resumes_exactly_after_sigkill_and_its_run_generates_merge
         "data.seq_len=32",
         "data.batch_size=4",
         "lora.rank=4",
+        "lora.dropout=0.1",  # dropout keys from (seed, step): the resumed run draws the same masks
         "optim.lr=0.01",
         "steps=8",
         "log_every=1",
-        "eval_every=0",
+        f"data.eval={train}",
+        "eval_every=4",
+        "eval_batches=1",
         "checkpoint.every=2",
         "checkpoint.async_save=false",
         "progress=false",

@@ -296,7 +296,7 @@ class Llama(nn.Module):
         stack = nn.scan(
             layer_cls,
             variable_axes={"params": 0},
-            split_rngs={"params": True},
+            split_rngs={"params": True, "dropout": True},  # dropout: LoRA adapters (model/lora.py)
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
             length=cfg.n_layers,
             unroll=cfg.scan_unroll,

@@ -252,6 +252,7 @@ def finetune_task(bundle: Optional[Bundle], lora: LoraConfig) -> loop.Task:
         )
     return loop.Task(
         model=lambda cfg: lora_model(Llama(cfg.model), cfg.lora),
+        eval_model=lambda cfg: lora_model(Llama(cfg.model), dataclasses.replace(cfg.lora, dropout=0.0)),
         trainable=_adapters,
         start_params=lambda cfg, shardings: None,  # fresh adapters (B = 0: the base model's outputs)
         frozen=_frozen(bundle),

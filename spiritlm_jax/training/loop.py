@@ -171,11 +171,12 @@ class Task:
     train_iterator: Callable = _lm_train_iterator  # (cfg, process index, count) -> checkpointable batches
     eval_batches: Callable = _lm_eval_batches  # (cfg, n, process index, count) -> [batch]
     model: Callable = lambda cfg: Llama(cfg.model)  # the module the loss runs
+    eval_model: Optional[Callable] = None  # the module held-out losses run (None: `model`; LoRA: no dropout)
     trainable: Callable = model_params  # (model, rng, seq_len) -> the boxed parameters that are trained
     start_params: Callable = _lm_start_params  # (cfg, param shardings) -> (params, where) or None (random)
     frozen: Callable = lambda cfg, mesh: (None, None)  # (cfg, mesh) -> (untrained params placed, shardings)
     frozen_shapes: Callable = lambda cfg, mesh: (None, None)  # the same as ShapeDtypeStructs (compile-only)
-    write_run_dir: Callable = write_run_dir  # (cfg, out_dir): what the run directory holds besides checkpoints
+    write_run_dir: Callable = lambda cfg, out_dir: write_run_dir(cfg, out_dir)  # the run directory's other files
     init_seed: Callable = lambda cfg: cfg.init.seed
     dropout_seed: Callable = lambda cfg: None  # a seed: dropout keys per step (LoRA dropout)
     export_hint: Callable = lambda out_dir: f"python tools/convert_weights/llama_to_hf.py --src {out_dir} --out HF_DIR"
@@ -536,7 +537,8 @@ def _run(r: _Run) -> dict:
         return _finished(r)
     with activation_sharding(r.mesh):
         train_step = _jit_train_step(cfg, r.task, r.model, r.tx, r.shardings, r.mesh, r.frozen_shardings)
-        eval_step = jit_eval_step(make_eval_step(r.model), r.shardings, r.mesh, r.frozen_shardings)
+        eval_model = r.model if r.task.eval_model is None else r.task.eval_model(cfg)
+        eval_step = jit_eval_step(make_eval_step(eval_model), r.shardings, r.mesh, r.frozen_shardings)
         frozen = () if r.frozen is None else (r.frozen,)
         bsh = batch_sharding(r.mesh)
         eval_batches = r.task.eval_batches(cfg, cfg.eval_batches, jax.process_index(), jax.process_count())
