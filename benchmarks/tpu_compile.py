@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,8 +53,9 @@ def run_point(config: str, point: str, extra: list[str], timeout: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     out = [
-        "| topology | seqs/chip | remat | attention | args GiB | temps GiB | total GiB | HBM GiB | fits | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| topology | seqs/chip | tokens/step | remat | attention | args GiB | temps GiB | total GiB | HBM GiB "
+        "| headroom | fits | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rep = r.get("report") or {}
@@ -63,11 +65,14 @@ def table(rows: list[dict]) -> str:
         def g(k, per=per):
             return f"{per[k] / GIB:.2f}" if k in per else "-"
 
-        fits = "yes" if rep.get("fits") else (r.get("error") or "no")
+        short = re.search(r"short by [\d.]+ GiB", r.get("error") or "")
+        fits = "yes" if rep.get("fits") else f"no ({short.group(0)})" if short else (r.get("error") or "no")
         topo = r["point"].split(",")[0] + (" " + " ".join(r["extra"]) if r.get("extra") else "")
+        tokens = f"{rep['global_batch'] * rep['seq_len'] / 1e6:.2f} M" if rep.get("global_batch") else "-"
+        room = f"{1 - per['total'] / hbm:.0%}" if per and hbm else "-"
         out.append(
-            f"| {topo} | {r['seqs_per_chip']} | {r['remat']} | {r['attention']} | {g('arguments')} | "
-            f"{g('temporaries')} | {g('total')} | {hbm / GIB if hbm else 0:.2f} | {fits} | {r['compile_s']} |"
+            f"| {topo} | {r['seqs_per_chip']} | {tokens} | {r['remat']} | {r['attention']} | {g('arguments')} | "
+            f"{g('temporaries')} | {g('total')} | {hbm / GIB if hbm else 0:.2f} | {room} | {fits} | {r['compile_s']} |"
         )
     return "\n".join(out)
 
