@@ -10,7 +10,8 @@ a line cut by an interruption is dropped first. `overwrite` starts over.
 Bad inputs (not JSON, no audio, no text, unreadable audio, an alignment failure) are reported in
 `bad_files.jsonl` (one {"path", "reason", "entry"} each) and never stop the run.
 Workers (`workers` > 0): spawned processes, each with its own aligner, taking batches of
-`batch_size` recordings; the output does not depend on their number.
+`batch_size` recordings; the output does not depend on their number. `runner: beam` runs the same
+batches on Apache Beam (below; docs/beyond_one_machine.md) with byte-identical output.
 """
 
 from __future__ import annotations
