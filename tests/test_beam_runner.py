@@ -99,3 +99,24 @@ def test_align_on_beam_gives_the_same_lines_and_bad_files(tmp_path):
     assert a.read_bytes() == b.read_bytes()
     assert (a.parent / "bad_files.jsonl").read_bytes() == (b.parent / "bad_files.jsonl").read_bytes()
     assert len(a.read_text().splitlines()) == 5 and not (b.parent / ".out.jsonl.parts").exists()
+
+
+def test_align_on_beam_resumes_from_the_part_files_of_a_killed_run(tmp_path):
+    """A batch whose part file a killed run left is not aligned again: its results (here made up, so
+    the reuse shows) go to the output in input order; the part files are removed at the end."""
+    from spiritlm_jax.alignment.run import AlignConfig, _batch_name, _parts_dir, align_manifest, read_inputs
+
+    manifest, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_manifest(manifest)
+    cfg = AlignConfig(out=str(out), manifest=(str(manifest),), batch_size=2, runner="beam", progress=False)
+    entries, _ = read_inputs(cfg, tmp_path)
+    first = entries[:2]
+    parts = _parts_dir(out)
+    parts.mkdir()
+    made_up = [{"line": {**e["line"], "words": [["made", 0.0, 0.1]]}, "seconds": 1.0} for e in first]
+    (parts / f"{_batch_name(0, first)}.json").write_text(json.dumps(made_up))
+    s = align_manifest(cfg)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in lines] == list(PROMPTS)
+    assert [x["words"] for x in lines[:2]] == [[["made", 0.0, 0.1]]] * 2 and lines[2]["words"][0][0] == "Please"
+    assert s["aligned"] == 3 and not parts.exists()

@@ -318,7 +318,10 @@ def test_runner_beam_without_apache_beam_is_a_one_line_usage_error(tmp_path, mon
     the local runner never imports Beam."""
     import sys
 
+    import spiritlm_jax
+
     monkeypatch.setitem(sys.modules, "spiritlm_jax.beam_runner", None)  # as if apache_beam were missing
+    monkeypatch.delattr(spiritlm_jax, "beam_runner", raising=False)
     out = tmp_path / "out"
     args = ["--text", str(_text(tmp_path)), "--out", str(out), "--runner", "beam", "--no-progress"]
     assert main(args) == 2

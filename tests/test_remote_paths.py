@@ -195,3 +195,33 @@ def test_staged_dir_mirrors_and_uploads_even_after_an_error(bucket, tmp_path, mo
             raise RuntimeError("stopped")
     assert paths.list_files(out) == ["report.json", "scores.jsonl"]
     assert paths.path(f"{out}/scores.jsonl").read_text() == "1\n2\n"
+
+
+def test_align_from_an_s3_manifest_to_an_s3_output_and_resume(tmp_path, bucket, capsys):  # noqa: F811
+    """align reads an s3:// manifest (relative audio beside it, written back as full URLs) and its
+    output and bad_files.jsonl go to the bucket; the words equal a local run's; a rerun aligns nothing."""
+    from spiritlm_jax.align import main as align_main
+    from tests.test_align_cli import DATA, PROMPTS
+
+    lines = [json.dumps({"audio": f"{n}.wav", "text": t, "id": n}) for n, t in PROMPTS.items()]
+    lines.append(json.dumps({"audio": "missing.wav", "text": "hello"}))
+    for n in PROMPTS:
+        paths.upload(DATA / f"{n}.wav", f"{bucket}/in/{n}.wav")
+        shutil.copy(DATA / f"{n}.wav", tmp_path / f"{n}.wav")
+    paths.write_file(f"{bucket}/in/m.jsonl", "\n".join(lines) + "\n")
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    assert (
+        align_main(["--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "a.jsonl"), "--no-progress"]) == 3
+    )
+    out = f"{bucket}/out/aligned.jsonl"
+    assert align_main(["--manifest", f"{bucket}/in/m.jsonl", "--out", out, "--no-progress"]) == 3
+    got = [json.loads(x) for x in paths.path(out).read_text().splitlines()]
+    want = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert [g["audio"] for g in got] == [f"{bucket}/in/{n}.wav" for n in PROMPTS]
+    assert [g["words"] for g in got] == [w["words"] for w in want]
+    bad = [json.loads(x) for x in paths.path(f"{bucket}/out/bad_files.jsonl").read_text().splitlines()]
+    assert [b["path"] for b in bad] == [f"{bucket}/in/missing.wav"]
+    capsys.readouterr()
+    assert align_main(["--manifest", f"{bucket}/in/m.jsonl", "--out", out, "--no-progress"]) == 3
+    assert "0 aligned now" in capsys.readouterr().out
+    assert len(paths.path(out).read_text().splitlines()) == 3

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 from pathlib import Path
+
+from spiritlm_jax import paths
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+    """A text file (gzip by its .gz suffix), local or on a bucket."""
+    raw = paths.path(path).open("rb")
+    return gzip.open(raw, "rt", encoding="utf-8") if str(path).endswith(".gz") else io.TextIOWrapper(raw, "utf-8")
 
 
 def read_lines(path: Path) -> tuple[list[dict], list[dict]]:
@@ -39,10 +44,7 @@ def read_lines(path: Path) -> tuple[list[dict], list[dict]]:
             if not isinstance(e, dict) or not isinstance(e.get("audio"), str) or not e["audio"]:
                 bad.append({"path": where, "reason": "entry is not an object with an 'audio' path", "entry": where})
                 continue
-            audio = Path(e["audio"])
-            entries.append(
-                {"line": e, "audio": str(audio if audio.is_absolute() else path.parent / audio), "where": where}
-            )
+            entries.append({"line": e, "audio": paths.join(paths.path(path).parent, e["audio"]), "where": where})
     return entries, bad
 
 

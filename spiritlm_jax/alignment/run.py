@@ -10,7 +10,8 @@ a line cut by an interruption is dropped first. `overwrite` starts over.
 Bad inputs (not JSON, no audio, no text, unreadable audio, an alignment failure) are reported in
 `bad_files.jsonl` (one {"path", "reason", "entry"} each) and never stop the run.
 Workers (`workers` > 0): spawned processes, each with its own aligner, taking batches of
-`batch_size` recordings; the output does not depend on their number.
+`batch_size` recordings; the output does not depend on their number. `runner: beam` runs the same
+batches on Apache Beam (below; docs/beyond_one_machine.md) with byte-identical output.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from spiritlm_jax import paths
 from spiritlm_jax.alignment import load_aligner
 from spiritlm_jax.alignment.base import AlignmentError, align_many
 from spiritlm_jax.alignment.manifest import read_lines, scan_audio_dir
@@ -67,14 +69,14 @@ class AlignConfig:
 
 
 def _key(audio: str, text) -> str:
-    return json.dumps([str(Path(audio).resolve()), text])
+    return json.dumps([paths.resolved(audio), text])
 
 
 def read_inputs(cfg: AlignConfig, out_dir: Path) -> tuple[list[dict], list[dict]]:
     """(entries {"line", "audio", "where"}, bad) of every input; `line` holds the output fields."""
     entries, bad = [], []
     for m in cfg.manifest:
-        p = Path(m)
+        p = paths.path(m)
         if not p.is_file():
             raise FileNotFoundError(f"manifest {p} does not exist")
         e, b = read_lines(p)
@@ -86,7 +88,9 @@ def read_inputs(cfg: AlignConfig, out_dir: Path) -> tuple[list[dict], list[dict]
         bad += b
     for e in entries:
         a = e["line"]["audio"]
-        if not Path(a).is_absolute():
+        if paths.is_remote(e["audio"]) and not paths.is_remote(a):
+            e["line"]["audio"] = e["audio"]  # relative to a manifest on a bucket: written as its full URL
+        elif not paths.is_remote(a) and not Path(a).is_absolute():
             e["line"]["audio"] = os.path.relpath(Path(e["audio"]).resolve(), out_dir.resolve())
     return entries, bad
 
@@ -103,8 +107,7 @@ def read_done(out: Path) -> set[str]:
     for line in keep.decode("utf-8").splitlines():
         try:
             e = json.loads(line)
-            a = Path(e["audio"])
-            done.add(_key(str(a if a.is_absolute() else out.parent / a), e.get("text")))
+            done.add(_key(paths.join(out.parent, e["audio"]), e.get("text")))
         except (json.JSONDecodeError, KeyError, TypeError):
             continue
     return done
@@ -166,9 +169,26 @@ def align_manifest(cfg: AlignConfig, aligner=None) -> dict:
     "already_done", "bad", "seconds", "audio_seconds", "bad_files"}. `aligner`: an object to use
     instead of cfg.aligner (in-process only). One job per output: a second one on the same --out
     is refused (`locking.DirLocked`) before anything is read or written."""
-    out = Path(cfg.out)
     if cfg.runner == "beam":
         _beam_runner()  # before anything is written
+    if paths.is_remote(cfg.out):  # appended as recordings finish: a local copy, uploaded at the end
+        name = paths.path(cfg.out).name
+        with lock_dir(paths.path(cfg.out).parent, "alignment output", lock_name=f".{name}.lock", shown=cfg.out):
+            local = paths.cache_dir(cfg.out) / name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if paths.path(cfg.out).is_file():
+                local.write_bytes(paths.path(cfg.out).read_bytes())
+            bad = cfg.bad_files or str(paths.path(cfg.out).parent / "bad_files.jsonl")
+            local_bad = local.parent / "bad_files.jsonl"
+            try:
+                s = _align_manifest(dataclasses.replace(cfg, out=str(local), bad_files=str(local_bad)), aligner)
+            finally:
+                if local.is_file():
+                    paths.upload(local, cfg.out)
+                if local_bad.is_file():
+                    paths.upload(local_bad, bad)
+            return {**s, "bad_files": bad}
+    out = Path(cfg.out)
     with lock_dir(out.parent, "alignment output", lock_name=f".{out.name}.lock", shown=out):
         return _align_manifest(cfg, aligner)
 

@@ -26,6 +26,9 @@ whose audio changed (size or modification time) is done again. The output direct
 run (`locking.lock_dir`); a worker that dies is an error naming its unit (`run.PrepareFailed`).
 Workers (`workers` > 0) are spawned processes, each holding its own speech tokenizer; a worker
 quantizes `batch_size` recordings per tokenizer call when the tokenizer has `encode_units_batch`.
+`runner: beam` runs the same units as an Apache Beam pipeline (`spiritlm_jax.beam_runner`; each unit
+then writes `.prepare/done/<unit>.json`), and every input/output path may be gs:// or s3://
+(`spiritlm_jax.paths`): docs/beyond_one_machine.md.
 
 A bad input (missing or unreadable audio, empty or shorter than one 80 ms chunk, malformed entry,
 words that are not [word, start, end] with 0 <= start <= end, starts not in order, or a word past
