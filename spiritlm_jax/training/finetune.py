@@ -63,7 +63,7 @@ class FinetuneConfig:
     out_dir: str = "runs/finetune"  # the run directory (LoRA: adapters + a pointer to base; full: all weights)
     distributed: Literal["auto", "on", "off"] = "auto"  # multi-host set-up (see training/distributed.py)
     progress: bool = True  # progress bar on process 0
-    model: Optional[LlamaConfig] = None  # the LM config, filled in from `base`; set by hand only with compile.topology
+    model: Optional[LlamaConfig] = None  # from `base`; a config may state it (must equal base's; compile-only uses it)
     compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that pod only (needs model.*)
 
     def __post_init__(self):
@@ -119,7 +119,7 @@ def resolve(cfg: FinetuneConfig) -> tuple[FinetuneConfig, Bundle]:
         raise ConfigError(f"base: {e}") from None
     model = bundle.lm_config
     if cfg.model is not None and cfg.model != model:
-        raise ConfigError(f"model: taken from base ({cfg.base}); do not set it")
+        raise ConfigError(f"model: differs from the base's LM config ({cfg.base}); leave it out or make it equal")
     if cfg.lora.enabled and adapter_count(cfg.lora, model) == 0:
         raise ConfigError(
             f"lora.targets: {cfg.lora.targets!r} matches no projection (layers/attn/q|k|v|o, layers/mlp/gate|up|down)"
@@ -268,8 +268,8 @@ def finetune_task(bundle: Optional[Bundle], lora: LoraConfig) -> loop.Task:
 
 def run(cfg: FinetuneConfig) -> dict:
     """Fine-tune according to `cfg` (the base is loaded once); returns the loop's summary. With
-    compile.topology and model.* (no base: no weights are read) it only compiles the step for that pod."""
-    if cfg.compile.topology and not cfg.base:
+    compile.topology and model.* it only compiles the step for that pod (no weights or data are read)."""
+    if cfg.compile.topology:  # the step's shapes come from model.*: neither base nor data is read
         if cfg.model is None:
             raise ConfigError("compile.topology: give model.* (e.g. --config with a model section); no base is read")
         return loop.run(cfg, finetune_task(None, cfg.lora))
