@@ -24,7 +24,7 @@ from spiritlm_jax.model.llama import Llama, init_params
 from spiritlm_jax.model.lora import LoraConfig, adapter_count, combine, lora_model, merge_adapters, split_adapters
 from spiritlm_jax.speech.kmeans import MelUnitTokenizer
 from spiritlm_jax.training.config import TINY_MODEL
-from tests.test_train import ROOT, _env
+from tests.test_train import ROOT, _cli, _env, _losses
 
 CFG = dataclasses.replace(TINY_MODEL, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=96, max_seq_len=128)
 WAV = ROOT / "tests" / "data" / "agent-pass.wav"
@@ -203,23 +203,7 @@ def _base(tmp_path) -> Path:
 
 
 def _finetune(args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "spiritlm_jax.finetune", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _losses(run_dir: Path) -> dict[int, float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["step"]] = rec["loss"]
-    return out
+    return _cli("spiritlm_jax.finetune", args)
 
 
 def _pairs_file(tmp_path) -> Path:

@@ -9,8 +9,6 @@ import dataclasses
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from spiritlm_jax.generate import main as generate_main
 from spiritlm_jax.locking import DirLocked, lock_dir
 from tests.object_stores import bucket, gcs_bucket, gcs_endpoint, s3_endpoint  # noqa: F401 (fixtures)
 from tests.test_prepare import _cfg
-from tests.test_train import ROOT, SMALL, _env, _losses
+from tests.test_train import SMALL, _losses, _losses_in, _train
 
 KINDS = ("speech", "aligned", "text")
 
@@ -119,24 +117,8 @@ def test_bucket_lock_refuses_a_second_job_and_takes_over_a_dead_one(bucket, caps
     assert "was last held by pid 4242" in capsys.readouterr().err
 
 
-def _train(args):
-    return subprocess.Popen(
-        [sys.executable, "-m", "spiritlm_jax.train", *args],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _remote_losses(run: str) -> dict[int, float]:
-    out = {}
-    for line in paths.path(f"{run}/metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "loss" in rec:
-            out[rec["step"]] = rec["loss"]
-    return out
+    return _losses_in(paths.path(f"{run}/metrics.jsonl").read_text())
 
 
 @pytest.mark.slow

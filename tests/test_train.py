@@ -33,9 +33,10 @@ def _env(**extra):
     return env
 
 
-def _train(args, **popen):
+def _cli(module: str, args, **popen):
+    """`python -m <module> args` in a fresh process (one CPU device), output merged into stdout."""
     return subprocess.Popen(
-        [sys.executable, "-m", "spiritlm_jax.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -45,13 +46,21 @@ def _train(args, **popen):
     )
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
+def _train(args, **popen):
+    return _cli("spiritlm_jax.train", args, **popen)
+
+
+def _losses_in(metrics_jsonl: str) -> dict[int, float]:
     out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in metrics_jsonl.splitlines():
         rec = json.loads(line)
         if "loss" in rec:
             out[rec["step"]] = rec["loss"]  # a re-run step overwrites the killed run's record
     return out
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    return _losses_in((run_dir / "metrics.jsonl").read_text())
 
 
 def test_shipped_configs_load():

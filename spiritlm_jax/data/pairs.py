@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from spiritlm_jax.data.batch import LOSS_GROUP_IDS
+from spiritlm_jax.data.batch import LOSS_GROUP_IDS, check_reader_numbers
 from spiritlm_jax.data.sources import ExampleSource, iter_jsonl, shard_files, write_jsonl
 from spiritlm_jax.tokens import (
     Modality,
@@ -65,14 +65,7 @@ class PairDataConfig:
     prefetch: int = 64  # examples read ahead
 
     def __post_init__(self):
-        if self.seq_len < 8:
-            raise ValueError(f"seq_len must be >= 8, got {self.seq_len}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.num_epochs is not None and self.num_epochs < 1:
-            raise ValueError(f"num_epochs must be >= 1 or null (infinite), got {self.num_epochs}")
-        if self.read_threads < 0 or self.prefetch < 1:
-            raise ValueError(f"read_threads must be >= 0 and prefetch >= 1, got {self.read_threads}, {self.prefetch}")
+        check_reader_numbers(self)
 
 
 class BadExample(ValueError):

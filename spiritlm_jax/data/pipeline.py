@@ -42,7 +42,7 @@ import numpy as np
 from spiritlm_jax import paths
 from spiritlm_jax.bundle.text_tokenizer import load_text_tokenizer
 from spiritlm_jax.config import ConfigError
-from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS
+from spiritlm_jax.data.batch import BATCH_KEYS, LOSS_GROUP_IDS, check_reader_numbers
 from spiritlm_jax.data.interleave import Encoded, encode_documents, example_rng, windows
 from spiritlm_jax.data.sources import KINDS, ExampleSource, shard_files
 
@@ -68,18 +68,9 @@ class DataConfig:
     prefetch: int = 64  # examples read ahead
 
     def __post_init__(self):
-        if self.seq_len < 8:
-            raise ValueError(f"seq_len must be >= 8, got {self.seq_len}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_reader_numbers(self)
         if len(self.weights) != 3 or any(not w >= 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError(f"weights must be 3 non-negative numbers (text, speech, aligned), got {self.weights}")
-        if self.num_epochs is not None and self.num_epochs < 1:
-            raise ValueError(f"num_epochs must be >= 1 or null (infinite), got {self.num_epochs}")
-        if self.read_threads < 0:
-            raise ValueError(f"read_threads must be >= 0, got {self.read_threads}")
-        if self.prefetch < 1:
-            raise ValueError(f"prefetch must be >= 1, got {self.prefetch}")
         for name in ("text_span", "speech_span"):
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:

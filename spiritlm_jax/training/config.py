@@ -57,6 +57,22 @@ class CheckpointConfig:
             raise ValueError(f"keep must be >= 1 (checkpoints kept), got {self.keep}")
 
 
+def check_run_numbers(cfg) -> None:
+    """The schedule fields every trainer config shares (steps, log_every, eval_every, eval_batches) and
+    the batch/accumulation split: ValueError naming the key."""
+    if cfg.steps < 1:
+        raise ValueError(f"steps must be >= 1, got {cfg.steps}")
+    if cfg.log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {cfg.log_every}")
+    for name in ("eval_every", "eval_batches"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.data.batch_size % cfg.optim.grad_accum:
+        raise ValueError(
+            f"data.batch_size {cfg.data.batch_size} is not divisible by optim.grad_accum {cfg.optim.grad_accum}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     model: LlamaConfig = TINY_MODEL
@@ -75,16 +91,6 @@ class TrainConfig:
     compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that TPU pod only (--help)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        for name in ("eval_every", "eval_batches"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_run_numbers(self)
         if self.data.seq_len > self.model.max_seq_len:
             raise ValueError(f"data.seq_len {self.data.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
-        if self.data.batch_size % self.optim.grad_accum:
-            raise ValueError(
-                f"data.batch_size {self.data.batch_size} is not divisible by optim.grad_accum {self.optim.grad_accum}"
-            )

@@ -38,7 +38,7 @@ from spiritlm_jax.model.lora import LoraConfig, adapter_count, lora_model, split
 from spiritlm_jax.model.sharding import param_shardings
 from spiritlm_jax.run_guard import RunDirPolicy
 from spiritlm_jax.training import loop
-from spiritlm_jax.training.config import CheckpointConfig, MeshConfig
+from spiritlm_jax.training.config import CheckpointConfig, MeshConfig, check_run_numbers
 from spiritlm_jax.training.optim import OptimConfig
 from spiritlm_jax.training.run_dir import RUN_POLICY
 from spiritlm_jax.training.step import model_params
@@ -67,38 +67,15 @@ class FinetuneConfig:
     compile: CompileConfig = CompileConfig()  # compile.topology set: compile the step for that pod only (needs model.*)
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        for name in ("eval_every", "eval_batches"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.data.batch_size % self.optim.grad_accum:
-            raise ValueError(
-                f"data.batch_size {self.data.batch_size} is not divisible by optim.grad_accum {self.optim.grad_accum}"
-            )
+        check_run_numbers(self)
 
 
 # The fine-tuner's files in a run directory (see training/run_dir.py RUN_POLICY).
 FINETUNE_POLICY = RunDirPolicy(
     tool_files=RUN_POLICY.tool_files + (DATA_DIR,),
     shape_keys=RUN_POLICY.shape_keys + ("lora.rank", "lora.targets"),
-    free_keys=(
-        "log_every",
-        "eval_every",
-        "eval_batches",
-        "out_dir",
-        "distributed",
-        "progress",
-        "checkpoint",
-        "mesh",
-        "model.attention",
-        "model.remat",
-        "model.scan_unroll",
-        "data.read_threads",
-        "data.prefetch",
-    ),
+    # the trainer's free keys but `init` (a fine-tuning run starts from `base`, which must not change)
+    free_keys=tuple(k for k in RUN_POLICY.free_keys if k != "init"),
     checkpoints=CHECKPOINTS_DIR,
 )
 
