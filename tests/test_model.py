@@ -150,20 +150,60 @@ def test_attention_mask_semantics():
     np.testing.assert_array_equal(m, expected)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_proj"])
-def test_remat_policies_same_loss_and_grads(gqa, policy):
+REMAT_POLICIES = [
+    "full",
+    "minimal",
+    "save_qkv_proj",
+    "save_dot_except_mlp",
+    "minimal_offloaded",
+    "dots",
+    "dots_no_batch",
+    "save_proj",
+]
+
+
+def _remat_loss(p, c):
+    tokens = _tokens(2, 8, c.vocab_size)
+    logits = Llama(c).apply({"params": p}, tokens)
+    return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
+
+
+@pytest.fixture(scope="module")
+def no_remat_loss_and_grads(gqa):
     cfg, params = gqa
-    tokens = _tokens(2, 8, cfg.vocab_size)
+    return jax.jit(jax.value_and_grad(_remat_loss), static_argnums=1)(params, cfg)
 
-    def loss(p, c):
-        logits = Llama(c).apply({"params": p}, tokens)
-        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, tokens[..., None], -1)[..., 0])
 
-    l0, g0 = jax.value_and_grad(loss)(params, cfg)
-    l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg.replace(remat=policy))
+@pytest.mark.parametrize("policy", REMAT_POLICIES)
+def test_remat_policies_same_loss_and_grads(gqa, no_remat_loss_and_grads, policy):
+    cfg, params = gqa
+    l0, g0 = no_remat_loss_and_grads
+    l1, g1 = jax.jit(jax.value_and_grad(_remat_loss), static_argnums=1)(params, cfg.replace(remat=policy))
     np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# Per policy: how many [L, B, T, ...] activations the layer scan keeps for the backward pass (layer
+# input; + q, k, v; + attention output projection; + MLP gate and up: the MLP down projection's output is
+# allowed but never needed by the backward pass), and how many of them sit in host memory.
+SAVED_PER_LAYER = {
+    "full": (1, 0),
+    "save_qkv_proj": (4, 0),
+    "save_dot_except_mlp": (5, 0),
+    "minimal": (7, 0),
+    "minimal_offloaded": (7, 6),
+}
+
+
+@pytest.mark.parametrize("policy", SAVED_PER_LAYER)
+def test_remat_policies_save_what_their_names_say(gqa, policy, capsys):
+    cfg, params = gqa
+    tokens = _tokens(2, 8, cfg.vocab_size)
+    model = Llama(cfg.replace(remat=policy))
+    jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, tokens).sum(), params)
+    stacked = [line for line in capsys.readouterr().out.splitlines() if f"[{cfg.n_layers},2,8," in line]
+    assert (len(stacked), sum("<host>" in line for line in stacked)) == SAVED_PER_LAYER[policy], stacked
 
 
 def test_bf16_compute_close_to_fp32(gqa):

@@ -121,7 +121,9 @@ def _splash_kernel(n_heads: int, t: int, blocks: SplashBlocks, interpret: bool):
         block_q_dq=blocks.q_bwd,
         block_kv_dq=blocks.kv_bwd,
     )
-    return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret)
+    return sa.make_splash_mha(
+        mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, residual_checkpoint_name="context", interpret=interpret
+    )
 
 
 def _splash_local(q_bnth, k_bkth, v_bkth, seg_bt, blocks: SplashBlocks, interpret: bool):

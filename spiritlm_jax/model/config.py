@@ -13,7 +13,17 @@ SPLASH_BLOCK_KEYS = (
     "splash_block_q_bwd",
     "splash_block_kv_bwd",
 )
-RematPolicy = Literal["none", "full", "dots", "dots_no_batch", "save_proj"]
+RematPolicy = Literal[
+    "none",
+    "full",
+    "minimal",
+    "save_qkv_proj",
+    "save_dot_except_mlp",
+    "minimal_offloaded",
+    "dots",  # older names, kept: every matmul's output (attention scores too)
+    "dots_no_batch",  # matmuls without batch dimensions (jax's checkpoint_dots_with_no_batch_dims)
+    "save_proj",  # the same jax policy as dots_no_batch
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +54,7 @@ class LlamaConfig:
     splash_block_kv_compute: int = 512  # forward key/value compute block (divides splash_block_kv)
     splash_block_q_bwd: int = 512  # backward (dq and dkv kernels) query block
     splash_block_kv_bwd: int = 512  # backward key/value block
-    remat: RematPolicy = "none"
+    remat: RematPolicy = "none"  # what a layer keeps for the backward pass: full (nothing) .. none (everything)
     loss_chunk: int = 0  # training loss: LM head + cross-entropy over this many positions at a time (0: all at once)
     scan_unroll: int = 1
 

@@ -27,6 +27,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from spiritlm_jax.model.attention import SplashBlocks, attention
 from spiritlm_jax.model.config import LlamaConfig
@@ -73,6 +74,24 @@ class RMSNorm(nn.Module):
         x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
         # transformers multiplies in the input dtype after casting back; do the same.
         return scale_d.astype(self.dtype) * x.astype(self.dtype)
+
+
+# checkpoint_name of each projection's output, by module name (what the remat policies save; the
+# splash kernel names its residuals "context").
+CHECKPOINT_NAMES = {
+    "q": "query_proj",
+    "k": "key_proj",
+    "v": "value_proj",
+    "o": "out_proj",
+    "gate": "mlp_gate",
+    "up": "mlp_up",
+    "down": "mlp_down",
+}
+
+
+def _tagged(module_name: Optional[str], x: Array) -> Array:
+    name = CHECKPOINT_NAMES.get(module_name or "")
+    return x if name is None else checkpoint_name(x, name)
 
 
 def _dense_init(cfg: LlamaConfig, axes: tuple[str, ...]):
@@ -143,7 +162,7 @@ class Proj(nn.Module):
             (cfg.d_model, self.heads, cfg.dim_per_head),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("btd,dnh->btnh", x_btd, w.astype(_dtype(cfg.dtype))))
 
 
 class OutProj(nn.Module):
@@ -160,7 +179,7 @@ class OutProj(nn.Module):
             (cfg.n_heads, cfg.dim_per_head, cfg.d_model),
             _dtype(cfg.param_dtype),
         )
-        return jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("btnh,nhd->btd", x_btnh, w.astype(_dtype(cfg.dtype))))
 
 
 class Dense(nn.Module):
@@ -175,7 +194,7 @@ class Dense(nn.Module):
         w = self.param(
             "kernel", _dense_init(self.cfg, self.axes), (x.shape[-1], self.features), _dtype(self.cfg.param_dtype)
         )
-        return jnp.einsum("...i,io->...o", x, w.astype(_dtype(self.cfg.dtype)))
+        return _tagged(self.name, jnp.einsum("...i,io->...o", x, w.astype(_dtype(self.cfg.dtype))))
 
 
 class MLP(nn.Module):
@@ -211,8 +230,26 @@ class DecoderLayer(nn.Module):
         return x_btd, new_layer_cache
 
 
+ATTN_PROJ_NAMES = ("query_proj", "key_proj", "value_proj")
+LAYER_SAVE_NAMES = {
+    "save_qkv_proj": ATTN_PROJ_NAMES,
+    "save_dot_except_mlp": (*ATTN_PROJ_NAMES, "out_proj"),
+    "minimal": (*ATTN_PROJ_NAMES, "out_proj", "mlp_gate", "mlp_up", "mlp_down"),
+}
+
+
 def _remat_policy(name: str):
+    """jax checkpoint policy of a `remat:` name (docs/model.md); "none" never gets here."""
     cp = jax.checkpoint_policies
+    if name in LAYER_SAVE_NAMES:
+        return cp.save_only_these_names(*LAYER_SAVE_NAMES[name])
+    if name == "minimal_offloaded":
+        return cp.save_and_offload_only_these_names(
+            names_which_can_be_saved=[],
+            names_which_can_be_offloaded=list(LAYER_SAVE_NAMES["minimal"]),
+            offload_src="device",
+            offload_dst="pinned_host",
+        )
     return {
         "full": cp.nothing_saveable,
         "dots": cp.checkpoint_dots,
