@@ -72,6 +72,7 @@ def test_two_slices_put_dcn_on_the_data_axis():
         assert {d.slice_index for d in mesh.devices[i].flat} == {i}
 
 
+@pytest.mark.slow  # ~25 s of CPU: the GAN step is the slowest to compile, even this small
 @needs_libtpu
 def test_vocoder_compiles_for_v5e_2x2(tmp_path, capsys):
     report = tmp_path / "r.json"
