@@ -192,7 +192,7 @@ def encode_pairs(path: str | Path, tok, cache: UnitCache, seq_len: int) -> Encod
     path = Path(path)
     records, bad = [], []
     try:
-        lines = list(_lines(path))
+        lines = list(iter_jsonl(path, "file", report_bad=True))  # a bad line is reported, not fatal
     except FileNotFoundError as e:
         raise FileNotFoundError(str(e)) from None
     for where, obj in lines:
@@ -209,24 +209,6 @@ def encode_pairs(path: str | Path, tok, cache: UnitCache, seq_len: int) -> Encod
             continue
         records.append({"tokens": ids, "n_prompt": n_prompt, "group": loss_group(out), "where": where})
     return EncodedPairs(records, bad)
-
-
-def _lines(path: Path):
-    """(where, object or error string) of each non-empty line: a line that is not a JSON object is
-    reported, not fatal."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield where, f"not valid JSON ({e.msg})"
-                continue
-            yield where, obj if isinstance(obj, dict) else "not a JSON object"
 
 
 def write_bad_report(path: Path, bad: Iterable[dict]) -> int:

@@ -62,9 +62,10 @@ def write_array_record(path: str | Path, examples: Iterable[dict]) -> int:
     return n
 
 
-def iter_jsonl(path, what: str = "file"):
+def iter_jsonl(path, what: str = "file", report_bad: bool = False):
     """(where, object) for each non-empty line of a JSONL(.gz) file; `where` is "path:line" for error
-    messages. A missing file, a line that is not JSON or not an object is an error naming it."""
+    messages. A missing file is an error naming it; so is a line that is not JSON or not an object,
+    unless `report_bad`: then that line yields (where, reason string) and reading goes on."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path} does not exist")
@@ -76,10 +77,14 @@ def iter_jsonl(path, what: str = "file"):
             where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+                if not isinstance(obj, dict):
+                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            except (json.JSONDecodeError, ValueError) as e:
+                reason = f"not valid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+                if not report_bad:
+                    raise ValueError(f"{where}: {reason}") from None
+                yield where, reason
+                continue
             yield where, obj
 
 
