@@ -1,5 +1,6 @@
 """The interleaving ablation's corpus builder: stories are deterministic, cloze items are fair
-(other topic, same character), and a tiny build is byte-identical when repeated."""
+(other topic, same character), a tiny build is byte-identical when repeated, and the report's
+bootstrap draws seeds and items (pooled accuracy, paired differences)."""
 
 import hashlib
 import shutil
@@ -58,3 +59,38 @@ def test_tiny_build_is_reproducible(tmp_path):
     assert a["counts"]["aligned"]["train"] + a["counts"]["aligned"]["eval"] == 2
     # a finished build is not redone; its record is returned
     assert build_corpus(tmp_path / "a", cfg, progress=False) == a
+
+
+def _correct(values):
+    return {f"item{i}": int(v) for i, v in enumerate(values)}
+
+
+def test_pooled_interval_spans_seeds_and_items():
+    from benchmarks.interleaving_ablation.__main__ import pooled
+
+    # seeds that agree item by item: the interval comes from items only
+    same = pooled([_correct([1, 0] * 100)] * 3)
+    assert same["accuracy"] == 50.0 and same["seeds"] == 3 and same["n"] == 200
+    assert same["ci_low"] < 50.0 < same["ci_high"]
+    # same mean, but the seeds disagree (40 % vs 60 %): drawing seeds must widen the interval
+    spread = pooled([_correct([1] * 80 + [0] * 120), _correct([1] * 120 + [0] * 80)] * 2)
+    assert spread["accuracy"] == 50.0 and spread["per_seed_accuracy"] == [40.0, 60.0, 40.0, 60.0]
+    assert spread["ci_high"] - spread["ci_low"] > same["ci_high"] - same["ci_low"] + 2.0
+    # a constant result has no spread
+    assert pooled([_correct([1] * 50)] * 2)["ci_low"] == 100.0
+
+
+def test_paired_difference_pairs_items_and_seeds():
+    from benchmarks.interleaving_ablation.__main__ import paired_difference
+
+    a = [_correct([1] * 150 + [0] * 50)] * 3  # 75 %
+    b = [_correct([1] * 100 + [0] * 100)] * 3  # 50 %, and a is right wherever b is
+    d = paired_difference(a, b)
+    assert d["difference"] == 25.0 and d["per_seed_difference"] == [25.0] * 3
+    assert 15.0 < d["ci_low"] < 25.0 < d["ci_high"] < 35.0
+    # identical runs differ by exactly nothing, whatever the items say
+    z = paired_difference(a, a)
+    assert (z["difference"], z["ci_low"], z["ci_high"]) == (0.0, 0.0, 0.0)
+    # only items scored for every run and seed count
+    short = [_correct([1] * 100)] * 3
+    assert paired_difference(short, b)["n"] == 100

@@ -1,6 +1,7 @@
 """The interleaving ablation, end to end: corpus, three training runs, evaluation, report.
 
     python -m benchmarks.interleaving_ablation [--work runs/ablation] [--seeds 0 1 2] [--steps N] [--stage all]
+        [--variants none pairs interleaved]
 
 Stages (each resumes: a finished stage is skipped, an interrupted run continues from its checkpoint,
 scored items are cached):
@@ -11,8 +12,9 @@ scored items are cached):
    sets the initialisation, the data order and the interleaving/pairing draws.
 3. eval: `python -m spiritlm_jax.evaluate likelihood --storycloze-dir <work>/corpus/cloze` in T, S,
    T2S and S2T for each run.
-4. report: docs/experiments/interleaving_ablation.{json,png}: per seed, and the mean over seeds with a
-   95 % interval from a bootstrap over seeds and items.
+4. report: docs/experiments/interleaving_ablation.{json,png}: per seed, the mean over seeds with a 95 %
+   interval from a bootstrap over seeds and items, and interleaved/pairs minus none paired by seed and item.
+   It covers the runs scored so far (`--stage report` writes it alone; `--variants` trains a subset).
 
 The protocol (sizes, model, steps) is fixed in RUN and CorpusConfig below and in
 docs/experiments/interleaving_ablation.md; it is not tuned on the results.
@@ -93,11 +95,11 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return s.is_file() and json.loads(s.read_text()).get("steps") == steps and (run_dir / "seconds.json").is_file()
 
 
-def train_runs(work: Path, seed: int, steps: int) -> dict:
+def train_runs(work: Path, seed: int, steps: int, names=tuple(VARIANTS)) -> dict:
     import yaml
 
     seconds = {}
-    for name in VARIANTS:
+    for name in names:
         cfg = run_config(work, name, seed, steps)
         run_dir = Path(cfg["out_dir"])
         if not _finished(run_dir, steps):
@@ -115,9 +117,9 @@ def train_runs(work: Path, seed: int, steps: int) -> dict:
     return seconds
 
 
-def evaluate_runs(work: Path, seed: int) -> dict:
+def evaluate_runs(work: Path, seed: int, names=tuple(VARIANTS)) -> dict:
     results = {}
-    for name in VARIANTS:
+    for name in names:
         out = seed_dir(work, seed) / "eval" / name
         report = out / "report.json"
         if not report.is_file():
@@ -159,53 +161,157 @@ def item_correct(work: Path, seed: int, name: str, setting: str) -> dict[str, in
     return out
 
 
-def pooled(correct_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0) -> dict:
-    """Mean accuracy (%) over seeds, and a 95 % interval from a two-level bootstrap: seeds drawn with
-    replacement, then items drawn with replacement (the same items for every seed: one eval set)."""
-    ids = sorted(set.intersection(*(set(c) for c in correct_by_seed)))
-    m = np.asarray([[c[i] for i in ids] for c in correct_by_seed], np.float64)  # [seeds, items]
+def _matrix(correct_by_seed: list[dict[str, int]], ids: list[str]) -> np.ndarray:
+    return np.asarray([[c[i] for i in ids] for c in correct_by_seed], np.float64)  # [seeds, items]
+
+
+def _two_level_bootstrap(m_si: np.ndarray, n_boot: int = 2000, rng_seed: int = 0) -> tuple[float, float]:
+    """95 % interval of the mean of m[seeds, items]: seeds drawn with replacement, then items drawn with
+    replacement (the same items for every seed: one eval set)."""
     rng = np.random.default_rng(rng_seed)
-    s_idx = rng.integers(0, m.shape[0], (n_boot, m.shape[0]))
-    i_idx = rng.integers(0, m.shape[1], (n_boot, m.shape[1]))
-    boots = np.asarray([m[s_idx[b]][:, i_idx[b]].mean() for b in range(n_boot)])
+    s_idx = rng.integers(0, m_si.shape[0], (n_boot, m_si.shape[0]))
+    i_idx = rng.integers(0, m_si.shape[1], (n_boot, m_si.shape[1]))
+    boots = np.asarray([m_si[s_idx[b]][:, i_idx[b]].mean() for b in range(n_boot)])
     lo, hi = np.percentile(boots, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def pooled(correct_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0) -> dict:
+    """Mean accuracy (%) over seeds, with a 95 % interval from a two-level bootstrap over seeds and items."""
+    ids = sorted(set.intersection(*(set(c) for c in correct_by_seed)))
+    m = _matrix(correct_by_seed, ids)
+    lo, hi = _two_level_bootstrap(m, n_boot, rng_seed)
     return {
         "accuracy": round(100 * float(m.mean()), 1),
-        "ci_low": round(100 * float(lo), 1),
-        "ci_high": round(100 * float(hi), 1),
+        "ci_low": round(100 * lo, 1),
+        "ci_high": round(100 * hi, 1),
         "n": len(ids),
         "seeds": m.shape[0],
         "per_seed_accuracy": [round(100 * float(x), 1) for x in m.mean(1)],
     }
 
 
-def write_report(work: Path, seeds: list[int], seconds: dict, steps: int, docs: Path = DOCS) -> dict:
-    """docs/experiments/interleaving_ablation.json: `runs` is the mean over seeds (interval over seeds and
-    items), `per_seed` holds each seed's runs in the same shape as a one-seed report."""
+def paired_difference(
+    a_by_seed: list[dict[str, int]], b_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0
+) -> dict:
+    """Accuracy of run a minus run b (points), paired by seed and item, with the same two-level bootstrap:
+    the interval says whether a beats b on this eval set across training seeds."""
+    ids = sorted(set.intersection(*(set(c) for c in a_by_seed + b_by_seed)))
+    d = _matrix(a_by_seed, ids) - _matrix(b_by_seed, ids)
+    lo, hi = _two_level_bootstrap(d, n_boot, rng_seed)
+    return {
+        "difference": round(100 * float(d.mean()), 1),
+        "ci_low": round(100 * lo, 1),
+        "ci_high": round(100 * hi, 1),
+        "n": len(ids),
+        "seeds": d.shape[0],
+        "per_seed_difference": [round(100 * float(x), 1) for x in d.mean(1)],
+    }
+
+
+def evaluated(work: Path, seeds: list[int]) -> dict[int, list[str]]:
+    """Per seed, the runs that have an eval report (a seed may hold fewer runs than another)."""
+
+    def scored(seed: int, name: str) -> bool:
+        return (seed_dir(work, seed) / "eval" / name / "report.json").is_file()
+
+    have = {seed: [n for n in VARIANTS if scored(seed, n)] for seed in seeds}
+    return {seed: names for seed, names in have.items() if names}
+
+
+def _seconds(work: Path, seed: int, name: str) -> float | None:
+    path = seed_dir(work, seed) / "runs" / name / "seconds.json"
+    return round(json.loads(path.read_text())["seconds"], 1) if path.is_file() else None
+
+
+def write_report(work: Path, seeds: list[int], steps: int, docs: Path = DOCS) -> dict:
+    """docs/experiments/interleaving_ablation.json from the evaluated runs of `seeds`: `runs` is the mean
+    over the seeds that hold the run (interval over seeds and items), `per_seed` holds each seed's runs in
+    the same shape as a one-seed report, `differences` pairs interleaved and pairs against none by seed and
+    item (over the seeds that hold both)."""
+    have = evaluated(work, seeds)
+    if not have:
+        raise SystemExit(f"no evaluated runs under {work} for seeds {seeds}: run the runs and eval stages first")
     tokens = steps * RUN["data"]["batch_size"] * RUN["data"]["seq_len"]
     per_seed = {}
-    for seed in seeds:
-        reports = {
-            name: json.loads((seed_dir(work, seed) / "eval" / name / "report.json").read_text()) for name in VARIANTS
-        }
-        per_seed[str(seed)] = {"runs": {name: {s: _row(rep, s) for s in SETTINGS} for name, rep in reports.items()}}
-    runs = {
-        name: {s: pooled([item_correct(work, seed, name, s) for seed in seeds]) for s in SETTINGS} for name in VARIANTS
+    for seed, names in have.items():
+        reports = {n: json.loads((seed_dir(work, seed) / "eval" / n / "report.json").read_text()) for n in names}
+        per_seed[str(seed)] = {"runs": {n: {s: _row(rep, s) for s in SETTINGS} for n, rep in reports.items()}}
+    seeds_of = {n: [seed for seed, names in have.items() if n in names] for n in VARIANTS}
+    correct = {
+        n: {s: {seed: item_correct(work, seed, n, s) for seed in seeds_of[n]} for s in SETTINGS}
+        for n in VARIANTS
+        if seeds_of[n]
     }
+    runs = {
+        n: {s: pooled(list(c[s].values())) | {"seed_list": seeds_of[n]} for s in SETTINGS} for n, c in correct.items()
+    }
+    differences = {}
+    for a in ("interleaved", "pairs"):
+        both = [seed for seed in seeds_of[a] if seed in seeds_of["none"]]
+        if both:
+            differences[f"{a}_minus_none"] = {
+                s: paired_difference([correct[a][s][k] for k in both], [correct["none"][s][k] for k in both])
+                | {"seed_list": both}
+                for s in SETTINGS
+            }
     out = {
         "runs": runs,
         "per_seed": per_seed,
-        "seeds": list(seeds),
+        "differences": differences,
+        "seeds": sorted(have),
         "corpus_seed": 0,
         "tokens_per_run": tokens,
-        "seconds_per_run": {str(k): {n: round(v, 1) for n, v in d.items()} for k, d in seconds.items()},
-        "held_out_loss": {str(seed): final_eval_losses(work, seed) for seed in seeds},
+        "seconds_per_run": {str(seed): {n: _seconds(work, seed, n) for n in names} for seed, names in have.items()},
+        "held_out_loss": {str(seed): final_eval_losses(work, seed, names) for seed, names in have.items()},
         "paper": PAPER,
     }
     docs.mkdir(parents=True, exist_ok=True)
     (docs / "interleaving_ablation.json").write_text(json.dumps(out, indent=2) + "\n")
-    loss_curves(work, seeds, docs / "interleaving_ablation_loss.png")
+    loss_curves(work, have, docs / "interleaving_ablation_loss.png")
     return out
+
+
+def _cell(r: dict, key: str = "accuracy") -> str:
+    return f"{r[key]:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+
+
+def markdown(out: dict) -> str:
+    """The report's tables as markdown (pooled, differences, per seed, held-out loss), for the doc."""
+    names = {"T2S": "T→S", "S2T": "S→T"}
+    head = "| run | " + " | ".join(names.get(s, s) for s in SETTINGS) + " |\n|---|" + "---|" * len(SETTINGS)
+    lines = [
+        "Mean over seeds (95 % interval, two-level bootstrap over seeds and items; paper Table 6 in brackets):",
+        "",
+    ]
+    lines.append(head)
+    for n, r in out["runs"].items():
+        seeds = ",".join(map(str, r["T"]["seed_list"]))
+        cells = [f"{_cell(r[s])} ({PAPER[n][s]})" for s in SETTINGS]
+        lines.append(f"| {n} (seeds {seeds}) | " + " | ".join(cells) + " |")
+    lines += ["", "Paired differences in points (same seeds and items; 95 % interval):", "", head]
+    for k, r in out["differences"].items():
+        seeds = ",".join(map(str, r["T"]["seed_list"]))
+        lines.append(
+            f"| {k.replace('_', ' ')} (seeds {seeds}) | "
+            + " | ".join(_cell(r[s], "difference") for s in SETTINGS)
+            + " |"
+        )
+    cols = " | ".join(names.get(s, s) for s in SETTINGS)
+    lines += ["", "Per seed (95 % interval over items):", "", f"| seed | run | {cols} |", "|---|---|" + "---|" * len(SETTINGS)]
+    for seed, d in out["per_seed"].items():
+        for n, r in d["runs"].items():
+            lines.append(f"| {seed} | {n} | " + " | ".join(_cell(r[s]) for s in SETTINGS) + " |")
+    groups = " | ".join(LOSS_GROUPS)
+    lines += ["", "Held-out loss at the last evaluation (nats/token) and wall time:", ""]
+    lines += [f"| seed | run | {groups} | seconds |", "|---|---|" + "---|" * (len(LOSS_GROUPS) + 1)]
+    for seed, d in out["held_out_loss"].items():
+        for n, g in d.items():
+            secs = out["seconds_per_run"][seed].get(n)
+            lines.append(
+                f"| {seed} | {n} | " + " | ".join(f"{g.get(x, float('nan')):.3f}" for x in LOSS_GROUPS) + f" | {secs} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 LOSS_GROUPS = ("text", "speech", "interleaved")  # the trainer's loss groups (metrics loss_<group>)
@@ -216,17 +322,17 @@ def _metrics(work: Path, seed: int, name: str) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln]
 
 
-def final_eval_losses(work: Path, seed: int) -> dict:
+def final_eval_losses(work: Path, seed: int, names=tuple(VARIANTS)) -> dict:
     """Held-out loss per group at the last evaluation of each run (nats/token)."""
     out = {}
-    for name in VARIANTS:
+    for name in names:
         evals = [r for r in _metrics(work, seed, name) if "eval_loss" in r]
         last = evals[-1] if evals else {}
         out[name] = {g: round(last[f"eval_loss_{g}"], 4) for g in LOSS_GROUPS if f"eval_loss_{g}" in last}
     return out
 
 
-def loss_curves(work: Path, seeds: list[int], png: Path) -> None:
+def loss_curves(work: Path, have: dict[int, list[str]], png: Path) -> None:
     """Training (top) and held-out (bottom) loss per loss group; one line per run and seed."""
     import matplotlib
 
@@ -236,7 +342,7 @@ def loss_curves(work: Path, seeds: list[int], png: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.4), sharey="row")
     colors = dict(zip(VARIANTS, ("tab:blue", "tab:orange", "tab:green")))
     for name in VARIANTS:
-        for k, seed in enumerate(seeds):
+        for k, seed in enumerate(s for s in have if name in have[s]):
             recs = _metrics(work, seed, name)
             for row, prefix in enumerate(("loss_", "eval_loss_")):
                 for ax, g in zip(axes[row], LOSS_GROUPS):
@@ -260,23 +366,32 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/ablation", help="working directory (corpus, seed<N>/runs, seed<N>/eval)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    ap.add_argument(
+        "--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS), help="runs to train and score"
+    )
     ap.add_argument("--steps", type=int, default=RUN["steps"])
-    ap.add_argument("--stage", choices=("corpus", "runs", "eval", "all"), default="all")
+    ap.add_argument(
+        "--stage",
+        choices=("corpus", "runs", "eval", "report", "all"),
+        default="all",
+        help="report: only write the report from the runs already scored",
+    )
     args = ap.parse_args(argv)
     work = Path(args.work)
-    summary = build_corpus(work / "corpus", CorpusConfig(seed=0))
-    _log(f"corpus: {json.dumps(summary['counts'])}, hours of audio {json.dumps(summary['hours'])}")
-    if args.stage == "corpus":
-        return 0
-    seconds = {}
-    for seed in args.seeds:  # seed by seed: each seed's runs and eval finish before the next starts
-        seconds[seed] = train_runs(work, seed, args.steps)
-        if args.stage != "runs":
-            evaluate_runs(work, seed)
-    if args.stage != "all":
-        return 0
-    out = write_report(work, args.seeds, seconds, args.steps)
-    print(json.dumps(out["runs"], indent=2))
+    names = [n for n in VARIANTS if n in args.variants]
+    if args.stage != "report":
+        summary = build_corpus(work / "corpus", CorpusConfig(seed=0))
+        _log(f"corpus: {json.dumps(summary['counts'])}, hours of audio {json.dumps(summary['hours'])}")
+        if args.stage == "corpus":
+            return 0
+        for seed in args.seeds:  # seed by seed: each seed's runs and eval finish before the next starts
+            train_runs(work, seed, args.steps, names)
+            if args.stage != "runs":
+                evaluate_runs(work, seed, names)
+        if args.stage != "all":
+            return 0
+    out = write_report(work, args.seeds, args.steps)
+    print(markdown(out))
     return 0
 
 
