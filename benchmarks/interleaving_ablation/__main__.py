@@ -141,9 +141,11 @@ def evaluate_runs(work: Path, seed: int, names=tuple(VARIANTS)) -> dict:
 
 
 def _row(report: dict, setting: str) -> dict:
+    """One run's length-normalised accuracy in % (as `pooled`), 95 % bootstrap interval over items."""
     r = report["settings"][setting]
     lo, hi = r["accuracy_normalized_ci95"]
-    return {"accuracy": r["accuracy_normalized"], "ci_low": lo, "ci_high": hi, "n": r["n"]}
+    pct = lambda x: round(100 * float(x), 1)  # noqa: E731
+    return {"accuracy": pct(r["accuracy_normalized"]), "ci_low": pct(lo), "ci_high": pct(hi), "n": r["n"]}
 
 
 def item_correct(work: Path, seed: int, name: str, setting: str) -> dict[str, int]:
@@ -298,7 +300,8 @@ def markdown(out: dict) -> str:
             + " |"
         )
     cols = " | ".join(names.get(s, s) for s in SETTINGS)
-    lines += ["", "Per seed (95 % interval over items):", "", f"| seed | run | {cols} |", "|---|---|" + "---|" * len(SETTINGS)]
+    lines += ["", "Per seed (95 % interval over items):", ""]
+    lines += [f"| seed | run | {cols} |", "|---|---|" + "---|" * len(SETTINGS)]
     for seed, d in out["per_seed"].items():
         for n, r in d["runs"].items():
             lines.append(f"| {seed} | {n} | " + " | ".join(_cell(r[s]) for s in SETTINGS) + " |")
