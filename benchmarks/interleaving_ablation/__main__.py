@@ -167,48 +167,36 @@ def _matrix(correct_by_seed: list[dict[str, int]], ids: list[str]) -> np.ndarray
     return np.asarray([[c[i] for i in ids] for c in correct_by_seed], np.float64)  # [seeds, items]
 
 
-def _two_level_bootstrap(m_si: np.ndarray, n_boot: int = 2000, rng_seed: int = 0) -> tuple[float, float]:
-    """95 % interval of the mean of m[seeds, items]: seeds drawn with replacement, then items drawn with
-    replacement (the same items for every seed: one eval set)."""
+def _bootstrapped(m_si: np.ndarray, key: str, n_boot: int = 2000, rng_seed: int = 0) -> dict:
+    """Mean of m[seeds, items] in %, with a 95 % interval from a two-level bootstrap: seeds drawn with
+    replacement, then items drawn with replacement (the same items for every seed: one eval set)."""
     rng = np.random.default_rng(rng_seed)
     s_idx = rng.integers(0, m_si.shape[0], (n_boot, m_si.shape[0]))
     i_idx = rng.integers(0, m_si.shape[1], (n_boot, m_si.shape[1]))
     boots = np.asarray([m_si[s_idx[b]][:, i_idx[b]].mean() for b in range(n_boot)])
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def pooled(correct_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0) -> dict:
-    """Mean accuracy (%) over seeds, with a 95 % interval from a two-level bootstrap over seeds and items."""
-    ids = sorted(set.intersection(*(set(c) for c in correct_by_seed)))
-    m = _matrix(correct_by_seed, ids)
-    lo, hi = _two_level_bootstrap(m, n_boot, rng_seed)
+    pct = lambda x: round(100 * float(x), 1)  # noqa: E731
     return {
-        "accuracy": round(100 * float(m.mean()), 1),
-        "ci_low": round(100 * lo, 1),
-        "ci_high": round(100 * hi, 1),
-        "n": len(ids),
-        "seeds": m.shape[0],
-        "per_seed_accuracy": [round(100 * float(x), 1) for x in m.mean(1)],
+        key: pct(m_si.mean()),
+        "ci_low": pct(lo),
+        "ci_high": pct(hi),
+        "n": m_si.shape[1],
+        "seeds": m_si.shape[0],
+        f"per_seed_{key}": [pct(x) for x in m_si.mean(1)],
     }
 
 
-def paired_difference(
-    a_by_seed: list[dict[str, int]], b_by_seed: list[dict[str, int]], n_boot: int = 2000, rng_seed: int = 0
-) -> dict:
+def pooled(correct_by_seed: list[dict[str, int]]) -> dict:
+    """Mean accuracy (%) over seeds, with a 95 % interval from a two-level bootstrap over seeds and items."""
+    ids = sorted(set.intersection(*(set(c) for c in correct_by_seed)))
+    return _bootstrapped(_matrix(correct_by_seed, ids), "accuracy")
+
+
+def paired_difference(a_by_seed: list[dict[str, int]], b_by_seed: list[dict[str, int]]) -> dict:
     """Accuracy of run a minus run b (points), paired by seed and item, with the same two-level bootstrap:
     the interval says whether a beats b on this eval set across training seeds."""
     ids = sorted(set.intersection(*(set(c) for c in a_by_seed + b_by_seed)))
-    d = _matrix(a_by_seed, ids) - _matrix(b_by_seed, ids)
-    lo, hi = _two_level_bootstrap(d, n_boot, rng_seed)
-    return {
-        "difference": round(100 * float(d.mean()), 1),
-        "ci_low": round(100 * lo, 1),
-        "ci_high": round(100 * hi, 1),
-        "n": len(ids),
-        "seeds": d.shape[0],
-        "per_seed_difference": [round(100 * float(x), 1) for x in d.mean(1)],
-    }
+    return _bootstrapped(_matrix(a_by_seed, ids) - _matrix(b_by_seed, ids), "difference")
 
 
 def evaluated(work: Path, seeds: list[int]) -> dict[int, list[str]]:
