@@ -23,6 +23,7 @@ docs/experiments/interleaving_ablation.md; it is not tuned on the results.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -95,10 +96,10 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return s.is_file() and json.loads(s.read_text()).get("steps") == steps and (run_dir / "seconds.json").is_file()
 
 
-def train_runs(work: Path, seed: int, steps: int, names=tuple(VARIANTS)) -> dict:
+def train_runs(work: Path, seed: int, steps: int, names=tuple(VARIANTS)) -> None:
+    """Train each named run of `seed` that has not finished; its wall time accumulates in seconds.json."""
     import yaml
 
-    seconds = {}
     for name in names:
         cfg = run_config(work, name, seed, steps)
         run_dir = Path(cfg["out_dir"])
@@ -113,8 +114,6 @@ def train_runs(work: Path, seed: int, steps: int, names=tuple(VARIANTS)) -> dict
             spent = time.time() - t0
             prev = json.loads((run_dir / "seconds.json").read_text()) if (run_dir / "seconds.json").is_file() else {}
             (run_dir / "seconds.json").write_text(json.dumps({"seconds": prev.get("seconds", 0) + spent}))
-        seconds[name] = json.loads((run_dir / "seconds.json").read_text())["seconds"]
-    return seconds
 
 
 def evaluate_runs(work: Path, seed: int, names=tuple(VARIANTS)) -> dict:
@@ -148,11 +147,17 @@ def _row(report: dict, setting: str) -> dict:
     return {"accuracy": pct(r["accuracy_normalized"]), "ci_low": pct(lo), "ci_high": pct(hi), "n": r["n"]}
 
 
-def item_correct(work: Path, seed: int, name: str, setting: str) -> dict[str, int]:
-    """Per item id: 1 if the length-normalised score picks the right ending (from the eval's score cache)."""
+@functools.lru_cache(maxsize=None)
+def _labels(cloze_dir: str) -> dict[str, int]:
+    """Right-ending index per item id (read once: the report asks for every seed, run and setting)."""
     from spiritlm_jax.evaluation.storycloze import load_storycloze
 
-    labels = {it.id: it.label for it in load_storycloze(None, str(work / "corpus" / "cloze"))}
+    return {it.id: it.label for it in load_storycloze(None, cloze_dir)}
+
+
+def item_correct(work: Path, seed: int, name: str, setting: str) -> dict[str, int]:
+    """Per item id: 1 if the length-normalised score picks the right ending (from the eval's score cache)."""
+    labels = _labels(str(work / "corpus" / "cloze"))
     scores = json.loads((seed_dir(work, seed) / "eval" / name / f"scores_{setting}.json").read_text())
     out = {}
     for item_id, r in scores.items():
