@@ -94,3 +94,36 @@ def test_paired_difference_pairs_items_and_seeds():
     # only items scored for every run and seed count
     short = [_correct([1] * 100)] * 3
     assert paired_difference(short, b)["n"] == 100
+
+
+def test_scale_fit_recovers_a_known_power_law(tmp_path):
+    """scale.py on curves drawn from L(D) = E + A*D^-alpha (E from the text loss, as the script sets it)
+    gives back alpha, A and the tokens where speech's per-word loss is 4x text's; stray files beside the
+    seed folders (logs such as seed2.log) are ignored."""
+    import json
+
+    from benchmarks.interleaving_ablation.__main__ import RUN, VARIANTS
+    from benchmarks.interleaving_ablation.scale import estimate
+
+    words, pieces, units = 1000, 1300, 9000  # 1.3 pieces and 9 units per word
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "corpus.done").write_text(json.dumps({
+        "words": {"text": words // 2, "aligned": words // 2},
+        "tokens": {"text": pieces // 2, "speech": units // 2, "aligned": {"text": pieces // 2, "speech": units // 2}},
+    }))
+    text_loss, alpha, a = 0.7, 0.4, 300.0
+    floor = text_loss * 1.3 / 9
+    per_step = RUN["data"]["batch_size"] * RUN["data"]["seq_len"]
+    for seed in (0, 1):
+        for name in VARIANTS:
+            run = tmp_path / f"seed{seed}" / "runs" / name
+            run.mkdir(parents=True)
+            rows = [{"step": s, "eval_loss_text": text_loss, "eval_loss_speech": floor + a * (s * per_step) ** -alpha}
+                    for s in range(200, RUN["steps"] + 1, 200)]
+            run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "seed2.log").write_text("a log, not a seed folder\n")
+    out = estimate(tmp_path)
+    assert out["runs"] == 2 * len(VARIANTS)
+    assert out["fit"]["alpha"] == pytest.approx(alpha, abs=1e-3) and out["fit"]["A"] == pytest.approx(a, rel=1e-3)
+    want = (a / (4 * text_loss * 1.3 / 9 - floor)) ** (1 / alpha)  # 4x text per word, in units
+    assert out["tokens_for_speech_per_word_within"]["4x_text"] == pytest.approx(want, abs=5e4)  # rounded to 0.1 M

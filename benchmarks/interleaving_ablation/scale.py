@@ -36,8 +36,8 @@ def estimate(work: Path) -> dict:
     units_per_word = (counts["tokens"]["speech"] + counts["tokens"]["aligned"]["speech"]) / words
     tokens_per_step = RUN["data"]["batch_size"] * RUN["data"]["seq_len"]
     points, text_end = [], []
-    for seed_path in sorted(work.glob("seed*")):
-        seed = int(seed_path.name[4:])
+    seeds = sorted(int(p.name[4:]) for p in work.glob("seed*") if p.is_dir() and p.name[4:].isdigit())
+    for seed in seeds:  # seed<N> run folders only: the work dir also holds logs such as seed2.log
         for name in VARIANTS:
             if not (seed_dir(work, seed) / "runs" / name / "metrics.jsonl").is_file():
                 continue
