@@ -107,10 +107,18 @@ def test_scale_fit_recovers_a_known_power_law(tmp_path):
 
     words, pieces, units = 1000, 1300, 9000  # 1.3 pieces and 9 units per word
     (tmp_path / "corpus").mkdir()
-    (tmp_path / "corpus" / "corpus.done").write_text(json.dumps({
-        "words": {"text": words // 2, "aligned": words // 2},
-        "tokens": {"text": pieces // 2, "speech": units // 2, "aligned": {"text": pieces // 2, "speech": units // 2}},
-    }))
+    (tmp_path / "corpus" / "corpus.done").write_text(
+        json.dumps(
+            {
+                "words": {"text": words // 2, "aligned": words // 2},
+                "tokens": {
+                    "text": pieces // 2,
+                    "speech": units // 2,
+                    "aligned": {"text": pieces // 2, "speech": units // 2},
+                },
+            }
+        )
+    )
     text_loss, alpha, a = 0.7, 0.4, 300.0
     floor = text_loss * 1.3 / 9
     per_step = RUN["data"]["batch_size"] * RUN["data"]["seq_len"]
@@ -118,8 +126,10 @@ def test_scale_fit_recovers_a_known_power_law(tmp_path):
         for name in VARIANTS:
             run = tmp_path / f"seed{seed}" / "runs" / name
             run.mkdir(parents=True)
-            rows = [{"step": s, "eval_loss_text": text_loss, "eval_loss_speech": floor + a * (s * per_step) ** -alpha}
-                    for s in range(200, RUN["steps"] + 1, 200)]
+            rows = [
+                {"step": s, "eval_loss_text": text_loss, "eval_loss_speech": floor + a * (s * per_step) ** -alpha}
+                for s in range(200, RUN["steps"] + 1, 200)
+            ]
             run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "seed2.log").write_text("a log, not a seed folder\n")
     out = estimate(tmp_path)
